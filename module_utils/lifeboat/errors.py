@@ -1,0 +1,62 @@
+"""Typed errors raised by the Lifeboat engine.
+
+Every message names the option (or the object) and the cause, and never
+contains a secret. Modules turn them into ``fail_json(msg=str(exc))``.
+"""
+from __future__ import annotations
+
+
+class LifeboatError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    #: the module option the error is about, when there is one
+    option: str | None = None
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        if option is not None:
+            self.option = option
+
+
+class ConfigError(LifeboatError):
+    """An input is missing, malformed or contradicts another input."""
+
+
+class ConnectionFailed(LifeboatError):
+    """A server (PostgreSQL, S3 endpoint) could not be reached or refused us."""
+
+
+class AuthError(ConnectionFailed):
+    """Credentials were rejected."""
+
+
+class NotFound(LifeboatError):
+    """A database, bucket, object or backup does not exist."""
+
+
+class StorageError(LifeboatError):
+    """Reading or writing the backup storage failed."""
+
+
+class DumpError(LifeboatError):
+    """pg_dump (or another child process of a pipeline) failed."""
+
+
+class VersionMismatch(LifeboatError):
+    """No client binary is new enough for the server."""
+
+
+class EncryptionError(LifeboatError):
+    """A key is missing or unusable, or decryption failed."""
+
+
+class IntegrityError(LifeboatError):
+    """A checksum, size or row count does not match what the manifest says."""
+
+
+class RestoreError(LifeboatError):
+    """A restore step failed."""
+
+
+class SafetyError(LifeboatError):
+    """A destructive action was refused (missing confirmation, target in use...)."""

@@ -1,0 +1,445 @@
+"""One interface over the places a backup can live: an S3 prefix or a local directory.
+
+Keys are relative to the storage root (``s3://bucket/prefix`` or a directory)
+and always use '/'. Writers stream: an S3 writer is a multipart upload whose
+memory is bounded by ``part_size * (concurrency + 1)``; a local writer writes
+``<name>.partial`` (0600) and renames it on success. ``abort()`` leaves nothing
+that looks like a complete object.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from collections.abc import Iterator
+
+from ansible.module_utils.lifeboat.errors import ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.s3 import (
+    S3Settings,
+    S3Url,
+    check_bucket,
+    make_client,
+    parse_s3_url,
+    translate,
+)
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB
+MAX_PARTS = 10000
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str            # relative to the storage root
+    size: int
+    last_modified: _dt.datetime | None = None
+    etag: str | None = None
+
+
+class Writer:
+    """A streaming sink. ``close()`` commits, ``abort()`` discards."""
+
+    bytes_written: int = 0
+
+    def write(self, data: bytes) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Storage:
+    """Common interface; see S3Storage and LocalStorage."""
+
+    url: str
+
+    def uri(self, key: str) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self, write: bool = False) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream",
+                    metadata: dict[str, str] | None = None) -> Writer:  # pragma: no cover
+        raise NotImplementedError
+
+    def open_reader(self, key: str) -> BinaryIO:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:  # pragma: no cover
+        raise NotImplementedError
+
+    def stat(self, key: str) -> ObjectInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # helpers built on the primitives
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+            return True
+        except NotFound:
+            return False
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_reader(key) as fh:
+            return fh.read()
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        writer = self.open_writer(key, content_type=content_type)
+        try:
+            writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+
+# --------------------------------------------------------------------------- S3
+
+class _S3Writer(Writer):
+    def __init__(self, storage: "S3Storage", key: str, content_type: str, metadata: dict[str, str] | None):
+        self._s = storage
+        self._key = key
+        self._content_type = content_type
+        self._metadata = metadata or {}
+        self._buf = bytearray()
+        self._parts: list[Future] = []
+        self._upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(storage.concurrency + 1)
+        self._closed = False
+        self.bytes_written = 0
+        self.parts = 0
+
+    def _what(self) -> str:
+        return f"upload {self._s.uri(self._key)}"
+
+    def _start(self) -> None:
+        try:
+            resp = self._s.client.create_multipart_upload(
+                Bucket=self._s.bucket, Key=self._s.full_key(self._key),
+                ContentType=self._content_type, Metadata=self._metadata)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+        self._upload_id = resp["UploadId"]
+        self._pool = ThreadPoolExecutor(max_workers=self._s.concurrency, thread_name_prefix="lifeboat-s3")
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        try:
+            resp = self._s.client.upload_part(
+                Bucket=self._s.bucket, Key=self._s.full_key(self._key),
+                UploadId=self._upload_id, PartNumber=number, Body=body)
+            return {"PartNumber": number, "ETag": resp["ETag"]}
+        finally:
+            self._slots.release()
+
+    def _flush_part(self) -> None:
+        if self._upload_id is None:
+            self._start()
+        if len(self._parts) >= MAX_PARTS:
+            raise StorageError(f"{self._what()}: more than {MAX_PARTS} parts; raise part_size")
+        body = bytes(self._buf[: self._s.part_size])
+        del self._buf[: self._s.part_size]
+        self._slots.acquire()  # bounds memory: at most concurrency+1 parts in flight
+        for fut in self._parts:
+            if fut.done() and fut.exception() is not None:
+                self._slots.release()
+                raise translate(fut.exception(), self._what(), self._s.settings, self._s.bucket)
+        assert self._pool is not None
+        self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, body))
+        self.parts += 1
+
+    def write(self, data: bytes) -> int:
+        if self._closed:
+            raise StorageError(f"{self._what()}: write after close")
+        self._buf += data
+        self.bytes_written += len(data)
+        while len(self._buf) >= self._s.part_size:
+            self._flush_part()
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._upload_id is None:
+                # small object: one PUT, no multipart
+                try:
+                    self._s.client.put_object(
+                        Bucket=self._s.bucket, Key=self._s.full_key(self._key), Body=bytes(self._buf),
+                        ContentType=self._content_type, Metadata=self._metadata)
+                except Exception as exc:  # noqa: BLE001
+                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+            else:
+                if self._buf:
+                    self._flush_part()
+                parts = []
+                for fut in self._parts:
+                    try:
+                        parts.append(fut.result())
+                    except Exception as exc:  # noqa: BLE001
+                        raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+                try:
+                    self._s.client.complete_multipart_upload(
+                        Bucket=self._s.bucket, Key=self._s.full_key(self._key), UploadId=self._upload_id,
+                        MultipartUpload={"Parts": parts})
+                except Exception as exc:  # noqa: BLE001
+                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._buf = bytearray()
+            if self._pool:
+                self._pool.shutdown(wait=True)
+        self._closed = True
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        if self._pool:
+            for fut in self._parts:
+                fut.cancel()
+            self._pool.shutdown(wait=True)
+        if self._upload_id is not None:
+            try:
+                self._s.client.abort_multipart_upload(
+                    Bucket=self._s.bucket, Key=self._s.full_key(self._key), UploadId=self._upload_id)
+            except Exception:  # noqa: BLE001 - best effort; lifecycle rules clean the rest
+                pass
+            self._upload_id = None
+
+
+class S3Storage(Storage):
+    def __init__(self, url: S3Url | str, settings: S3Settings, part_size: int = 16 * MIB,
+                 client: Any = None):
+        self.loc = parse_s3_url(url) if isinstance(url, str) else url
+        self.settings = settings
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(f"part_size: {part_size} bytes is below S3's minimum of 5 MiB", "part_size")
+        self.part_size = part_size
+        self.concurrency = max(1, int(settings.concurrency))
+        self.client = client if client is not None else make_client(settings)
+        self.url = str(self.loc)
+
+    @property
+    def bucket(self) -> str:
+        return self.loc.bucket
+
+    def full_key(self, key: str) -> str:
+        return self.loc.key(key)
+
+    def rel_key(self, full_key: str) -> str:
+        prefix = self.loc.prefix + "/" if self.loc.prefix else ""
+        return full_key[len(prefix):] if full_key.startswith(prefix) else full_key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.full_key(key)}"
+
+    def check(self, write: bool = False) -> None:
+        check_bucket(self.client, self.bucket, self.settings)
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream",
+                    metadata: dict[str, str] | None = None) -> Writer:
+        return _S3Writer(self, key, content_type, metadata)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"read {self.uri(key)}", self.settings, self.bucket) from None
+        return resp["Body"]
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self.loc.key(prefix) if prefix else (self.loc.prefix + "/" if self.loc.prefix else "")
+        if prefix.endswith("/") and not full.endswith("/"):
+            full += "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []) or []:
+                    yield ObjectInfo(self.rel_key(obj["Key"]), int(obj["Size"]), obj.get("LastModified"),
+                                     (obj.get("ETag") or "").strip('"') or None)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"list s3://{self.bucket}/{full}", self.settings, self.bucket) from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"stat {self.uri(key)}", self.settings, self.bucket) from None
+        return ObjectInfo(key, int(resp["ContentLength"]), resp.get("LastModified"),
+                          (resp.get("ETag") or "").strip('"') or None)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"delete {self.uri(key)}", self.settings, self.bucket) from None
+
+
+# ------------------------------------------------------------------------ local
+
+class _LocalWriter(Writer):
+    def __init__(self, path: str):
+        self.path = path
+        self.partial = path + ".partial"
+        self.bytes_written = 0
+        self._closed = False
+        try:
+            _makedirs_private(os.path.dirname(path))
+            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise _local_error(exc, f"write {path}") from None
+        self._fh = os.fdopen(fd, "wb", buffering=1024 * 1024)
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _local_error(exc, f"write {self.path}") from None
+        self.bytes_written += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _local_error(exc, f"write {self.path}") from None
+        self._closed = True
+
+    def abort(self) -> None:
+        self._closed = True
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+
+
+def _makedirs_private(path: str) -> None:
+    if path and not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def _local_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"{what}: no space left on the local destination's filesystem (ENOSPC)")
+    if exc.errno == errno.EDQUOT:
+        return StorageError(f"{what}: disk quota exceeded on the local destination (EDQUOT)")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"{what}: permission denied")
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{what}: no such file or directory")
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str):
+        if not os.path.isabs(root):
+            raise ConfigError(f"destination: local directory '{root}' must be an absolute path", "destination")
+        self.root = os.path.normpath(root)
+        self.url = self.root
+
+    def path(self, key: str) -> str:
+        norm = os.path.normpath(os.path.join(self.root, key))
+        if norm != self.root and not norm.startswith(self.root + os.sep):
+            raise ConfigError(f"key '{key}' escapes the destination directory {self.root}")
+        return norm
+
+    def uri(self, key: str) -> str:
+        return self.path(key)
+
+    def check(self, write: bool = False) -> None:
+        if not os.path.isdir(self.root):
+            if write:
+                try:
+                    _makedirs_private(self.root)
+                except OSError as exc:
+                    raise _local_error(exc, f"destination {self.root}") from None
+            else:
+                raise NotFound(f"destination: directory {self.root} does not exist")
+        if write and not os.access(self.root, os.W_OK):
+            raise StorageError(f"destination: directory {self.root} is not writable")
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream",
+                    metadata: dict[str, str] | None = None) -> Writer:
+        return _LocalWriter(self.path(key))
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
+        except OSError as exc:
+            raise _local_error(exc, f"read {self.path(key)}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.path(prefix) if prefix else self.root
+        start = base if os.path.isdir(base) else os.path.dirname(base)
+        if not os.path.isdir(start):
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".partial"):
+                    continue
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if prefix and not rel.startswith(prefix):
+                    continue
+                st = os.stat(full)
+                yield ObjectInfo(rel, st.st_size,
+                                 _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = os.stat(self.path(key))
+        except OSError as exc:
+            raise _local_error(exc, f"stat {self.path(key)}") from None
+        return ObjectInfo(key, st.st_size, _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self.path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _local_error(exc, f"delete {self.path(key)}") from None
+
+
+def open_storage(destination: str, settings: S3Settings | None = None, part_size: int = 16 * MIB) -> Storage:
+    """``s3://bucket/prefix`` -> S3Storage; an absolute path -> LocalStorage."""
+    if destination.startswith("s3://"):
+        return S3Storage(parse_s3_url(destination), settings or S3Settings(), part_size=part_size)
+    if "://" in destination:
+        raise ConfigError(f"destination: unsupported scheme in '{destination}' (use s3://bucket/prefix or an "
+                          "absolute directory)", "destination")
+    return LocalStorage(destination)
