@@ -1,0 +1,219 @@
+"""Backup manifests and the key layout of a backup store.
+
+Layout under the destination root (an S3 prefix or a local directory)::
+
+    <database>/<backup_id>/manifest.json          written LAST: no manifest = incomplete
+    <database>/<backup_id>/<database>.<ext>       the artifact, e.g. appdb.dump.zst.gpg
+    <database>/<backup_id>/verify-<stamp>.json    verification records (one per drill)
+
+The older procedure's naming (``naming: legacy``) keeps its flat names::
+
+    db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz                  the artifact (plain SQL, gzip)
+    db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz.manifest.json    Lifeboat's manifest, when Lifeboat wrote it
+    db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz.verify-<stamp>.json
+
+Dumps written by the older procedure itself have no manifest; they are still
+listed (``legacy: true``) so they can be verified and restored.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Iterator
+
+from ansible.module_utils.lifeboat.errors import IntegrityError, NotFound
+from ansible.module_utils.lifeboat.storage import Storage
+
+SCHEMA = "lifeboat/backup-manifest/v1"
+VERIFY_SCHEMA = "lifeboat/verification/v1"
+MANIFEST_NAME = "manifest.json"
+LEGACY_RE = re.compile(r"(?:^|/)db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz$")
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+
+FORMAT_EXT = {"custom": "dump", "plain": "sql", "directory": "tar"}
+COMPRESSION_EXT = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+ENCRYPTION_EXT = {"gpg": ".gpg", "age": ".age", "none": ""}
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+
+
+def stamp(when: _dt.datetime) -> str:
+    return when.astimezone(_dt.UTC).strftime(STAMP_FORMAT)
+
+
+def iso(when: _dt.datetime) -> str:
+    return when.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> _dt.datetime:
+    """Parse an ISO 8601 time ('2026-11-20 12:00', '...Z', with offset); naive = UTC."""
+    text = value.strip().replace("Z", "+00:00")
+    when = _dt.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.astimezone(_dt.UTC)
+
+
+def safe_name(name: str) -> str:
+    """A database name made safe for one path segment (unusual names are legal in PostgreSQL)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
+    return cleaned or "db"
+
+
+def backup_id_for(database: str, when: _dt.datetime) -> str:
+    return f"{safe_name(database)}-{stamp(when)}"
+
+
+def artifact_name(database: str, fmt: str, compression: str, encryption: str) -> str:
+    return f"{safe_name(database)}.{FORMAT_EXT[fmt]}{COMPRESSION_EXT[compression]}{ENCRYPTION_EXT[encryption]}"
+
+
+def legacy_name(when: _dt.datetime) -> str:
+    return when.astimezone(_dt.UTC).strftime("db-backup-%Y-%m-%d_%H-%M-%S.sql.gz")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the pieces of one backup live, relative to the storage root."""
+
+    backup_id: str
+    artifact_key: str
+    manifest_key: str
+
+    def verification_key(self, when: _dt.datetime) -> str:
+        if self.manifest_key.endswith("/" + MANIFEST_NAME):
+            return self.manifest_key[: -len(MANIFEST_NAME)] + f"verify-{stamp(when)}.json"
+        return f"{self.artifact_key}.verify-{stamp(when)}.json"
+
+    @property
+    def verification_prefix(self) -> str:
+        if self.manifest_key.endswith("/" + MANIFEST_NAME):
+            return self.manifest_key[: -len(MANIFEST_NAME)] + "verify-"
+        return f"{self.artifact_key}.verify-"
+
+
+def layout_for(database: str, when: _dt.datetime, fmt: str, compression: str, encryption: str,
+               naming: str = "lifeboat", prefix: str = "") -> Layout:
+    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    if naming == "legacy":
+        name = legacy_name(when)
+        return Layout(backup_id=name[: -len(".sql.gz")], artifact_key=pre + name,
+                      manifest_key=pre + name + ".manifest.json")
+    bid = backup_id_for(database, when)
+    base = f"{pre}{safe_name(database)}/{bid}/"
+    return Layout(backup_id=bid, artifact_key=base + artifact_name(database, fmt, compression, encryption),
+                  manifest_key=base + MANIFEST_NAME)
+
+
+def dumps(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def write_manifest(storage: Storage, key: str, manifest: dict[str, Any]) -> None:
+    storage.put_bytes(key, dumps(manifest), content_type="application/json")
+
+
+def read_manifest(storage: Storage, key: str) -> dict[str, Any]:
+    raw = storage.get_bytes(key)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise IntegrityError(f"manifest {storage.uri(key)} is not valid JSON: {exc}") from None
+    if data.get("schema") != SCHEMA:
+        raise IntegrityError(f"manifest {storage.uri(key)} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+    return data
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """One backup found in a store: a Lifeboat backup (with manifest) or an older dump."""
+
+    backup_id: str
+    database: str | None
+    artifact_key: str
+    manifest_key: str | None
+    created_at: _dt.datetime
+    size: int | None
+    legacy: bool
+
+    def layout(self) -> Layout:
+        return Layout(self.backup_id, self.artifact_key, self.manifest_key or self.artifact_key + ".manifest.json")
+
+
+def iter_backups(storage: Storage, database: str | None = None, prefix: str = "",
+                 include_legacy: bool = True) -> Iterator[BackupRef]:
+    """Every complete backup (manifest present) and every older-procedure dump under the root.
+
+    A Lifeboat backup whose manifest is missing is incomplete and is not listed.
+    """
+    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    scan = pre + (safe_name(database) + "/" if database else "")
+    legacy_objects: dict[str, Any] = {}
+    legacy_manifests: set[str] = set()
+    for obj in storage.list(scan if database else pre):
+        key = obj.key
+        if key.endswith("/" + MANIFEST_NAME):
+            parts = key[len(pre):].split("/")
+            if len(parts) != 3:
+                continue
+            try:
+                manifest = read_manifest(storage, key)
+            except (IntegrityError, NotFound):
+                continue
+            if database and manifest.get("database") != database:
+                continue
+            art = manifest.get("artifact", {})
+            yield BackupRef(manifest["backup_id"], manifest.get("database"), art.get("key", ""), key,
+                            parse_time(manifest["started_at"]), art.get("size"), False)
+        elif key.endswith(".sql.gz.manifest.json"):
+            legacy_manifests.add(key[: -len(".manifest.json")])
+        elif LEGACY_RE.search(key):
+            legacy_objects[key] = obj
+    if database:
+        # legacy names live flat at the root, not under the database folder
+        for obj in storage.list(pre + "db-backup-"):
+            if LEGACY_RE.search(obj.key) and "/" not in obj.key[len(pre):]:
+                legacy_objects[obj.key] = obj
+            elif obj.key.endswith(".sql.gz.manifest.json"):
+                legacy_manifests.add(obj.key[: -len(".manifest.json")])
+    for key, obj in sorted(legacy_objects.items()):
+        m = LEGACY_RE.search(key)
+        assert m is not None
+        created = _dt.datetime(*(int(g) for g in m.groups()), tzinfo=_dt.UTC)
+        has_manifest = key in legacy_manifests
+        bid = key.rsplit("/", 1)[-1][: -len(".sql.gz")]
+        if has_manifest:
+            try:
+                manifest = read_manifest(storage, key + ".manifest.json")
+            except (IntegrityError, NotFound):
+                continue
+            if database and manifest.get("database") != database:
+                continue
+            yield BackupRef(bid, manifest.get("database"), key, key + ".manifest.json", created, obj.size, False)
+        elif include_legacy:
+            yield BackupRef(bid, None, key, None, created, obj.size, True)
+
+
+def select_backup(storage: Storage, database: str | None = None, backup_id: str | None = None,
+                  before: _dt.datetime | None = None, prefix: str = "",
+                  include_legacy: bool = True) -> BackupRef:
+    """The backup to use: by id, else the latest (optionally strictly before a time)."""
+    refs = list(iter_backups(storage, database, prefix, include_legacy))
+    if backup_id:
+        for ref in refs:
+            if backup_id in (ref.backup_id, ref.artifact_key, ref.artifact_key.rsplit("/", 1)[-1]):
+                return ref
+        raise NotFound(f"backup_id: no backup '{backup_id}' under {storage.url}"
+                       + (f" for database '{database}'" if database else ""), "backup_id")
+    if before is not None:
+        refs = [r for r in refs if r.created_at < before]
+    if not refs:
+        when = f" before {iso(before)}" if before else ""
+        raise NotFound(f"no complete backup{when} under {storage.url}"
+                       + (f" for database '{database}'" if database else ""))
+    return max(refs, key=lambda r: (r.created_at, r.backup_id))
