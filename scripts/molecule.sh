@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Run the molecule scenarios on rootful podman (runc, ulimits 4096), from the repo root.
+#
+#   bash scripts/molecule.sh                 # every scenario under molecule/, one after the other
+#   bash scripts/molecule.sh ops             # only the named scenario(s)
+#   MOLECULE_COMMAND=converge bash scripts/molecule.sh ops   # another molecule command
+#
+# Writes .cache/podman/containers.conf and exports CONTAINERS_CONF, builds the base
+# image when needed (scripts/build-image.sh, cached), runs `molecule test -s NAME`
+# for each scenario, and always destroys the scenarios' containers at the end.
+# Exits non-zero when any scenario fails.
+set -uo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${repo_root}"
+
+venv="${LIFEBOAT_VENV:-${repo_root}/.venv}"
+molecule="${venv}/bin/molecule"
+command="${MOLECULE_COMMAND:-test}"
+
+log() { printf '%s molecule.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+if [[ ! -x "${molecule}" ]]; then
+  log "no molecule in ${venv} (run make setup)"
+  exit 1
+fi
+export PATH="${venv}/bin:${PATH}"
+
+# Podman facts of this machine: crun fails on its cgroup setup, and rlimits above
+# 4096 cannot be raised. Keep an operator's own CONTAINERS_CONF if one is set.
+if [[ -z "${CONTAINERS_CONF:-}" ]]; then
+  conf_dir="${repo_root}/.cache/podman"
+  mkdir -p "${conf_dir}"
+  cat > "${conf_dir}/containers.conf" <<'CONF'
+# Written by scripts/molecule.sh
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF="${conf_dir}/containers.conf"
+fi
+log "CONTAINERS_CONF=${CONTAINERS_CONF}"
+
+# molecule writes its ephemeral state here; keep it inside the repo's cache.
+export MOLECULE_EPHEMERAL_DIRECTORY_BASE="${repo_root}/.cache/molecule"
+
+image_start="$(date +%s)"
+bash "${repo_root}/scripts/build-image.sh" || { log "image build failed"; exit 1; }
+log "image ready in $(( $(date +%s) - image_start ))s"
+
+if (( $# > 0 )); then
+  scenarios=("$@")
+else
+  scenarios=()
+  for f in molecule/*/molecule.yml; do
+    [[ -e "${f}" ]] || continue
+    scenarios+=("$(basename "$(dirname "${f}")")")
+  done
+fi
+if (( ${#scenarios[@]} == 0 )); then
+  log "no scenario under molecule/"
+  exit 1
+fi
+
+destroy_all() {
+  local s
+  for s in "${scenarios[@]}"; do
+    "${molecule}" destroy -s "${s}" >/dev/null 2>&1 || log "destroy ${s} failed"
+  done
+}
+trap destroy_all EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+failed=()
+for s in "${scenarios[@]}"; do
+  start="$(date +%s)"
+  log "scenario ${s}: molecule ${command}"
+  if "${molecule}" "${command}" -s "${s}"; then
+    log "scenario ${s}: passed in $(( $(date +%s) - start ))s"
+  else
+    log "scenario ${s}: FAILED after $(( $(date +%s) - start ))s"
+    failed+=("${s}")
+  fi
+done
+
+if (( ${#failed[@]} > 0 )); then
+  log "failed scenarios: ${failed[*]}"
+  exit 1
+fi
+log "all scenarios passed: ${scenarios[*]}"
