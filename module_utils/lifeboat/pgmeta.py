@@ -1,0 +1,213 @@
+"""What is in a PostgreSQL database: tables in scope, exact row counts, a schema hash.
+
+All functions take an open psycopg connection and run read-only queries, so they
+can share the REPEATABLE READ transaction whose snapshot pg_dump uses
+(``pg_export_snapshot()`` + ``pg_dump --snapshot``): counts and hash then
+describe exactly the dumped state. Identifiers always go through
+``psycopg.sql.Identifier``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from typing import Any
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+
+def server_version(conn: Any) -> tuple[int, str]:
+    """(server_version_num, server_version) e.g. (150018, '15.18')."""
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version')").fetchone()
+    return int(row[0]), str(row[1]).split()[0]
+
+
+def _split_pattern(pattern: str) -> tuple[str | None, str]:
+    """psql-style 'schema.table' pattern -> (schema glob or None, name glob).
+
+    Unquoted parts are folded to lower case, double-quoted parts are kept
+    as written (``"Audit Log"``, ``app."MixedCase"``); ``*`` and ``?`` are wildcards.
+    """
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == '"':
+            if quoted and i + 1 < len(pattern) and pattern[i + 1] == '"':
+                buf.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch if quoted else ch.lower())
+        i += 1
+    parts.append("".join(buf))
+    if len(parts) == 1:
+        return None, parts[0]
+    return parts[-2], parts[-1]
+
+
+def _match(value: str, glob: str) -> bool:
+    return fnmatch.fnmatchcase(value, glob.replace("[", "[[]"))
+
+
+def list_tables(conn: Any, include_schemas: list[str] | None = None, exclude_schemas: list[str] | None = None,
+                include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
+                exclude_table_data: list[str] | None = None) -> list[tuple[str, str]]:
+    """(schema, table) of every ordinary table whose data a pg_dump with these filters contains.
+
+    Tables that belong to an extension are left out (pg_dump does not dump their
+    data). Unqualified table patterns match in any schema.
+    """
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r'
+           AND n.nspname <> ALL(%s)
+           AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype = 'e')
+         ORDER BY 1, 2
+        """,
+        (list(SYSTEM_SCHEMAS),),
+    ).fetchall()
+
+    def table_matches(schema: str, name: str, patterns: list[str]) -> bool:
+        for pat in patterns:
+            sch, tab = _split_pattern(pat)
+            if (sch is None or _match(schema, sch)) and _match(name, tab):
+                return True
+        return False
+
+    def schema_matches(schema: str, patterns: list[str]) -> bool:
+        return any(_match(schema, _split_pattern(p)[1]) for p in patterns)
+
+    result = []
+    for schema, name in rows:
+        if include_tables:
+            if not table_matches(schema, name, include_tables):
+                continue
+        elif include_schemas and not schema_matches(schema, include_schemas):
+            continue
+        if exclude_schemas and schema_matches(schema, exclude_schemas):
+            continue
+        if exclude_tables and table_matches(schema, name, exclude_tables):
+            continue
+        if exclude_table_data and table_matches(schema, name, exclude_table_data):
+            continue
+        result.append((schema, name))
+    return result
+
+
+def row_counts(conn: Any, tables: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Exact ``count(*)`` of each table, in the connection's current transaction."""
+    from psycopg import sql
+
+    counts = []
+    for schema, name in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        counts.append({"schema": schema, "name": name, "rows": int(conn.execute(query).fetchone()[0])})
+    return counts
+
+
+def describe_schema(conn: Any, schemas: list[str] | None = None,
+                    tables: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A normalized, owner- and grant-free description of the user schemas.
+
+    ``schemas`` limits it to those schemas; ``tables`` (when the dump was limited
+    to tables) limits relations, columns, constraints and indexes to those tables.
+    """
+    if schemas is None:
+        schemas = [r[0] for r in conn.execute(
+            "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname <> ALL(%s) "
+            "AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast%%' "
+            "ORDER BY 1", (list(SYSTEM_SCHEMAS),)).fetchall()]
+    not_ext = ("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass "
+               "AND d.objid = c.oid AND d.deptype = 'e')")
+    rels = conn.execute(
+        f"""SELECT n.nspname, c.relname, c.relkind::text FROM pg_catalog.pg_class c
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = ANY(%s) AND c.relkind IN ('r','p','v','m','S','f') AND {not_ext}
+             ORDER BY 1, 2""", (schemas,)).fetchall()  # noqa: S608 - constant text, no input
+    keep = set(tables) if tables is not None else None
+
+    def kept(schema: str, name: str) -> bool:
+        return keep is None or (schema, name) in keep
+
+    columns = conn.execute(
+        f"""SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                   a.attnotnull, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), a.attidentity::text,
+                   a.attgenerated::text
+              FROM pg_catalog.pg_attribute a
+              JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+             WHERE n.nspname = ANY(%s) AND c.relkind IN ('r','p','v','m','f') AND a.attnum > 0
+               AND NOT a.attisdropped AND {not_ext}
+             ORDER BY 1, 2, a.attnum""", (schemas,)).fetchall()  # noqa: S608 - constant text, no input
+    constraints = conn.execute(
+        """SELECT n.nspname, c.relname, k.conname, k.contype::text, pg_catalog.pg_get_constraintdef(k.oid, true)
+             FROM pg_catalog.pg_constraint k
+             JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY(%s) ORDER BY 1, 2, 3""", (schemas,)).fetchall()
+    indexes = conn.execute(
+        """SELECT n.nspname, t.relname, i.relname, pg_catalog.pg_get_indexdef(i.oid)
+             FROM pg_catalog.pg_index x
+             JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+             JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = ANY(%s) ORDER BY 1, 2, 3""", (schemas,)).fetchall()
+    views = conn.execute(
+        """SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid, true)
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY(%s) AND c.relkind IN ('v','m') ORDER BY 1, 2""", (schemas,)).fetchall()
+    sequences = conn.execute(
+        """SELECT n.nspname, c.relname, pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+                  s.seqmin, s.seqmax, s.seqcycle
+             FROM pg_catalog.pg_sequence s JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY(%s) ORDER BY 1, 2""", (schemas,)).fetchall()
+    functions = conn.execute(
+        """SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+                  pg_catalog.md5(p.prosrc)
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = ANY(%s)
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                              AND d.objid = p.oid AND d.deptype = 'e')
+            ORDER BY 1, 2, 3""", (schemas,)).fetchall()
+    triggers = conn.execute(
+        """SELECT n.nspname, c.relname, t.tgname, pg_catalog.pg_get_triggerdef(t.oid)
+             FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY(%s) AND NOT t.tgisinternal ORDER BY 1, 2, 3""", (schemas,)).fetchall()
+    extensions = conn.execute("SELECT extname FROM pg_catalog.pg_extension ORDER BY 1").fetchall()
+    full_scope = keep is None
+    return {
+        "schemas": sorted(schemas),
+        "extensions": [r[0] for r in extensions] if full_scope else [],
+        "relations": [list(r) for r in rels if r[2] not in ("r", "p") or kept(r[0], r[1])],
+        "columns": [list(r) for r in columns if kept(r[0], r[1])],
+        "constraints": [list(r) for r in constraints if kept(r[0], r[1])],
+        "indexes": [list(r) for r in indexes if kept(r[0], r[1])],
+        "views": [list(r) for r in views] if full_scope else [],
+        "sequences": [[r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), bool(r[7])]
+                      for r in sequences] if full_scope else [],
+        "functions": [list(r) for r in functions] if full_scope else [],
+        "triggers": [list(r) for r in triggers if kept(r[0], r[1])],
+    }
+
+
+def schema_hash(conn: Any, schemas: list[str] | None = None, tables: list[tuple[str, str]] | None = None) -> str:
+    """sha256 of :func:`describe_schema`, stable across a dump and restore on the same major."""
+    desc = describe_schema(conn, schemas, tables)
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
