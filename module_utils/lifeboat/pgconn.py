@@ -178,7 +178,8 @@ def binary_version(path: str) -> tuple[int, str]:
     m = _VERSION_RE.search(out)
     if not m:
         raise ConfigError(f"{path} --version printed an unexpected text: {out.strip()!r}")
-    return int(m.group(1)), out.strip().split()[-1]
+    version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
+    return int(m.group(1)), version
 
 
 def _embedded_bin_dir() -> str | None:
@@ -221,6 +222,8 @@ def find_client(name: str, server_major: int, extra_dirs: list[str] | None = Non
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             continue
         real = os.path.realpath(path)
+        if real.endswith("/pg_wrapper"):
+            continue  # Debian's version-guessing wrapper: the versioned binaries are searched directly
         if any(os.path.realpath(p) == real for _, p, _ in found):
             continue
         try:
