@@ -66,9 +66,14 @@ class PgTarget:
                      sslmode: str | None = None) -> "PgTarget":
         """Options given explicitly override the DSN's values."""
         params = _parse_dsn(dsn) if dsn else {}
+        raw_port = port or params.pop("port", None) or 5432
+        try:
+            port_num = int(raw_port)
+        except (TypeError, ValueError):
+            raise ConfigError(f"port: '{raw_port}' is not a port number", "port") from None
         target = cls(
             host=host or params.pop("host", None),
-            port=int(port or params.pop("port", 0) or 5432),
+            port=port_num,
             user=user or params.pop("user", None),
             password=password if password is not None else params.pop("password", None),
             database=database or params.pop("dbname", None),

@@ -347,8 +347,15 @@ class _LocalWriter(Writer):
 
 
 def _makedirs_private(path: str) -> None:
-    if path and not os.path.isdir(path):
-        os.makedirs(path, mode=0o700, exist_ok=True)
+    """Create missing directories (every level we create, not only the leaf) with mode 0700."""
+    if not path or os.path.isdir(path):
+        return
+    _makedirs_private(os.path.dirname(path))
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)
 
 
 def _local_error(exc: OSError, what: str) -> StorageError:
