@@ -1,0 +1,60 @@
+"""S3Storage against the lab's SeaweedFS: multipart streaming, abort, clear errors."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from ansible.module_utils.lifeboat.errors import AuthError, ConnectionFailed, NotFound
+from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.storage import MIB, S3Storage
+
+
+def settings(ep: dict, **kw) -> S3Settings:
+    base = dict(endpoint=ep["endpoint"], region=ep["region"], access_key=ep["access_key"],
+                secret_key=ep["secret_key"], concurrency=2, max_attempts=2, connect_timeout=3)
+    base.update(kw)
+    return S3Settings(**base)
+
+
+def test_multipart_stream_round_trip_and_listing(scratch_bucket, s3_backup):
+    bucket, ep = scratch_bucket
+    store = S3Storage(f"s3://{bucket}/db", settings(ep), part_size=5 * MIB)
+    data = os.urandom(12 * MIB + 123)  # three parts, the last one short
+    with store.open_writer("appdb/b1/appdb.dump.zst") as w:
+        for i in range(0, len(data), 700_000):
+            w.write(data[i:i + 700_000])
+    assert w.parts == 3
+    got = store.get_bytes("appdb/b1/appdb.dump.zst")
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    store.put_bytes("appdb/b1/manifest.json", b"{}", content_type="application/json")
+    listed = {o.key: o.size for o in store.list("appdb/")}
+    assert listed == {"appdb/b1/appdb.dump.zst": len(data), "appdb/b1/manifest.json": 2}
+    assert store.stat("appdb/b1/manifest.json").size == 2
+    assert s3_backup.list_multipart_uploads(Bucket=bucket).get("Uploads") in (None, [])
+
+
+def test_abort_leaves_no_object_and_no_pending_upload(scratch_bucket, s3_backup):
+    bucket, ep = scratch_bucket
+    store = S3Storage(f"s3://{bucket}", settings(ep), part_size=5 * MIB)
+    w = store.open_writer("half.dump")
+    w.write(os.urandom(11 * MIB))  # two parts already uploaded
+    w.abort()
+    assert not store.exists("half.dump")
+    assert s3_backup.list_multipart_uploads(Bucket=bucket).get("Uploads") in (None, [])
+
+
+def test_missing_bucket_wrong_credentials_and_unreachable_endpoint(lab, scratch_bucket):
+    bucket, ep = scratch_bucket
+    with pytest.raises(NotFound, match="does not exist"):
+        S3Storage("s3://no-such-bucket-lifeboat", settings(ep)).check()
+    wrong = settings(ep, secret_key="not-the-secret")
+    with pytest.raises(AuthError, match="access denied") as err:
+        S3Storage(f"s3://{bucket}", wrong).check()
+    assert "not-the-secret" not in str(err.value)
+    with pytest.raises((ConnectionFailed, AuthError)) as err:
+        S3Storage(f"s3://{bucket}", wrong).put_bytes("x", b"y")
+    assert "not-the-secret" not in str(err.value)
+    dead = settings(ep, endpoint="http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(ConnectionFailed, match="cannot reach http://127.0.0.1:9"):
+        S3Storage(f"s3://{bucket}", dead).check()
