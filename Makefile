@@ -1,0 +1,63 @@
+# Lifeboat: the front door.  `make backup` and `make test` are the first two commands.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+PLAYBOOK := $(BIN)/ansible-playbook
+PYTEST   := $(BIN)/pytest
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup lab lab-down lab-purge backup restore verify lint unit integration molecule test bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## Install Debian packages and the Python venv (idempotent)
+	bash scripts/setup.sh
+
+lab: ## Start the local lab (PostgreSQL 15/18, SeaweedFS x2, sample data, keys, .lab/lab.json)
+	$(PLAYBOOK) playbooks/lab.yml
+
+lab-down: ## Stop the local lab by PID (data kept)
+	$(PLAYBOOK) playbooks/lab_down.yml
+
+lab-purge: ## Stop the local lab and delete its data
+	$(PLAYBOOK) playbooks/lab_down.yml -e lab_purge=true
+
+backup: lab ## Back up the lab (playbooks/backup.yml)
+	$(PLAYBOOK) playbooks/backup.yml
+
+restore: lab ## Restore into the lab (playbooks/restore.yml)
+	$(PLAYBOOK) playbooks/restore.yml
+
+verify: lab ## Verify the latest backups (playbooks/verify.yml)
+	$(PLAYBOOK) playbooks/verify.yml
+
+lint: ## ansible-lint (production profile), yamllint, ruff
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check $(wildcard library module_utils tests bench roles/lab/files)
+
+unit: ## Unit tests (no servers)
+	$(PYTEST) -q tests/unit
+
+integration: ## Integration tests (need `make lab`)
+	$(PYTEST) -q tests/integration
+
+molecule: ## Molecule scenarios on podman
+	bash scripts/molecule.sh
+
+# The lab stays up through the whole run (integration and molecule use it).
+test: ## setup, lab, lint, unit, integration, molecule (in that order)
+	$(MAKE) setup
+	$(MAKE) lab
+	$(MAKE) lint
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) molecule
+
+bench: lab ## Benchmarks (results in docs/)
+	$(BIN)/python bench/run.py

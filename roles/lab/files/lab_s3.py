@@ -1,0 +1,108 @@
+"""Lab helper: create buckets and seed sample objects on the lab's SeaweedFS.
+
+Reads a JSON request on stdin (credentials never travel in argv) and prints a
+JSON result with "changed". Commands:
+  buckets  {"endpoint", "region", "access_key", "secret_key",
+            "buckets": [{"name", "versioning"}]}
+  seed     {"endpoint", "region", "access_key", "secret_key", "bucket",
+            "pg": {"host", "port", "dbname", "user", "password"}}
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+def client(req: dict[str, Any]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=req["endpoint"],
+        region_name=req["region"],
+        aws_access_key_id=req["access_key"],
+        aws_secret_access_key=req["secret_key"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def ensure_buckets(req: dict[str, Any]) -> dict[str, Any]:
+    s3 = client(req)
+    changed: list[str] = []
+    deadline = time.monotonic() + 30
+    while True:  # the S3 port can answer a moment before the filer is ready
+        try:
+            existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+            break
+        except (ClientError, BotoCoreError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    for bucket in req["buckets"]:
+        name = bucket["name"]
+        if name not in existing:
+            s3.create_bucket(Bucket=name)
+            changed.append(f"created {name}")
+        want = "Enabled" if bucket.get("versioning") else None
+        have = s3.get_bucket_versioning(Bucket=name).get("Status")
+        if want and have != want:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": want})
+            changed.append(f"versioning {name}")
+    return {"changed": bool(changed), "actions": changed}
+
+
+def object_body(key: str) -> bytes:
+    return f"lifeboat lab sample object\nkey={key}\n".encode()
+
+
+def seed(req: dict[str, Any]) -> dict[str, Any]:
+    import psycopg
+
+    pg = req["pg"]
+    with psycopg.connect(host=pg["host"], port=pg["port"], dbname=pg["dbname"],
+                         user=pg["user"], password=pg["password"], connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT storage_path FROM public.videos"
+            " UNION SELECT output_path FROM public.generated_videos WHERE output_path IS NOT NULL"
+        ).fetchall()
+    wanted = {r[0] for r in rows}
+    s3 = client(req)
+    bucket = req["bucket"]
+    present: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        present.update(o["Key"] for o in page.get("Contents", []))
+    missing = sorted(wanted - present)
+
+    def put(key: str) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=object_body(key), ContentType="video/mp4")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, missing))
+    return {"changed": bool(missing), "uploaded": len(missing), "total": len(wanted)}
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    req = json.load(sys.stdin)
+    try:
+        if command == "buckets":
+            result = ensure_buckets(req)
+        elif command == "seed":
+            result = seed(req)
+        else:
+            print(json.dumps({"failed": True, "msg": f"unknown command {command!r}"}))
+            return 2
+    except (ClientError, BotoCoreError) as exc:
+        print(json.dumps({"failed": True, "msg": f"S3 at {req.get('endpoint')}: {exc}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
