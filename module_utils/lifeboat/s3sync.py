@@ -1,0 +1,835 @@
+"""Incremental, parallel sync between S3 prefixes and local directories.
+
+``sync(source, destination, ...)`` makes the destination hold what the source
+holds (under the optional include/exclude patterns):
+
+* Changes are decided from the two **listings** only (size + ETag). An object
+  whose size matches but whose ETag differs (a multipart copy made with other
+  part boundaries) is checked with one HEAD of the destination object for the
+  ``lifeboat-source-etag`` metadata this module writes; nothing else costs a
+  request per unchanged object.
+* Listings are streamed, sorted externally (chunks of ``sort_chunk`` entries,
+  spilled to private temporary files beyond that) and merge-joined: memory
+  stays bounded whatever the object count. Sorting ourselves is needed: S3
+  lists in byte order, SeaweedFS in path-component order, and its versioned
+  buckets in yet another order.
+* Copies are server-side (CopyObject / UploadPartCopy) when both sides are the
+  same endpoint and credentials, streamed otherwise (GET -> PUT, multipart for
+  large objects, same part boundaries as the source so ETags stay comparable).
+  Every read of the source is conditional on the listed ETag; an object that
+  changes during the copy is re-read (up to ``retries`` times) and reported.
+* Deletions at the source propagate only when ``delete=True`` and only into a
+  versioned bucket (so every deleted file stays recoverable).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import heapq
+import json
+import mimetypes
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.lifeboat.errors import (
+    ConfigError,
+    LifeboatError,
+    NotFound,
+    SafetyError,
+    StorageError,
+)
+from ansible.module_utils.lifeboat.s3 import (
+    S3Settings,
+    bucket_versioning,
+    check_bucket,
+    make_client,
+    parse_s3_url,
+    translate,
+)
+
+MIB = 1024 * 1024
+SOURCE_ETAG_META = "lifeboat-source-etag"
+_PLAN_SAMPLE = 20
+
+try:  # botocore is present whenever an S3 side is used (make_client requires it)
+    import botocore.exceptions as _bce
+except ImportError:  # pragma: no cover
+    _bce = None  # type: ignore[assignment]
+
+
+class SyncError(StorageError):
+    """Some objects could not be synced; ``result`` holds what was done."""
+
+    def __init__(self, message: str, result: "SyncResult"):
+        super().__init__(message)
+        self.result = result
+
+
+def _sorted(entries: Iterable[Entry], tmp: str, name: str, chunk: int) -> Iterator[Entry]:
+    """``entries`` sorted by key, holding at most ``chunk`` of them in memory."""
+    buf: list[Entry] = []
+    files: list[str] = []
+    for e in entries:
+        buf.append(e)
+        if len(buf) >= chunk:
+            files.append(_spill(buf, tmp, f"{name}-{len(files)}"))
+            buf = []
+    buf.sort(key=lambda e: e.key)
+    if not files:
+        yield from buf
+        return
+    if buf:
+        files.append(_spill(buf, tmp, f"{name}-{len(files)}"))
+    handles = [open(f, encoding="utf-8") for f in files]  # noqa: SIM115 - closed below
+    try:
+        yield from heapq.merge(*(map(_load, h) for h in handles), key=lambda e: e.key)
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _spill(buf: list[Entry], tmp: str, name: str) -> str:
+    buf.sort(key=lambda e: e.key)
+    path = os.path.join(tmp, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        for e in buf:
+            lm = e.last_modified.isoformat() if e.last_modified else None
+            fh.write(json.dumps([e.key, e.size, e.etag, lm]) + "\n")
+    return path
+
+
+def _load(line: str) -> Entry:
+    key, size, etag, lm = json.loads(line)
+    return Entry(key, size, etag, _dt.datetime.fromisoformat(lm) if lm else None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str                  # relative to the side's root, '/' separated
+    size: int
+    etag: str | None = None   # S3 ETag without quotes; None for local files
+    last_modified: _dt.datetime | None = None
+
+
+def etag_is_multipart(etag: str | None) -> bool:
+    return bool(etag) and "-" in (etag or "")
+
+
+def md5_etag_of_file(path: str, size: int, part_size: int | None) -> str:
+    """The ETag S3 gives this file's content uploaded in one PUT (part_size None) or in parts."""
+    with open(path, "rb") as fh:
+        if part_size is None:
+            h = hashlib.md5(usedforsecurity=False)
+            for chunk in iter(lambda: fh.read(MIB), b""):
+                h.update(chunk)
+            return h.hexdigest()
+        digests = []
+        remaining = size
+        while remaining > 0:
+            n = min(part_size, remaining)
+            h = hashlib.md5(usedforsecurity=False)
+            left = n
+            while left:
+                chunk = fh.read(min(MIB, left))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            digests.append(h.digest())
+            remaining -= n
+        return hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest() + f"-{len(digests)}"
+
+
+def _candidate_part_sizes(size: int, parts: int) -> list[int]:
+    """Part sizes (whole MiB) that split ``size`` bytes into exactly ``parts`` parts."""
+    out = []
+    lo = -(-size // parts)  # ceil
+    hi = size // (parts - 1) if parts > 1 else size
+    mib = -(-lo // MIB) * MIB
+    while mib <= hi and len(out) < 4:
+        if -(-size // mib) == parts:
+            out.append(mib)
+        mib += MIB
+    if not out and parts > 1:
+        out.append(lo)
+    return out
+
+
+def _match(key: str, include: list[str], exclude: list[str]) -> bool:
+    if include and not any(fnmatch.fnmatchcase(key, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatchcase(key, p) for p in exclude)
+
+
+def _err_code(exc: BaseException) -> str:
+    if _bce is not None and isinstance(exc, _bce.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _is_precondition_failed(exc: BaseException) -> bool:
+    if _bce is not None and isinstance(exc, _bce.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return _err_code(exc) in {"PreconditionFailed", "412"} or status == 412
+    return False
+
+
+# ------------------------------------------------------------------------ sides
+
+class S3Side:
+    kind = "s3"
+
+    def __init__(self, url: str, settings: S3Settings, option: str, client: Any = None):
+        self.loc = parse_s3_url(url, option)
+        self.settings = settings
+        self.option = option
+        self.client = client if client is not None else make_client(settings)
+
+    @property
+    def bucket(self) -> str:
+        return self.loc.bucket
+
+    @property
+    def prefix(self) -> str:
+        return self.loc.prefix
+
+    def full(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def uri(self, rel: str) -> str:
+        return f"s3://{self.bucket}/{self.full(rel)}"
+
+    def describe(self) -> str:
+        return f"{self.loc} at {self.settings.describe()}"
+
+    def identity(self) -> tuple[str, str]:
+        return (self.settings.endpoint or f"aws:{self.settings.region}", self.settings.access_key or "")
+
+    def error(self, exc: BaseException, what: str) -> LifeboatError:
+        err = translate(exc, what, self.settings, self.bucket)
+        return type(err)(f"{self.option}: {err}", self.option)
+
+    def check(self) -> None:
+        try:
+            check_bucket(self.client, self.bucket, self.settings)
+        except LifeboatError as exc:
+            raise type(exc)(f"{self.option}: {exc}", self.option) from None
+
+    def versioning(self) -> str:
+        try:
+            return bucket_versioning(self.client, self.bucket, self.settings)
+        except LifeboatError as exc:
+            raise type(exc)(f"{self.option}: {exc}", self.option) from None
+
+    def list(self) -> Iterator[Entry]:
+        prefix = self.prefix + "/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []) or []:
+                    key = obj["Key"]
+                    if key.endswith("/") and int(obj["Size"]) == 0:
+                        continue  # a "folder" placeholder, not a file
+                    yield Entry(key[len(prefix):], int(obj["Size"]), (obj.get("ETag") or "").strip('"') or None,
+                                obj.get("LastModified"))
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"list s3://{self.bucket}/{prefix}") from None
+
+    def head(self, rel: str, **kw: Any) -> dict[str, Any]:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.full(rel), **kw)
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"stat {self.uri(rel)}") from None
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.full(rel))
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"delete {self.uri(rel)}") from None
+
+
+class LocalSide:
+    kind = "local"
+
+    def __init__(self, root: str, option: str, file_mode: int = 0o600, dir_mode: int = 0o700):
+        if not os.path.isabs(root):
+            raise ConfigError(f"{option}: local directory '{root}' must be an absolute path", option)
+        self.root = os.path.normpath(root)
+        self.option = option
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+
+    def path(self, rel: str) -> str:
+        norm = os.path.normpath(os.path.join(self.root, rel))
+        if not norm.startswith(self.root + os.sep):
+            raise ConfigError(f"{self.option}: key '{rel}' escapes the directory {self.root}", self.option)
+        return norm
+
+    def uri(self, rel: str) -> str:
+        return self.path(rel)
+
+    def describe(self) -> str:
+        return self.root
+
+    def identity(self) -> tuple[str, str]:
+        return ("local", self.root)
+
+    def check(self, create: bool = False) -> None:
+        if os.path.isdir(self.root):
+            return
+        if create:
+            os.makedirs(self.root, mode=self.dir_mode, exist_ok=True)
+            return
+        raise NotFound(f"{self.option}: directory {self.root} does not exist", self.option)
+
+    def list(self) -> Iterator[Entry]:
+        """Files under root, streamed (no full listing held)."""
+        if not os.path.isdir(self.root):
+            return
+        yield from self._walk(self.root, "")
+
+    def _walk(self, path: str, rel: str) -> Iterator[Entry]:
+        try:
+            entries = list(os.scandir(path))
+        except OSError as exc:
+            raise StorageError(f"{self.option}: cannot read directory {path}: {exc.strerror}", self.option) from None
+        items = []
+        for e in entries:
+            name = e.name
+            if name.endswith(".lifeboat-partial"):
+                continue
+            r = f"{rel}{name}"
+            if e.is_dir(follow_symlinks=False):
+                items.append((r + "/", r, e, True))
+            elif e.is_file(follow_symlinks=False):
+                items.append((r, r, e, False))
+        items.sort(key=lambda t: t[0])
+        for _, r, e, is_dir in items:
+            if is_dir:
+                yield from self._walk(e.path, r + "/")
+            else:
+                st = e.stat(follow_symlinks=False)
+                yield Entry(r, st.st_size, None, _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
+
+    def delete(self, rel: str) -> None:
+        try:
+            os.unlink(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+
+Side = S3Side | LocalSide
+
+
+def open_side(location: str, settings: S3Settings | None, option: str, **local_kw: Any) -> Side:
+    if location.startswith("s3://"):
+        return S3Side(location, settings or S3Settings(), option)
+    if "://" in location:
+        raise ConfigError(f"{option}: unsupported scheme in '{location}' (use s3://bucket/prefix or an absolute "
+                          "directory)", option)
+    return LocalSide(location, option, **local_kw)
+
+
+# ----------------------------------------------------------------------- result
+
+@dataclass
+class SyncResult:
+    copied: int = 0
+    copied_bytes: int = 0
+    deleted: int = 0
+    deleted_bytes: int = 0
+    unchanged: int = 0
+    excluded: int = 0
+    changed_during_copy: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    to_copy: list[str] = field(default_factory=list)     # sample of planned copies
+    to_delete: list[str] = field(default_factory=list)   # sample of planned deletions
+    method: str = "stream"
+    duration_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.copied or self.deleted)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "copied": self.copied, "copied_bytes": self.copied_bytes,
+            "deleted": self.deleted, "deleted_bytes": self.deleted_bytes,
+            "unchanged": self.unchanged, "excluded": self.excluded,
+            "changed_during_copy": list(self.changed_during_copy), "failed": list(self.failed),
+            "to_copy_sample": list(self.to_copy), "to_delete_sample": list(self.to_delete),
+            "method": self.method,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+# ----------------------------------------------------------------------- engine
+
+@dataclass
+class SyncOptions:
+    delete: bool = False
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    concurrency: int = 8
+    part_size: int = 16 * MIB
+    multipart_threshold: int = 64 * MIB
+    check_mode: bool = False
+    sort_chunk: int = 100_000            # listing entries sorted in memory before spilling to disk
+    retries: int = 3                     # re-reads of an object that changes during copy
+    #: test hook (fault injection, not a mock): called with the key just before each copy
+    before_copy: Callable[[str], None] | None = None
+
+
+class Syncer:
+    def __init__(self, source: Side, destination: Side, options: SyncOptions):
+        self.src = source
+        self.dst = destination
+        self.opt = options
+        if options.concurrency < 1:
+            raise ConfigError("concurrency: must be at least 1", "concurrency")
+        if options.part_size < 5 * MIB:
+            raise ConfigError("part_size: must be at least 5 MiB (S3 minimum)", "part_size")
+        if options.sort_chunk < 1000:
+            raise ConfigError("sort_chunk: must be at least 1000", "sort_chunk")
+        self.server_side = (isinstance(source, S3Side) and isinstance(destination, S3Side)
+                            and source.identity() == destination.identity())
+        self.result = SyncResult(method="server-side copy" if self.server_side else "stream")
+
+    # -- preflight
+    def preflight(self) -> None:
+        for side in (self.src, self.dst):
+            if isinstance(side, S3Side):
+                side.check()
+        if isinstance(self.src, LocalSide):
+            self.src.check(create=False)
+        if isinstance(self.src, S3Side) and isinstance(self.dst, S3Side) and self.server_side \
+                and self.src.bucket == self.dst.bucket:
+            a, b = self.src.prefix, self.dst.prefix
+            if a == b or a.startswith(b + "/") or b.startswith(a + "/") or not a or not b:
+                raise ConfigError(f"destination: {self.dst.loc} overlaps the source {self.src.loc}", "destination")
+        if self.opt.delete:
+            if isinstance(self.dst, LocalSide):
+                raise SafetyError("delete: refusing to propagate deletions into a local directory: deleted files "
+                                  "would not be recoverable (delete is only allowed into a versioned bucket)",
+                                  "delete")
+            status = self.dst.versioning()
+            if status != "Enabled":
+                raise SafetyError(
+                    f"delete: refusing to propagate deletions into s3://{self.dst.bucket}: versioning is "
+                    f"{(status or 'not enabled').lower()} on that bucket, so deleted files would be lost; enable "
+                    "versioning on the destination or set delete=false", "delete")
+
+    # -- planning
+    def _pairs(self) -> Iterator[tuple[Entry | None, Entry | None]]:
+        with tempfile.TemporaryDirectory(prefix="lifeboat-sync-") as tmp:
+            os.chmod(tmp, 0o700)
+            src = _sorted(self.src.list(), tmp, "src", self.opt.sort_chunk)
+            dst = _sorted(self.dst.list(), tmp, "dst", self.opt.sort_chunk)
+            s = next(src, None)
+            d = next(dst, None)
+            while s is not None or d is not None:
+                if d is None or (s is not None and s.key < d.key):
+                    yield s, None
+                    s = next(src, None)
+                elif s is None or d.key < s.key:
+                    yield None, d
+                    d = next(dst, None)
+                else:
+                    yield s, d
+                    s = next(src, None)
+                    d = next(dst, None)
+
+    def _same(self, s: Entry, d: Entry) -> bool:
+        if s.size != d.size:
+            return False
+        if isinstance(self.src, S3Side) and isinstance(self.dst, S3Side):
+            if s.etag and s.etag == d.etag:
+                return True
+            # a copy with other part boundaries: one HEAD for our metadata
+            meta = self.dst.head(d.key).get("Metadata", {}) or {}
+            return bool(s.etag) and meta.get(SOURCE_ETAG_META) == s.etag
+        if isinstance(self.src, LocalSide) and isinstance(self.dst, S3Side):
+            if not d.etag:
+                return False
+            return self._local_etag(self.src.path(s.key), s.size, d.etag) == d.etag
+        if isinstance(self.src, S3Side) and isinstance(self.dst, LocalSide):
+            if not s.etag:
+                return False
+            return self._local_etag(self.dst.path(d.key), d.size, s.etag) == s.etag
+        # local -> local: compare content
+        return self._local_etag(self.src.path(s.key), s.size, None) == \
+            self._local_etag(self.dst.path(d.key), d.size, None)
+
+    def _local_etag(self, path: str, size: int, like: str | None) -> str:
+        """This file's ETag computed the way ``like`` was (single PUT or N parts)."""
+        if like and etag_is_multipart(like):
+            parts = int(like.rsplit("-", 1)[1])
+            for ps in _candidate_part_sizes(size, parts):
+                got = md5_etag_of_file(path, size, ps)
+                if got == like:
+                    return got
+            return ""
+        if like is None and size > self.opt.multipart_threshold:
+            return md5_etag_of_file(path, size, self.opt.part_size)
+        if like is not None and not etag_is_multipart(like):
+            return md5_etag_of_file(path, size, None)
+        return md5_etag_of_file(path, size, self.opt.part_size if size > self.opt.multipart_threshold else None)
+
+    # -- run
+    def run(self) -> SyncResult:
+        t0 = time.monotonic()
+        self.preflight()
+        self._execute(self._pairs())
+        self.result.duration_s = time.monotonic() - t0
+        if self.result.failed:
+            first = self.result.failed[0]
+            raise SyncError(
+                f"{len(self.result.failed)} object(s) could not be synced from {self.src.describe()} to "
+                f"{self.dst.describe()}; first: '{first['key']}': {first['error']} "
+                f"({self.result.copied} copied, {self.result.deleted} deleted; rerun the sync to finish)",
+                self.result)
+        return self.result
+
+    def _execute(self, pairs: Iterator[tuple[Entry | None, Entry | None]]) -> None:
+        opt = self.opt
+        res = self.result
+        pending: set[Future] = set()
+        limit = opt.concurrency * 4
+        pool = None if opt.check_mode else ThreadPoolExecutor(max_workers=opt.concurrency,
+                                                              thread_name_prefix="lifeboat-sync")
+        try:
+            for s, d in pairs:
+                key = (s or d).key  # type: ignore[union-attr]
+                if not _match(key, opt.include, opt.exclude):
+                    res.excluded += 1
+                    continue
+                if s is not None and d is not None and self._same(s, d):
+                    res.unchanged += 1
+                    continue
+                if s is None:
+                    if not opt.delete:
+                        res.unchanged += 1  # extra object in the destination, left alone
+                        continue
+                    action, size = "delete", d.size  # type: ignore[union-attr]
+                    if len(res.to_delete) < _PLAN_SAMPLE:
+                        res.to_delete.append(key)
+                else:
+                    action, size = "copy", s.size
+                    if len(res.to_copy) < _PLAN_SAMPLE:
+                        res.to_copy.append(key)
+                if opt.check_mode:
+                    if action == "copy":
+                        res.copied += 1
+                        res.copied_bytes += size
+                    else:
+                        res.deleted += 1
+                        res.deleted_bytes += size
+                    continue
+                assert pool is not None
+                while len(pending) >= limit:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                fn = self._copy_one if action == "copy" else self._delete_one
+                pending.add(pool.submit(fn, s if action == "copy" else d))
+            for f in list(pending):
+                f.result()
+            pending.clear()
+        finally:
+            if pool is not None:
+                for f in pending:
+                    f.cancel()
+                pool.shutdown(wait=True)
+
+    # -- actions (run in worker threads)
+    def _delete_one(self, d: Entry) -> None:
+        try:
+            self.dst.delete(d.key)
+        except LifeboatError as exc:
+            with self.result._lock:
+                self.result.failed.append({"key": d.key, "error": str(exc)})
+            return
+        with self.result._lock:
+            self.result.deleted += 1
+            self.result.deleted_bytes += d.size
+
+    def _copy_one(self, s: Entry) -> None:
+        entry = s
+        changed = False
+        for attempt in range(self.opt.retries + 1):
+            if self.opt.before_copy is not None:
+                self.opt.before_copy(entry.key)
+            try:
+                self._copy(entry)
+                break
+            except _Changed:
+                changed = True
+                if attempt == self.opt.retries or not isinstance(self.src, S3Side):
+                    with self.result._lock:
+                        self.result.failed.append({
+                            "key": s.key,
+                            "error": f"source object changed during copy {attempt + 1} times; not copied"})
+                    return
+                try:
+                    h = self.src.head(s.key)
+                except NotFound:
+                    with self.result._lock:
+                        self.result.failed.append({"key": s.key, "error": "source object was deleted during copy"})
+                    return
+                entry = Entry(s.key, int(h["ContentLength"]), (h.get("ETag") or "").strip('"'), h.get("LastModified"))
+            except LifeboatError as exc:
+                with self.result._lock:
+                    self.result.failed.append({"key": s.key, "error": str(exc)})
+                return
+        with self.result._lock:
+            self.result.copied += 1
+            self.result.copied_bytes += entry.size
+            if changed:
+                self.result.changed_during_copy.append(s.key)
+
+    def _copy(self, s: Entry) -> None:
+        src, dst = self.src, self.dst
+        if isinstance(src, S3Side) and isinstance(dst, S3Side):
+            if self.server_side:
+                self._copy_server_side(src, dst, s)
+            else:
+                self._copy_stream(src, dst, s)
+        elif isinstance(src, S3Side) and isinstance(dst, LocalSide):
+            self._download(src, dst, s)
+        elif isinstance(src, LocalSide) and isinstance(dst, S3Side):
+            self._upload(src, dst, s)
+        else:
+            self._local_copy(src, dst, s)  # type: ignore[arg-type]
+
+    # server-side
+    def _copy_server_side(self, src: S3Side, dst: S3Side, s: Entry) -> None:
+        copy_source = {"Bucket": src.bucket, "Key": src.full(s.key)}
+        try:
+            if not etag_is_multipart(s.etag) and s.size <= 5 * 1024 * MIB:
+                dst.client.copy_object(Bucket=dst.bucket, Key=dst.full(s.key), CopySource=copy_source,
+                                       CopySourceIfMatch=f'"{s.etag}"', MetadataDirective="COPY")
+                return
+            head = src.client.head_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
+            part = self._source_part_size(src, s)
+            meta = dict(head.get("Metadata") or {})
+            meta[SOURCE_ETAG_META] = s.etag or ""
+            up = dst.client.create_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), Metadata=meta,
+                                                    **_content_args(head))
+        except Exception as exc:  # noqa: BLE001
+            if _is_precondition_failed(exc):
+                raise _Changed() from None
+            raise dst.error(exc, f"copy {src.uri(s.key)} -> {dst.uri(s.key)}") from None
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            for n, start in enumerate(range(0, max(s.size, 1), part), start=1):
+                end = min(start + part, s.size) - 1
+                r = dst.client.upload_part_copy(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                                PartNumber=n, CopySource=copy_source,
+                                                CopySourceRange=f"bytes={start}-{end}",
+                                                CopySourceIfMatch=f'"{s.etag}"')
+                parts.append({"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]})
+            dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                                 MultipartUpload={"Parts": parts})
+        except Exception as exc:  # noqa: BLE001
+            _abort(dst, s.key, upload_id)
+            if _is_precondition_failed(exc):
+                raise _Changed() from None
+            raise dst.error(exc, f"copy {src.uri(s.key)} -> {dst.uri(s.key)}") from None
+
+    def _source_part_size(self, src: S3Side, s: Entry) -> int:
+        if etag_is_multipart(s.etag):
+            h = src.client.head_object(Bucket=src.bucket, Key=src.full(s.key), PartNumber=1,
+                                       IfMatch=f'"{s.etag}"')
+            return max(int(h["ContentLength"]), 5 * MIB)
+        return self.opt.part_size
+
+    # streaming S3 -> S3
+    def _copy_stream(self, src: S3Side, dst: S3Side, s: Entry) -> None:
+        what = f"copy {src.uri(s.key)} -> {dst.uri(s.key)}"
+        try:
+            if not etag_is_multipart(s.etag) and s.size <= self.opt.multipart_threshold:
+                obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
+                body = obj["Body"].read()
+                if len(body) != s.size:
+                    raise _Changed()
+                r = dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body,
+                                          Metadata=obj.get("Metadata") or {}, **_content_args(obj))
+                got = (r.get("ETag") or "").strip('"')
+                if s.etag and got and got != s.etag:
+                    raise StorageError(f"{what}: the destination stored ETag {got}, the source has {s.etag}")
+                return
+            head = src.client.head_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
+            part = self._source_part_size(src, s)
+            meta = dict(head.get("Metadata") or {})
+            meta[SOURCE_ETAG_META] = s.etag or ""
+            up = dst.client.create_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), Metadata=meta,
+                                                    **_content_args(head))
+        except _Changed:
+            raise
+        except LifeboatError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if _is_precondition_failed(exc):
+                raise _Changed() from None
+            raise dst.error(exc, what) from None
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            for n, start in enumerate(range(0, max(s.size, 1), part), start=1):
+                end = min(start + part, s.size) - 1
+                obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), Range=f"bytes={start}-{end}",
+                                            IfMatch=f'"{s.etag}"')
+                data = obj["Body"].read()
+                r = dst.client.upload_part(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                           PartNumber=n, Body=data)
+                parts.append({"PartNumber": n, "ETag": r["ETag"]})
+            dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                                 MultipartUpload={"Parts": parts})
+        except Exception as exc:  # noqa: BLE001
+            _abort(dst, s.key, upload_id)
+            if _is_precondition_failed(exc):
+                raise _Changed() from None
+            raise dst.error(exc, what) from None
+
+    # S3 -> local
+    def _download(self, src: S3Side, dst: LocalSide, s: Entry) -> None:
+        path = dst.path(s.key)
+        partial = path + ".lifeboat-partial"
+        try:
+            obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
+        except Exception as exc:  # noqa: BLE001
+            if _is_precondition_failed(exc):
+                raise _Changed() from None
+            raise src.error(exc, f"read {src.uri(s.key)}") from None
+        try:
+            _makedirs(os.path.dirname(path), dst.dir_mode)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, dst.file_mode)
+            n = 0
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in obj["Body"].iter_chunks(MIB):
+                    fh.write(chunk)
+                    n += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if n != s.size:
+                raise _Changed()
+            os.chmod(partial, dst.file_mode)
+            if s.last_modified is not None:
+                ts = s.last_modified.timestamp()
+                os.utime(partial, (ts, ts))
+            os.replace(partial, path)
+        except OSError as exc:
+            _unlink(partial)
+            raise StorageError(f"{dst.option}: write {path}: {exc.strerror or exc}", dst.option) from None
+        except BaseException:
+            _unlink(partial)
+            raise
+
+    # local -> S3
+    def _upload(self, src: LocalSide, dst: S3Side, s: Entry) -> None:
+        path = src.path(s.key)
+        what = f"upload {path} -> {dst.uri(s.key)}"
+        ctype = mimetypes.guess_type(s.key)[0] or "application/octet-stream"
+        try:
+            size = os.path.getsize(path)
+            if size <= self.opt.multipart_threshold:
+                with open(path, "rb") as fh:
+                    body = fh.read()
+                dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body, ContentType=ctype)
+                return
+        except OSError as exc:
+            raise StorageError(f"{src.option}: read {path}: {exc.strerror or exc}", src.option) from None
+        except Exception as exc:  # noqa: BLE001
+            raise dst.error(exc, what) from None
+        try:
+            up = dst.client.create_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), ContentType=ctype)
+        except Exception as exc:  # noqa: BLE001
+            raise dst.error(exc, what) from None
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            with open(path, "rb") as fh:
+                n = 0
+                while True:
+                    data = fh.read(self.opt.part_size)
+                    if not data:
+                        break
+                    n += 1
+                    r = dst.client.upload_part(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                               PartNumber=n, Body=data)
+                    parts.append({"PartNumber": n, "ETag": r["ETag"]})
+            dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
+                                                 MultipartUpload={"Parts": parts})
+        except OSError as exc:
+            _abort(dst, s.key, upload_id)
+            raise StorageError(f"{src.option}: read {path}: {exc.strerror or exc}", src.option) from None
+        except Exception as exc:  # noqa: BLE001
+            _abort(dst, s.key, upload_id)
+            raise dst.error(exc, what) from None
+
+    def _local_copy(self, src: LocalSide, dst: LocalSide, s: Entry) -> None:
+        import shutil
+
+        path = dst.path(s.key)
+        partial = path + ".lifeboat-partial"
+        try:
+            _makedirs(os.path.dirname(path), dst.dir_mode)
+            shutil.copyfile(src.path(s.key), partial)
+            os.chmod(partial, dst.file_mode)
+            os.replace(partial, path)
+        except OSError as exc:
+            _unlink(partial)
+            raise StorageError(f"{dst.option}: write {path}: {exc.strerror or exc}", dst.option) from None
+
+
+class _Changed(Exception):
+    """The source object no longer matches the listed ETag."""
+
+
+def _content_args(resp: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name in ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl"):
+        if resp.get(name):
+            out[name] = resp[name]
+    return out
+
+
+def _abort(side: S3Side, rel: str, upload_id: str) -> None:
+    try:
+        side.client.abort_multipart_upload(Bucket=side.bucket, Key=side.full(rel), UploadId=upload_id)
+    except Exception:  # noqa: BLE001 - best effort; lifecycle rules abort the rest
+        pass
+
+
+def _makedirs(path: str, mode: int) -> None:
+    if path and not os.path.isdir(path):
+        os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def sync(source: str, destination: str, source_settings: S3Settings | None = None,
+         destination_settings: S3Settings | None = None, options: SyncOptions | None = None,
+         file_mode: int = 0o600, dir_mode: int = 0o700) -> SyncResult:
+    """Sync ``source`` into ``destination`` (each ``s3://bucket/prefix`` or an absolute directory)."""
+    options = options or SyncOptions()
+    src = open_side(source, source_settings, "source", file_mode=file_mode, dir_mode=dir_mode)
+    dst = open_side(destination, destination_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+    if isinstance(src, LocalSide) and isinstance(dst, LocalSide) and src.root == dst.root:
+        raise ConfigError("destination: is the same directory as the source", "destination")
+    return Syncer(src, dst, options).run()
