@@ -1,0 +1,329 @@
+"""Shared helpers for the Lifeboat benchmarks (bench/*.py).
+
+- lab settings from ``.lab/lab.json`` (``LIFEBOAT_LAB_DIR`` overrides the directory);
+- the engine import (``ansible.module_utils.lifeboat.<name>``) outside Ansible;
+- a private 0700 scratch directory removed on exit;
+- ``measure()``: run one variant as a child process tree and report its wall
+  time and memory (kernel high-water marks via ``wait4`` plus a sampled sum of
+  the RSS of every process in the tree);
+- machine facts and the JSON result files under ``bench/results/``.
+
+Benchmarks only print and write results; they never assert on timings.
+Secrets are never put in argv or printed: PostgreSQL clients get a private
+PGPASSFILE (``PgTarget.child_env``) and child Python processes read the lab
+file themselves.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+LAB_DIR = pathlib.Path(os.environ.get("LIFEBOAT_LAB_DIR", REPO / ".lab"))
+BENCH_DB = os.environ.get("LIFEBOAT_BENCH_DB", "lifeboat_bench")
+BENCH_BUCKET = "lifeboat-backups"
+BENCH_PREFIX = "bench"          # every benchmark object lives under s3://lifeboat-backups/bench/...
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+def engine_path() -> None:
+    """Make ``ansible.module_utils.lifeboat`` importable exactly as modules import it."""
+    import ansible.module_utils
+
+    path = str(REPO / "module_utils")
+    if path not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(path)
+
+
+def lab() -> dict[str, Any]:
+    path = LAB_DIR / "lab.json"
+    if not path.exists():
+        sys.exit(f"{path} is missing: the benchmarks need the local lab, run `make lab` first")
+    return json.loads(path.read_text())
+
+
+def admin_target(database: str = "postgres"):
+    """PgTarget for the lab's PostgreSQL 15 as its admin role."""
+    engine_path()
+    from ansible.module_utils.lifeboat.pgconn import PgTarget
+
+    pg = lab()["postgres"]
+    return PgTarget(host=pg["host"], port=int(pg["port"]), user=pg["admin_user"],
+                    password=pg["admin_password"], database=database)
+
+
+def pg_bin(name: str) -> str:
+    return os.path.join(lab()["postgres"]["bin_dir"], name)
+
+
+def s3_settings():
+    engine_path()
+    from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    cfg = lab()["s3"]["backup"]
+    return S3Settings(endpoint=cfg["endpoint"], region=cfg["region"], access_key=cfg["access_key"],
+                      secret_key=cfg["secret_key"])
+
+
+def s3_client():
+    engine_path()
+    from ansible.module_utils.lifeboat.s3 import make_client
+
+    return make_client(s3_settings())
+
+
+def delete_prefix(prefix: str) -> int:
+    """Delete every object (and pending multipart upload) under ``prefix`` in the bench bucket."""
+    client = s3_client()
+    n = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BENCH_BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []) or []:
+            client.delete_object(Bucket=BENCH_BUCKET, Key=obj["Key"])
+            n += 1
+    with contextlib.suppress(Exception):
+        ups = client.list_multipart_uploads(Bucket=BENCH_BUCKET, Prefix=prefix).get("Uploads", []) or []
+        for up in ups:
+            client.abort_multipart_upload(Bucket=BENCH_BUCKET, Key=up["Key"], UploadId=up["UploadId"])
+    return n
+
+
+@contextlib.contextmanager
+def private_dir(prefix: str = "lifeboat-bench-") -> Iterator[pathlib.Path]:
+    """A 0700 scratch directory, removed on exit whatever happens."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def database_size(name: str) -> int | None:
+    with admin_target().connect() as conn:
+        row = conn.execute("SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s",
+                           (name,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def drop_database(name: str) -> None:
+    from psycopg import sql
+
+    with admin_target().connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def create_database(name: str) -> None:
+    from psycopg import sql
+
+    with admin_target().connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# --------------------------------------------------------------------------- measuring
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(b")") + 2:].split()
+        tree.setdefault(int(rest[1]), []).append(int(entry.name))
+    return tree
+
+
+def _status_kib(pid: int) -> tuple[int, int, str]:
+    """(VmRSS, VmHWM, Name) in KiB of one process; zeros when it is gone."""
+    rss = hwm = 0
+    name = "?"
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+                elif line.startswith("Name:"):
+                    name = line.split(None, 1)[1].strip()
+    except OSError:
+        pass
+    return rss, hwm, name
+
+
+@dataclass
+class Measurement:
+    name: str
+    wall_s: float = 0.0
+    rc: int = 0
+    maxrss_single_mb: float = 0.0      # kernel: largest high-water mark of any one process in the tree
+    tree_peak_sampled_mb: float = 0.0  # sampled: largest sum of RSS over the tree at one instant
+    tree_hwm_sum_mb: float = 0.0       # sum of each process's own high-water mark (an upper bound)
+    per_process_hwm_mb: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+class _Sampler(threading.Thread):
+    """Samples the RSS of a process tree every ``interval`` seconds."""
+
+    def __init__(self, root: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.root = root
+        self.interval = interval
+        self.stop = threading.Event()
+        self.peak_kib = 0
+        self.hwm: dict[int, tuple[str, int]] = {}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            tree = _children()
+            pids, todo = [], [self.root]
+            while todo:
+                pid = todo.pop()
+                pids.append(pid)
+                todo.extend(tree.get(pid, []))
+            total = 0
+            for pid in pids:
+                rss, hwm, name = _status_kib(pid)
+                total += rss
+                if hwm and hwm >= self.hwm.get(pid, ("", 0))[1]:
+                    self.hwm[pid] = (name, hwm)
+            self.peak_kib = max(self.peak_kib, total)
+            self.stop.wait(self.interval)
+
+
+def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+            stdout: Any = None, timeout: float = 7200) -> Measurement:
+    """Run ``argv`` as a child process tree; wall time and memory of the whole tree.
+
+    ``maxrss_single`` comes from ``wait4`` (the kernel's high-water mark of the
+    largest process among the child and every descendant it reaped).
+    ``tree_peak_sampled`` is the largest sum of RSS of all live processes of the
+    tree seen by a 20 Hz sampler; ``tree_hwm_sum`` adds up each process's own
+    high-water mark, an upper bound of the true simultaneous peak.
+    """
+    err_fd, err_path = tempfile.mkstemp(prefix="lifeboat-bench-err-")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                            stderr=err_fd, stdin=subprocess.DEVNULL)
+    sampler = _Sampler(proc.pid)
+    sampler.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    sampler.stop.set()
+    sampler.join()
+    os.close(err_fd)
+    err = pathlib.Path(err_path).read_text(errors="replace")
+    os.unlink(err_path)
+    per: dict[str, float] = {}
+    for _pid, (pname, hwm) in sampler.hwm.items():
+        per[pname] = max(per.get(pname, 0.0), hwm * 1024 / 1e6)
+    m = Measurement(name=name, wall_s=wall, rc=proc.returncode,
+                    maxrss_single_mb=usage.ru_maxrss * 1024 / 1e6,
+                    tree_peak_sampled_mb=sampler.peak_kib * 1024 / 1e6,
+                    tree_hwm_sum_mb=sum(h for _, h in sampler.hwm.values()) * 1024 / 1e6,
+                    per_process_hwm_mb={k: round(v, 1) for k, v in sorted(per.items())})
+    if proc.returncode != 0:
+        m.extra["stderr"] = err[-4000:]
+    return m
+
+
+def combine(name: str, parts: list[Measurement]) -> Measurement:
+    """Sequential steps: times add up, memory peaks are the largest step's."""
+    out = Measurement(name=name, wall_s=sum(p.wall_s for p in parts), rc=max((p.rc for p in parts), default=0),
+                      maxrss_single_mb=max(p.maxrss_single_mb for p in parts),
+                      tree_peak_sampled_mb=max(p.tree_peak_sampled_mb for p in parts),
+                      tree_hwm_sum_mb=max(p.tree_hwm_sum_mb for p in parts))
+    out.extra["steps"] = {p.name: round(p.wall_s, 3) for p in parts}
+    for p in parts:
+        for k, v in p.per_process_hwm_mb.items():
+            out.per_process_hwm_mb[k] = max(out.per_process_hwm_mb.get(k, 0.0), v)
+        if "stderr" in p.extra:
+            out.extra.setdefault("stderr", p.extra["stderr"])
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError):
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    load = os.getloadavg()
+    versions: dict[str, str] = {}
+    for tool in (pg_bin("pg_dump"), "gzip", "zstd", "gpg"):
+        with contextlib.suppress(Exception):
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10).stdout
+            versions[os.path.basename(tool)] = out.splitlines()[0].strip()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "nproc": os.cpu_count(), "cpu_model": cpu, "memory_gib": round(mem / GIB, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in load], "tools": versions,
+        "note": "shared machine: other engineers' tests may run during the benchmark; ratios come from one run",
+    }
+
+
+def write_result(kind: str, payload: dict[str, Any]) -> pathlib.Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    scale = payload.get("scale")
+    path = RESULTS / f"{kind}-scale{scale}-{stamp}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    latest = RESULTS / f"{kind}-latest.json"
+    latest.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def fmt_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(out)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("MET" if ok else "MISSED")
