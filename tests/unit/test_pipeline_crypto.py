@@ -13,6 +13,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import zstandard
@@ -113,7 +114,11 @@ def test_gpg_passphrase_goes_through_fd_not_argv_or_env(tmp_path):
     assert enc.manifest() == {"method": "gpg", "mode": "passphrase", "recipients": []}
     proc = enc.spawn(subprocess.PIPE, subprocess.PIPE)
     try:
-        cmdline = pathlib.Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        for _ in range(200):  # until the child has exec'd gpg
+            cmdline = pathlib.Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            if b"gpg" in cmdline:
+                break
+            time.sleep(0.01)
         environ = pathlib.Path(f"/proc/{proc.pid}/environ").read_bytes()
     finally:
         cipher, _ = proc.communicate(b"payload")
