@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Backup benchmark (issue 2, "Performance"): one run, side by side, on the benchmark database.
+
+(a) floor      ``pg_dump -Fc -Z0 > /dev/null``
+(b) existing   ``pg_dump | gzip > file`` then an upload of the file to the lab's S3
+               (the AWS CLI is not installed here: boto3's ``upload_file``, the same
+               s3transfer engine with the same defaults as ``aws s3 cp``, stands in;
+               set ``LIFEBOAT_BENCH_AWS=/path/to/aws`` to time the real CLI instead)
+(c) lifeboat   the engine's backup (module_utils/lifeboat/backup.py) called as the
+               module calls it: pg_dump -Fc -> zstd -> gpg (lab public key) -> sha256 ->
+               S3 multipart upload -> manifest
+
+Each variant runs as a child process tree: wall time, and memory of the whole
+tree (see benchlib.measure). Prints a table and the ratios against the targets,
+writes ``bench/results/backup-*.json``. Scratch files live in a private 0700
+directory and S3 objects under ``s3://lifeboat-backups/bench/<run>/``; both are
+removed at the end. Timings are only printed, never asserted.
+
+    .venv/bin/python bench/bench_backup.py [--rounds N] [--database lifeboat_bench]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import uuid
+
+import benchlib
+
+TARGETS = {"vs_floor_max": 1.5, "speedup_vs_existing_min": 4.0, "peak_rss_mb_max": 200.0}
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = os.path.join(HERE, "lifeboat_child.py")
+
+
+def db_scale(db: str) -> float | None:
+    try:
+        with benchlib.admin_target(db).connect() as conn:
+            row = conn.execute("SELECT scale FROM bench_meta ORDER BY generated_at DESC LIMIT 1").fetchone()
+        return float(row[0]) if row else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_floor(db: str, env: dict[str, str]) -> benchlib.Measurement:
+    with open(os.devnull, "wb") as devnull:
+        return benchlib.measure("floor: pg_dump -Fc -Z0 > /dev/null",
+                                [benchlib.pg_bin("pg_dump"), "-Fc", "-Z0", "-d", db], env=env, stdout=devnull)
+
+
+def run_existing(db: str, env: dict[str, str], workdir: str, prefix: str, tag: str) -> tuple[benchlib.Measurement, int]:
+    path = os.path.join(workdir, f"db-backup-{tag}.sql.gz")
+    cmd = f"{shlex.quote(benchlib.pg_bin('pg_dump'))} -d {shlex.quote(db)} | gzip > {shlex.quote(path)}"
+    dump = benchlib.measure("pg_dump | gzip > file", ["bash", "-o", "pipefail", "-c", cmd], env=env)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    key = f"{prefix}/existing/{os.path.basename(path)}"
+    aws = os.environ.get("LIFEBOAT_BENCH_AWS")
+    if aws:
+        cfg = benchlib.lab()["s3"]["backup"]
+        aws_env = dict(os.environ, AWS_ACCESS_KEY_ID=cfg["access_key"], AWS_SECRET_ACCESS_KEY=cfg["secret_key"],
+                       AWS_DEFAULT_REGION=cfg["region"])
+        up = benchlib.measure("upload (aws s3 cp)",
+                              [aws, "s3", "cp", "--only-show-errors", "--endpoint-url", cfg["endpoint"], path,
+                               f"s3://{benchlib.BENCH_BUCKET}/{key}"], env=aws_env)
+    else:
+        up = benchlib.measure("upload (boto3 upload_file)", [sys.executable, CHILD, "upload", path, key])
+    os.unlink(path)
+    out = benchlib.combine("existing: pg_dump | gzip > file; upload", [dump, up])
+    out.extra["stored_size"] = size
+    return out, size
+
+
+def run_lifeboat(db: str, workdir: str, prefix: str, tag: str) -> benchlib.Measurement:
+    result = os.path.join(workdir, f"lifeboat-{tag}.json")
+    m = benchlib.measure("lifeboat: pg_dump -Fc | zstd | gpg | S3 multipart + manifest",
+                         [sys.executable, CHILD, "backup", "--database", db, "--prefix", f"{prefix}/lifeboat-{tag}",
+                          "--out", result])
+    if os.path.exists(result):
+        with open(result) as fh:
+            m.extra.update(json.load(fh))
+        os.unlink(result)
+    return m
+
+
+def median(ms: list[benchlib.Measurement]) -> benchlib.Measurement:
+    """The round with the median wall time (its memory figures come with it)."""
+    ok = [m for m in ms if m.rc == 0] or ms
+    ordered = sorted(ok, key=lambda m: m.wall_s)
+    pick = ordered[(len(ordered) - 1) // 2]
+    pick.extra["rounds_wall_s"] = [round(m.wall_s, 3) for m in ms]
+    pick.extra["rounds_median_wall_s"] = round(statistics.median(m.wall_s for m in ok), 3)
+    return pick
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Lifeboat backup benchmark")
+    ap.add_argument("--database", default=benchlib.BENCH_DB)
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of (floor, existing, lifeboat); median reported")
+    ap.add_argument("--no-lifeboat", action="store_true", help="measure (a) and (b) only")
+    args = ap.parse_args(argv)
+
+    db = args.database
+    size = benchlib.database_size(db)
+    if size is None:
+        sys.exit(f"database {db} does not exist: run bench/gen_db.py first")
+    scale = db_scale(db)
+    facts = benchlib.machine()
+    run_id = uuid.uuid4().hex[:10]
+    prefix = f"{benchlib.BENCH_PREFIX}/{run_id}"
+    print(f"backup benchmark: database {db} (scale {scale}, pg_database_size {size / 1e9:.3f} GB), "
+          f"{args.rounds} round(s); machine: {facts['nproc']} CPU {facts['cpu_model']}, {facts['memory_gib']} GiB, "
+          f"load {facts['loadavg_at_start']}", flush=True)
+
+    target = benchlib.admin_target(db)
+    floors: list[benchlib.Measurement] = []
+    existing: list[benchlib.Measurement] = []
+    lifeboat: list[benchlib.Measurement] = []
+    gzip_sizes: list[int] = []
+    try:
+        with benchlib.private_dir() as work, target.child_env() as env:
+            # warm-up (not measured): the database's pages in the OS cache for every variant alike
+            run_floor(db, env)
+            for r in range(args.rounds):
+                tag = f"r{r}"
+                floors.append(run_floor(db, env))
+                print(f"  round {r + 1}: floor {floors[-1].wall_s:.2f} s", flush=True)
+                m, gz = run_existing(db, env, str(work), prefix, tag)
+                existing.append(m)
+                gzip_sizes.append(gz)
+                print(f"  round {r + 1}: existing {m.wall_s:.2f} s {m.extra['steps']}", flush=True)
+                if not args.no_lifeboat:
+                    lifeboat.append(run_lifeboat(db, str(work), prefix, tag))
+                    lb = lifeboat[-1]
+                    why = lb.extra.get("error") or lb.extra.get("stderr", "")[-500:]
+                    state = "" if lb.rc == 0 else f" FAILED rc={lb.rc}: {why}"
+                    print(f"  round {r + 1}: lifeboat {lb.wall_s:.2f} s{state}", flush=True)
+    finally:
+        removed = benchlib.delete_prefix(prefix + "/")
+        print(f"  cleanup: {removed} object(s) removed under s3://{benchlib.BENCH_BUCKET}/{prefix}/", flush=True)
+
+    floor = median(floors)
+    exist = median(existing)
+    lb = median(lifeboat) if lifeboat else None
+    lb_ok = lb is not None and lb.rc == 0
+    gzip_size = gzip_sizes[0] if gzip_sizes else 0
+    lb_size = int(lb.extra.get("stored_size", 0)) if lb_ok else None
+    dump_only = exist.extra["steps"].get("pg_dump | gzip > file")
+
+    rows = []
+    for m, stored in ((floor, None), (exist, gzip_size), (lb, lb_size)):
+        if m is None:
+            continue
+        rows.append([m.name, f"{m.wall_s:.2f}" + ("" if m.rc == 0 else " (failed)"),
+                     f"{stored / 1e6:.1f}" if stored else "-",
+                     f"{m.tree_peak_sampled_mb:.1f}", f"{m.tree_hwm_sum_mb:.1f}", f"{m.maxrss_single_mb:.1f}"])
+    print()
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "stored MB", "tree peak MB (sampled)",
+                                    "sum of per-process peaks MB", "largest process MB"]))
+    if lb:
+        print(f"  lifeboat per-process peaks (MB): {lb.per_process_hwm_mb}")
+
+    ratios: dict[str, object] = {}
+    if lb_ok:
+        vs_floor = lb.wall_s / floor.wall_s
+        speedup = exist.wall_s / lb.wall_s
+        speedup_dump_only = dump_only / lb.wall_s if dump_only else None
+        size_ratio = lb_size / gzip_size if gzip_size else None
+        rss = max(lb.tree_peak_sampled_mb, 0.0)
+        ratios = {
+            "lifeboat_vs_floor": round(vs_floor, 3), "target_vs_floor_max": TARGETS["vs_floor_max"],
+            "met_vs_floor": vs_floor <= TARGETS["vs_floor_max"],
+            "speedup_vs_existing": round(speedup, 3), "target_speedup_min": TARGETS["speedup_vs_existing_min"],
+            "met_speedup": speedup >= TARGETS["speedup_vs_existing_min"],
+            "speedup_vs_existing_dump_only": round(speedup_dump_only, 3) if speedup_dump_only else None,
+            "stored_size_vs_gzip": round(size_ratio, 3) if size_ratio else None,
+            "met_stored_size": size_ratio is not None and size_ratio <= 1.0,
+            "peak_rss_mb_tree_sampled": round(rss, 1), "peak_rss_mb_sum_of_process_peaks": round(lb.tree_hwm_sum_mb, 1),
+            "target_peak_rss_mb_max": TARGETS["peak_rss_mb_max"],
+            "met_peak_rss": rss < TARGETS["peak_rss_mb_max"],
+        }
+        print()
+        print(f"  lifeboat / floor            = {vs_floor:.2f}x   (target <= 1.5x)   "
+              f"{benchlib.verdict(ratios['met_vs_floor'])}")
+        print(f"  existing / lifeboat         = {speedup:.2f}x   (target >= 4x)     "
+              f"{benchlib.verdict(ratios['met_speedup'])}"
+              + (f"   [dump+gzip only, without the upload: {speedup_dump_only:.2f}x]" if speedup_dump_only else ""))
+        if size_ratio is not None:
+            print(f"  stored size / gzip's        = {size_ratio:.3f}    (target <= 1)      "
+                  f"{benchlib.verdict(ratios['met_stored_size'])}")
+        print(f"  lifeboat peak RSS (tree)    = {rss:.1f} MB (target < 200 MB) "
+              f"{benchlib.verdict(ratios['met_peak_rss'])}"
+              f"   [sum of per-process peaks {lb.tree_hwm_sum_mb:.1f} MB]")
+    else:
+        print("\n  lifeboat: not measured" + (f" ({lb.extra.get('error') or lb.extra.get('stderr', '')[-300:]})"
+                                            if lb else " (--no-lifeboat)"))
+
+    payload = {
+        "kind": "backup", "scale": scale, "database": db, "database_size_bytes": size, "rounds": args.rounds,
+        "machine": facts, "upload_tool": "aws cli" if os.environ.get("LIFEBOAT_BENCH_AWS") else
+        "boto3 upload_file (stand-in for aws s3 cp: same s3transfer engine and defaults)",
+        "variants": {"floor": floor.as_dict(), "existing": exist.as_dict(), "lifeboat": lb.as_dict() if lb else None},
+        "gzip_size_bytes": gzip_size, "lifeboat_stored_size_bytes": lb_size, "ratios": ratios, "targets": TARGETS,
+        "memory_note": "tree peak = largest sum of RSS of all processes of the variant's tree, sampled at 20 Hz; "
+                       "sum of per-process peaks = sum of each process's VmHWM (upper bound); the PostgreSQL "
+                       "server backend serving pg_dump is not part of the tree",
+    }
+    path = benchlib.write_result("backup", payload)
+    print(f"\n  results: {os.path.relpath(path, benchlib.REPO)}")
+    return 0 if (lb_ok or args.no_lifeboat) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

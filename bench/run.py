@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""`make bench`: generate the benchmark database, then run the backup and restore benchmarks.
+
+    make bench                      # scale 1.0 (about 1 GB)
+    make bench BENCH_SCALE=0.05     # quick
+    BENCH_ROUNDS=3 make bench       # median of 3 rounds for the backup benchmark
+
+The benchmark database is kept (regenerated only when the scale changes);
+`bench/gen_db.py --drop` removes it. Results: bench/results/*.json, summarized in
+docs/benchmarks.md. Exit status: non-zero only when a benchmark could not run
+(targets missed are reported, not failures).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import bench_backup
+import bench_restore
+import benchlib
+import gen_db
+
+
+def main() -> int:
+    scale = float(os.environ.get("BENCH_SCALE") or 1.0)
+    rounds = int(os.environ.get("BENCH_ROUNDS") or 1)
+    db = benchlib.BENCH_DB
+    print(f"== gen_db (scale {scale})", flush=True)
+    gen_db.generate(db, scale)
+    print("\n== backup benchmark", flush=True)
+    rc_backup = bench_backup.main(["--database", db, "--rounds", str(rounds)])
+    print("\n== restore benchmark", flush=True)
+    rc_restore = bench_restore.main(["--database", db])
+    return 1 if (rc_backup or rc_restore) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
