@@ -72,43 +72,55 @@ class SyncError(StorageError):
         self.result = result
 
 
-def _sorted(entries: Iterable[Entry], tmp: str, name: str, chunk: int) -> Iterator[Entry]:
-    """``entries`` sorted by key, holding at most ``chunk`` of them in memory."""
-    buf: list[Entry] = []
+def external_sort(items: Iterable[Any], key: Callable[[Any], Any], dump: Callable[[Any], list],
+                  load: Callable[[list], Any], tmp: str, name: str, chunk: int) -> Iterator[Any]:
+    """``items`` sorted by ``key``, holding at most ``chunk`` of them in memory.
+
+    Beyond ``chunk`` items, sorted runs are spilled to 0600 JSON-lines files in
+    ``tmp`` and merged with heapq.merge.
+    """
+    buf: list[Any] = []
     files: list[str] = []
-    for e in entries:
-        buf.append(e)
+    for item in items:
+        buf.append(item)
         if len(buf) >= chunk:
-            files.append(_spill(buf, tmp, f"{name}-{len(files)}"))
+            files.append(_spill(buf, key, dump, tmp, f"{name}-{len(files)}"))
             buf = []
-    buf.sort(key=lambda e: e.key)
+    buf.sort(key=key)
     if not files:
         yield from buf
         return
     if buf:
-        files.append(_spill(buf, tmp, f"{name}-{len(files)}"))
+        files.append(_spill(buf, key, dump, tmp, f"{name}-{len(files)}"))
     handles = [open(f, encoding="utf-8") for f in files]  # noqa: SIM115 - closed below
     try:
-        yield from heapq.merge(*(map(_load, h) for h in handles), key=lambda e: e.key)
+        runs = [(load(json.loads(line)) for line in h) for h in handles]
+        yield from heapq.merge(*runs, key=key)
     finally:
         for h in handles:
             h.close()
 
 
-def _spill(buf: list[Entry], tmp: str, name: str) -> str:
-    buf.sort(key=lambda e: e.key)
+def _spill(buf: list[Any], key: Callable[[Any], Any], dump: Callable[[Any], list], tmp: str, name: str) -> str:
+    buf.sort(key=key)
     path = os.path.join(tmp, name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for e in buf:
-            lm = e.last_modified.isoformat() if e.last_modified else None
-            fh.write(json.dumps([e.key, e.size, e.etag, lm]) + "\n")
+        for item in buf:
+            fh.write(json.dumps(dump(item)) + "\n")
     return path
 
 
-def _load(line: str) -> Entry:
-    key, size, etag, lm = json.loads(line)
-    return Entry(key, size, etag, _dt.datetime.fromisoformat(lm) if lm else None)
+def _dump_entry(e: "Entry") -> list:
+    return [e.key, e.size, e.etag, e.last_modified.isoformat() if e.last_modified else None]
+
+
+def _load_entry(v: list) -> "Entry":
+    return Entry(v[0], v[1], v[2], _dt.datetime.fromisoformat(v[3]) if v[3] else None)
+
+
+def _sorted(entries: Iterable["Entry"], tmp: str, name: str, chunk: int) -> Iterator["Entry"]:
+    return external_sort(entries, lambda e: e.key, _dump_entry, _load_entry, tmp, name, chunk)
 
 
 @dataclass(frozen=True)
@@ -470,19 +482,7 @@ class Syncer:
             self._local_etag(self.dst.path(d.key), d.size, None)
 
     def _local_etag(self, path: str, size: int, like: str | None) -> str:
-        """This file's ETag computed the way ``like`` was (single PUT or N parts)."""
-        if like and etag_is_multipart(like):
-            parts = int(like.rsplit("-", 1)[1])
-            for ps in _candidate_part_sizes(size, parts):
-                got = md5_etag_of_file(path, size, ps)
-                if got == like:
-                    return got
-            return ""
-        if like is None and size > self.opt.multipart_threshold:
-            return md5_etag_of_file(path, size, self.opt.part_size)
-        if like is not None and not etag_is_multipart(like):
-            return md5_etag_of_file(path, size, None)
-        return md5_etag_of_file(path, size, self.opt.part_size if size > self.opt.multipart_threshold else None)
+        return local_etag(path, size, like, self.opt.part_size, self.opt.multipart_threshold)
 
     # -- run
     def run(self) -> SyncResult:
@@ -790,6 +790,24 @@ class Syncer:
         except OSError as exc:
             _unlink(partial)
             raise StorageError(f"{dst.option}: write {path}: {exc.strerror or exc}", dst.option) from None
+
+
+def local_etag(path: str, size: int, like: str | None, part_size: int = 16 * MIB,
+               multipart_threshold: int = 64 * MIB) -> str:
+    """This file's ETag computed the way ``like`` was (single PUT or N parts).
+
+    ``like`` None: the ETag this module's own upload would produce.
+    """
+    if like and etag_is_multipart(like):
+        parts = int(like.rsplit("-", 1)[1])
+        for ps in _candidate_part_sizes(size, parts):
+            got = md5_etag_of_file(path, size, ps)
+            if got == like:
+                return got
+        return ""
+    if like is not None:
+        return md5_etag_of_file(path, size, None)
+    return md5_etag_of_file(path, size, part_size if size > multipart_threshold else None)
 
 
 class _Changed(Exception):
