@@ -1,0 +1,396 @@
+"""restore.yml / lifeboat_pg_restore against the lab: real PostgreSQL 15, real SeaweedFS, real gpg.
+
+Every test works on its own copy of appdb (``CREATE DATABASE ... TEMPLATE appdb``) and its own bucket:
+the shared appdb is never touched.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+from conftest import run_playbook
+from restore_helpers import (
+    admin_conn,
+    counts,
+    flip_byte,
+    make_backup,
+    make_legacy_backup,
+    manifest_counts,
+    source_database,
+    storage_for,
+    truncate,
+)
+
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import restore as engine
+from ansible.module_utils.lifeboat.errors import (
+    ConnectionFailed,
+    EncryptionError,
+    IntegrityError,
+    NotFound,
+    RestoreError,
+    SafetyError,
+)
+from ansible.module_utils.lifeboat.pgconn import PgTarget
+
+
+
+def databases(pg, like: str) -> list[str]:
+    with admin_conn(pg) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
+                                           (like,)).fetchall()]
+
+
+def playbook(db: str, bucket: str, confirm: str | None = None, check: bool = False, **extra):
+    evars = {"lifeboat_restore_database": db, "lifeboat_restore_destination": f"s3://{bucket}/db",
+             "lifeboat_restore_safety_snapshot": False, **extra}
+    if confirm is not None:
+        evars["lifeboat_confirm"] = confirm
+    return run_playbook("playbooks/restore.yml", "-e", json.dumps(evars), check=check)
+
+
+def damage(pg, db: str) -> None:
+    with admin_conn(pg, db) as conn:
+        conn.execute("DELETE FROM analytics.events WHERE id % 3 = 0")
+        conn.execute("DELETE FROM public.invoices WHERE amount_cents > 5000")
+        conn.execute('DROP TABLE public."Audit Log"')
+
+
+def admin(pg) -> engine.Admin:
+    return engine.Admin(PgTarget(host=pg["host"], port=pg["port"], user=pg["admin_user"],
+                                 password=pg["admin_password"], database="postgres"))
+
+
+def keys(lab) -> engine.DecryptKeys:
+    return engine.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"], age_identity_file=lab["age"]["identity_file"])
+
+
+@pytest.fixture
+def backed_up(pg, lab, scratch_bucket):
+    """(database copy, bucket, storage, manifest): a private source database with one Lifeboat backup."""
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg) as db:
+        manifest = make_backup(pg, lab, storage, db)
+        yield db, bucket, storage, manifest
+
+
+# --------------------------------------------------------------------------- the "done when" tests
+
+def test_restore_yml_full_restore_new_db_and_swap(pg, backed_up):
+    db, bucket, _storage, manifest = backed_up
+    damage(pg, db)
+    damaged = counts(pg, db)
+    assert "public.Audit Log" not in damaged
+    assert damaged != manifest_counts(manifest)
+
+    # check mode: the full plan, nothing changes
+    proc = playbook(db, bucket, check=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "new database" in proc.stdout and "one transaction" in proc.stdout
+    assert counts(pg, db) == damaged
+    assert databases(pg, db + "_lifeboat_%") == []
+
+    # a wrong confirmation is refused before anything happens
+    proc = playbook(db, bucket, confirm="appdb")
+    assert proc.returncode != 0
+    assert "Refusing to restore" in proc.stdout and db in proc.stdout
+    assert counts(pg, db) == damaged
+
+    # the real run, non-interactive
+    proc = playbook(db, bucket, confirm=db)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert counts(pg, db) == manifest_counts(manifest)
+    assert manifest["backup_id"] in proc.stdout
+    # the previous (damaged) database is kept under the reported name
+    old = databases(pg, db + "_lifeboat_old_%")
+    assert len(old) == 1 and old[0] in proc.stdout
+    assert counts(pg, old[0]) == damaged
+    assert databases(pg, db + "_lifeboat_new_%") == []
+    # owner and database privileges carried over to the restored database
+    with admin_conn(pg) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (db,)).fetchone()
+        assert owner[0] == pg["app_user"]
+        assert conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')",
+                            (pg["backup_user"], db)).fetchone()[0]
+    # the summary lists each step with its duration
+    for step in ("choose backup", "fetch, decrypt, decompress, restore", "check against the manifest", "swap",
+                 "maintenance off"):
+        assert step in proc.stdout
+
+
+def test_restore_yml_partial_single_table(pg, backed_up):
+    db, bucket, _storage, manifest = backed_up
+    expected = manifest_counts(manifest)
+    with admin_conn(pg, db) as conn:
+        conn.execute("DELETE FROM public.invoices WHERE id % 2 = 0")           # the table we restore
+        conn.execute("DELETE FROM analytics.events WHERE id % 5 = 0")          # must stay changed
+        conn.execute("UPDATE public.users SET display_name = 'changed' WHERE email = 'user7@example.com'")
+        conn.execute("SELECT setval('public.invoices_id_seq', 1)")
+        before_oid = conn.execute("SELECT 'public.invoices'::regclass::oid").fetchone()[0]
+    changed = counts(pg, db)
+
+    proc = playbook(db, bucket, confirm=db, lifeboat_restore_mode="partial",
+                    lifeboat_restore_tables=["public.invoices"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    now = counts(pg, db)
+    assert now["public.invoices"] == expected["public.invoices"]
+    for table, rows in changed.items():
+        if table != "public.invoices":
+            assert now[table] == rows, table                       # others untouched
+    assert now["analytics.events"] != expected["analytics.events"]
+    with admin_conn(pg, db) as conn:
+        assert conn.execute("SELECT display_name FROM public.users WHERE email = 'user7@example.com'"
+                            ).fetchone()[0] == "changed"
+        # same table (not dropped and recreated), sequence moved past the restored ids
+        assert conn.execute("SELECT 'public.invoices'::regclass::oid").fetchone()[0] == before_oid
+        max_id = conn.execute("SELECT max(id) FROM public.invoices").fetchone()[0]
+        assert conn.execute("SELECT last_value FROM public.invoices_id_seq").fetchone()[0] >= max_id
+    # no staging database left behind
+    assert databases(pg, "lifeboat_stage_%") == []
+
+
+# --------------------------------------------------------------------------- engine-level behaviour and faults
+
+def test_partial_restore_rolls_back_on_foreign_key_violation(pg, lab, backed_up):
+    db, _bucket, storage, _manifest = backed_up
+    with admin_conn(pg, db) as conn:
+        # a new user with videos: restoring users from the backup would orphan these videos
+        conn.execute("INSERT INTO public.users (id, email) VALUES ('00000000-0000-0000-0000-000000000001', 'n@x')")
+        conn.execute("INSERT INTO public.videos (user_id, title, storage_path) VALUES "
+                     "('00000000-0000-0000-0000-000000000001', 't', 'videos/new/1.mp4')")
+    before = counts(pg, db)
+    req = engine.Request(database=db, confirm=db, mode="partial", tables=["public.users"], safety_snapshot=False)
+    with pytest.raises(RestoreError, match=r"break foreign keys.*rolled back.*videos_user_id_fkey"):
+        engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == before
+    assert databases(pg, "lifeboat_stage_%") == []
+
+
+def test_side_schema_restore(pg, lab, backed_up):
+    db, _bucket, storage, manifest = backed_up
+    with admin_conn(pg, db) as conn:
+        conn.execute("DELETE FROM public.invoices")
+    req = engine.Request(database=db, confirm=db, mode="side_schema", tables=["public.invoices"],
+                         side_schema="recovered", safety_snapshot=False)
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    with admin_conn(pg, db) as conn:
+        assert conn.execute("SELECT count(*) FROM recovered.invoices").fetchone()[0] == \
+            manifest_counts(manifest)["public.invoices"]
+        assert conn.execute("SELECT count(*) FROM public.invoices").fetchone()[0] == 0
+    assert out["row_counts"] == {"recovered.invoices": manifest_counts(manifest)["public.invoices"]}
+    # a second run refuses to overwrite the side schema
+    with pytest.raises(SafetyError, match="already exists"):
+        engine.run(req, storage, admin(pg), keys(lab))
+
+
+def test_confirmation_required(pg, lab, backed_up):
+    db, _bucket, storage, _manifest = backed_up
+    req = engine.Request(database=db, confirm="appdb", safety_snapshot=False)
+    with pytest.raises(SafetyError) as err:
+        engine.run(req, storage, admin(pg), keys(lab))
+    assert f"'{db}'" in str(err.value) and "'appdb'" in str(err.value)
+
+
+def test_unknown_backup_id(pg, lab, backed_up):
+    db, _bucket, storage, _manifest = backed_up
+    req = engine.Request(database=db, confirm=db, backup_id=f"{db}-20200101T000000Z", safety_snapshot=False)
+    with pytest.raises(NotFound, match=r"backup_id: no backup .*20200101T000000Z"):
+        engine.run(req, storage, admin(pg), keys(lab))
+
+
+def test_backup_without_manifest(pg, lab, backed_up):
+    db, _bucket, storage, manifest = backed_up
+    storage.delete(manifest["artifact"]["key"].rsplit("/", 1)[0] + "/manifest.json")
+    # by id: the artifact is there, the manifest is not -> incomplete, never restored
+    req = engine.Request(database=db, confirm=db, backup_id=manifest["backup_id"], safety_snapshot=False)
+    with pytest.raises(NotFound, match="no backup"):
+        engine.run(req, storage, admin(pg), keys(lab))
+    # latest: nothing complete
+    req = engine.Request(database=db, confirm=db, safety_snapshot=False)
+    with pytest.raises(NotFound, match="no complete backup"):
+        engine.run(req, storage, admin(pg), keys(lab))
+
+
+@pytest.mark.parametrize("tamper", ["flip", "truncate"])
+def test_checksum_mismatch_leaves_original_untouched(pg, lab, backed_up, tamper):
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    damaged = counts(pg, db)
+    (flip_byte if tamper == "flip" else truncate)(storage, manifest["artifact"]["key"])
+    req = engine.Request(database=db, confirm=db, safety_snapshot=False)
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == damaged
+    assert databases(pg, db + "_lifeboat_%") == []
+
+
+def test_wrong_decryption_key(pg, lab, backed_up, tmp_path):
+    db, _bucket, storage, _manifest = backed_up
+    empty_home = tmp_path / "gnupg"
+    empty_home.mkdir(mode=0o700)
+    req = engine.Request(database=db, confirm=db, safety_snapshot=False)
+    with pytest.raises(EncryptionError, match="wrong decryption key"):
+        engine.run(req, storage, admin(pg), engine.DecryptKeys(gpg_homedir=str(empty_home)))
+    assert databases(pg, db + "_lifeboat_%") == []
+
+
+def test_in_place_refused_while_in_use_then_allowed(pg, lab, backed_up):
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    with psycopg.connect(f"host={pg['host']} port={pg['port']} user={pg['admin_user']} "
+                         f"password={pg['admin_password']} dbname={db} application_name=the-app"):
+        req = engine.Request(database=db, confirm=db, mode="in_place", safety_snapshot=False)
+        with pytest.raises(SafetyError, match=r"in use by 1 other session.*the-app"):
+            engine.run(req, storage, admin(pg), keys(lab))
+        req.terminate_sessions = True
+        out = engine.run(req, storage, admin(pg), keys(lab))
+    assert any("NOT atomic" in w for w in out["warnings"])
+    assert counts(pg, db) == manifest_counts(manifest)
+
+
+def test_not_enough_disk_for_staged_parallel_restore(pg, lab, backed_up, tmp_path):
+    db, _bucket, storage, _manifest = backed_up
+    import shutil
+
+    total = shutil.disk_usage(tmp_path).total
+    req = engine.Request(database=db, confirm=db, jobs=2, staging_dir=str(tmp_path), staging_keep_free=total,
+                         safety_snapshot=False)
+    with pytest.raises(RestoreError, match=r"not enough disk for a parallel restore.*jobs: 1"):
+        engine.run(req, storage, admin(pg), keys(lab))
+    assert databases(pg, db + "_lifeboat_%") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parallel_restore_stages_locally(pg, lab, backed_up, tmp_path):
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    req = engine.Request(database=db, confirm=db, jobs=2, staging_dir=str(tmp_path), staging_keep_free=0,
+                         safety_snapshot=False)
+    engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == manifest_counts(manifest)
+    assert list(tmp_path.iterdir()) == []  # the staged dump is removed
+
+
+def test_connection_lost_mid_restore(pg, lab, scratch_bucket):
+    """pg_terminate_backend on the restore session: the original database stays as it was."""
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    big = "CREATE TABLE public.bulk AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 600000) g"
+    with source_database(pg, extra_sql=big) as db:
+        make_backup(pg, lab, storage, db)
+        damage(pg, db)
+        damaged = counts(pg, db)
+        killed: list[int] = []
+
+        def killer():
+            deadline = time.time() + 60
+            with admin_conn(pg) as conn:
+                while time.time() < deadline and not killed:
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname LIKE %s "
+                        "AND query ILIKE 'COPY%%'", (engine.APP_NAME, db + "_lifeboat_new_%")).fetchall()
+                    for (pid,) in rows:
+                        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        killed.append(pid)
+                    time.sleep(0.05)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        req = engine.Request(database=db, confirm=db, safety_snapshot=False)
+        try:
+            with pytest.raises(ConnectionFailed, match="connection lost while restoring"):
+                engine.run(req, storage, admin(pg), keys(lab))
+        finally:
+            t.join()
+        assert killed
+        assert counts(pg, db) == damaged
+        assert databases(pg, db + "_lifeboat_%") == []
+
+
+def test_hooks_command_and_http_resume_also_on_failure(pg, lab, backed_up, tmp_path):
+    db, _bucket, storage, manifest = backed_up
+    calls: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            calls.append((self.path, json.loads(body)["event"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    marker = tmp_path / "maintenance"
+    try:
+        on = {"type": "command", "argv": ["/bin/sh", "-c", f'echo "$LIFEBOAT_DATABASE" > {marker}']}
+        off = {"type": "http", "url": url + "/off"}
+        post = [{"type": "http", "url": url + "/post"}]
+        # a failing restore (tampered artifact): maintenance off still runs, post-restore does not
+        flip_byte(storage, manifest["artifact"]["key"])
+        req = engine.Request(database=db, confirm=db, safety_snapshot=False, maintenance_on=on,
+                             maintenance_off=off, post_restore=post)
+        with pytest.raises(IntegrityError):
+            engine.run(req, storage, admin(pg), keys(lab))
+        assert marker.read_text().strip() == db
+        assert calls == [("/off", "maintenance_off")]
+        # a failing maintenance-on hook stops the restore before anything changes, resume still runs
+        calls.clear()
+        req.maintenance_on = {"type": "command", "argv": ["/bin/false"]}
+        with pytest.raises(RestoreError, match="maintenance_on: the maintenance hook failed"):
+            engine.run(req, storage, admin(pg), keys(lab))
+        assert calls == [("/off", "maintenance_off")]
+    finally:
+        server.shutdown()
+
+
+def test_restore_before_time_and_latest_verified(pg, lab, backed_up):
+    db, _bucket, storage, first = backed_up
+    with admin_conn(pg, db) as conn:
+        conn.execute("DELETE FROM public.invoices WHERE id > 700")
+    later = mf.parse_time(first["started_at"]) + dt.timedelta(hours=1)
+    second = make_backup(pg, lab, storage, db, when=later)
+    assert second["backup_id"] != first["backup_id"]
+    # no verification records: latest complete, with a warning
+    choice = engine.choose_backup(storage, db)
+    assert choice.ref.backup_id == second["backup_id"] and choice.warnings
+    # before the second backup's time: the first
+    assert engine.choose_backup(storage, db, before=second["started_at"]).ref.backup_id == first["backup_id"]
+    # a passed verification on the first only: it is the latest verified; the warning names the newer one
+    ref = mf.select_backup(storage, db, backup_id=first["backup_id"])
+    storage.put_bytes(ref.layout().verification_key(mf.utcnow()), json.dumps(
+        {"schema": mf.VERIFY_SCHEMA, "backup_id": first["backup_id"], "outcome": "passed",
+         "finished_at": mf.iso(mf.utcnow())}).encode())
+    choice = engine.choose_backup(storage, db)
+    assert choice.ref.backup_id == first["backup_id"]
+    assert second["backup_id"] in choice.warnings[0]
+    assert engine.choose_backup(storage, db, require_verified=True).ref.backup_id == first["backup_id"]
+    # a failed record after the pass makes the first unverified again
+    storage.put_bytes(ref.layout().verification_key(mf.utcnow() + dt.timedelta(seconds=5)), json.dumps(
+        {"schema": mf.VERIFY_SCHEMA, "backup_id": first["backup_id"], "outcome": "failed",
+         "finished_at": mf.iso(mf.utcnow() + dt.timedelta(seconds=5))}).encode())
+    with pytest.raises(NotFound, match="require_verified"):
+        engine.choose_backup(storage, db, require_verified=True)
+
+
+def test_legacy_sql_gz_restore(pg, lab, scratch_bucket):
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg) as db:
+        original = counts(pg, db)
+        key = make_legacy_backup(pg, storage, db)
+        damage(pg, db)
+        proc = playbook(db, bucket, confirm=db, lifeboat_restore_backup_id=key.rsplit("/", 1)[-1])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert counts(pg, db) == original
+        assert "older-procedure" in proc.stdout
