@@ -263,20 +263,25 @@ def stop(module: AnsibleModule) -> None:
     module.exit_json(changed=True, pid=pid, state="stopped", signal=sig)
 
 
+def argument_spec() -> dict:
+    """The module's argument_spec (tests/unit/test_module_docs.py compares it with DOCUMENTATION)."""
+    return {
+        "name": {"type": "str", "required": True},
+        "state": {"type": "str", "default": "started", "choices": ["started", "stopped"]},
+        "argv": {"type": "list", "elements": "str"},
+        "env": {"type": "dict", "default": {}, "no_log": True},
+        "pid_file": {"type": "path", "required": True},
+        "log_file": {"type": "path"},
+        "chdir": {"type": "path"},
+        "host": {"type": "str", "default": "127.0.0.1"},
+        "port": {"type": "int"},
+        "timeout": {"type": "int", "default": 30},
+    }
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "name": {"type": "str", "required": True},
-            "state": {"type": "str", "default": "started", "choices": ["started", "stopped"]},
-            "argv": {"type": "list", "elements": "str"},
-            "env": {"type": "dict", "default": {}, "no_log": True},
-            "pid_file": {"type": "path", "required": True},
-            "log_file": {"type": "path"},
-            "chdir": {"type": "path"},
-            "host": {"type": "str", "default": "127.0.0.1"},
-            "port": {"type": "int"},
-            "timeout": {"type": "int", "default": 30},
-        },
+        argument_spec=argument_spec(),
         required_if=[("state", "started", ("argv", "log_file", "port"))],
         supports_check_mode=True,
     )
