@@ -168,8 +168,12 @@ options:
     default: true
   snapshot_options:
     description:
-      - Options for the safety snapshot (the backup engine's options, e.g. encryption recipients); by default the
-        snapshot goes to O(destination) with the encryption method of the restored backup.
+      - Options for the safety snapshot. By default it goes to C(<destination>/safety-snapshots) (apart from the
+        regular backups, so it is never chosen as "latest" by mistake), custom format, zstd, encrypted like the
+        restored backup (its gpg recipients' public keys exported from O(gpg_homedir), its age recipients, or the
+        same passphrase).
+      - "Keys: C(destination), C(format), C(compression), C(encryption), C(encryption_recipients) (public key
+        files / age recipients), C(encryption_passphrase)."
     type: dict
     default: {}
   maintenance_on:
@@ -315,19 +319,6 @@ def render_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def make_snapshot(module: AnsibleModule, storage, admin, src_encryption_hint: dict):
-    """The safety snapshot: a normal Lifeboat backup through the backup engine."""
-    try:
-        from ansible.module_utils.lifeboat import backup as backup_engine  # noqa: F401
-    except ImportError:
-        return None
-
-    def snapshot(database: str) -> dict:
-        return backup_engine.safety_snapshot(module.params, database, storage, admin, src_encryption_hint)
-
-    return snapshot if hasattr(backup_engine, "safety_snapshot") else None
-
-
 def argument_spec() -> dict:
     spec = engine.common_argument_spec()
     spec.update(
@@ -378,7 +369,12 @@ def main() -> None:
         storage = engine.storage_from(p)
         admin = engine.admin_from(p)
         keys = engine.keys_from(p)
-        snapshot = make_snapshot(module, storage, admin, p["snapshot_options"]) if p["safety_snapshot"] else None
+        settings = engine.s3_settings_from(p)
+
+        def snapshot(database, src):
+            return engine.safety_snapshot(admin, settings, p["destination"], database, src, keys,
+                                          p["snapshot_options"])
+
         result = engine.run(req, storage, admin, keys, check_mode=module.check_mode, snapshot=snapshot)
     except LifeboatError as exc:
         partial = getattr(exc, "summary", None) or {}

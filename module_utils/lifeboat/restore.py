@@ -694,16 +694,87 @@ def report_counts(conn: Any) -> dict[str, int]:
 
 
 def schema_hash_for(conn: Any, src: Source) -> str:
-    """Recompute the schema hash with the scope the backup used."""
-    from ansible.module_utils.lifeboat import pgmeta
+    """Recompute the schema hash with the scope the backup engine used (backup._scope_schemas)."""
+    from types import SimpleNamespace
 
-    scope = (src.manifest or {}).get("scope", {})
-    schemas = None
-    if scope.get("include_schemas") or scope.get("exclude_schemas"):
-        schemas = sorted({t[0] for t in pgmeta.list_tables(conn, include_schemas=scope.get("include_schemas"),
-                                                           exclude_schemas=scope.get("exclude_schemas"))})
-    tables = manifest_tables(src) if scope.get("include_tables") else None
+    from ansible.module_utils.lifeboat import backup, pgmeta
+
+    scope = (src.manifest or {}).get("scope", {}) or {}
+    req = SimpleNamespace(include_tables=scope.get("include_tables") or [],
+                          include_schemas=scope.get("include_schemas") or [],
+                          exclude_schemas=scope.get("exclude_schemas") or [],
+                          exclude_tables=scope.get("exclude_tables") or [])
+    schemas, tables = backup._scope_schemas(conn, req, manifest_tables(src))
     return pgmeta.schema_hash(conn, schemas, tables)
+
+
+# ------------------------------------------------------------------ safety snapshot
+
+SNAPSHOT_PREFIX = "safety-snapshots"
+
+
+def snapshot_destination(destination: str, options: dict[str, Any]) -> str:
+    """Safety snapshots live apart from the regular backups (never picked as 'latest' by mistake)."""
+    if options.get("destination"):
+        return str(options["destination"])
+    return destination.rstrip("/") + "/" + SNAPSHOT_PREFIX
+
+
+def _export_gpg_keys(homedir: str, fingerprints: list[str], directory: str) -> list[str]:
+    """Public keys of the manifest's recipients, exported from ``homedir`` into armored files."""
+    paths = []
+    for fpr in fingerprints:
+        proc = subprocess.run([shutil.which("gpg") or "gpg", "--homedir", homedir, "--batch", "--armor",
+                               "--export", fpr], capture_output=True, check=False, timeout=60)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise ConfigError(f"snapshot_options: the public key {fpr} of the backup's recipients is not in "
+                              f"gpg_homedir {homedir}; give snapshot_options.encryption_recipients",
+                              "snapshot_options")
+        path = os.path.join(directory, f"{fpr}.asc")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(proc.stdout)
+        paths.append(path)
+    return paths
+
+
+def safety_snapshot(admin: Admin, settings: Any, destination: str, database: str, src: Source, keys: DecryptKeys,
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Back up the current ``database`` with the backup engine before it is changed.
+
+    Encryption defaults to the restored backup's: the same gpg recipients (public keys exported from
+    gpg_homedir), the same age recipients, or the same passphrase. ``options`` may set destination,
+    format, compression, encryption, encryption_recipients, encryption_passphrase.
+    """
+    from ansible.module_utils.lifeboat import backup, crypto
+
+    options = dict(options or {})
+    enc_meta = (src.manifest or {}).get("encryption") or {}
+    method = options.get("encryption") or enc_meta.get("method") or "none"
+    tmp = tempfile.mkdtemp(prefix="lifeboat-snap-")
+    os.chmod(tmp, 0o700)
+    try:
+        recipients = list(options.get("encryption_recipients") or [])
+        passphrase = options.get("encryption_passphrase")
+        if method == "gpg" and not recipients and not passphrase:
+            if enc_meta.get("mode") == "public-key" and enc_meta.get("recipients") and keys.gpg_homedir:
+                recipients = _export_gpg_keys(keys.gpg_homedir, enc_meta["recipients"], tmp)
+            elif keys.passphrase:
+                passphrase = keys.passphrase
+            else:
+                raise ConfigError("snapshot_options: cannot tell how to encrypt the safety snapshot; give "
+                                  "snapshot_options.encryption_recipients (public key files)", "snapshot_options")
+        if method == "age" and not recipients:
+            recipients = list(enc_meta.get("recipients") or [])
+        req = backup.BackupRequest(
+            target=admin.target.with_database(database), destination=snapshot_destination(destination, options),
+            format=options.get("format", "custom"), compression=options.get("compression", "zstd"),
+            encryption=crypto.EncryptionSpec(method=method, recipients=recipients, passphrase=passphrase),
+            s3=settings, pg_bin_dir=(admin.bin_dirs or [None])[0], tags={"lifeboat": "safety-snapshot"})
+        out = backup.run(req)
+        return {"backup_id": out.get("backup_id"), "uri": out.get("uri"), "destination": req.destination,
+                "size": out.get("size"), "sha256": out.get("sha256")}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ hooks
@@ -1124,7 +1195,7 @@ def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, n
 
 
 def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_mode: bool = False,
-        snapshot: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+        snapshot: Callable[[str, Source], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The 7-step runbook. Returns the summary; raises a LifeboatError naming the cause."""
     req.validate()
     if not check_mode:
@@ -1177,7 +1248,7 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
                     raise ConfigError("safety_snapshot: no backup engine is available to take the safety "
                                       "snapshot; set safety_snapshot: false to restore without one",
                                       "safety_snapshot")
-                snap = snapshot(req.database)
+                snap = snapshot(req.database, src)
                 result["safety_snapshot"] = snap
                 item["detail"] = str(snap.get("backup_id", ""))
         result["changed"] = True
@@ -1375,15 +1446,18 @@ def common_argument_spec() -> dict[str, dict[str, Any]]:
     }
 
 
-def storage_from(params: dict[str, Any]) -> Storage:
+def s3_settings_from(params: dict[str, Any]) -> Any:
     from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    return S3Settings(endpoint=params.get("s3_endpoint") or None, region=params.get("s3_region") or None,
+                      access_key=params.get("s3_access_key") or None, secret_key=params.get("s3_secret_key") or None,
+                      verify_tls=bool(params.get("s3_validate_certs", True)))
+
+
+def storage_from(params: dict[str, Any]) -> Storage:
     from ansible.module_utils.lifeboat.storage import open_storage
 
-    settings = S3Settings(endpoint=params.get("s3_endpoint") or None, region=params.get("s3_region") or None,
-                          access_key=params.get("s3_access_key") or None,
-                          secret_key=params.get("s3_secret_key") or None,
-                          verify_tls=bool(params.get("s3_validate_certs", True)))
-    return open_storage(params["destination"], settings)
+    return open_storage(params["destination"], s3_settings_from(params))
 
 
 def admin_from(params: dict[str, Any]) -> Admin:

@@ -40,6 +40,11 @@ from ansible.module_utils.lifeboat.pgconn import PgTarget
 
 
 
+def endpoint_of(storage) -> dict:
+    st = storage.settings
+    return {"endpoint": st.endpoint, "region": st.region, "access_key": st.access_key, "secret_key": st.secret_key}
+
+
 def databases(pg, like: str) -> list[str]:
     with admin_conn(pg) as conn:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
@@ -102,10 +107,19 @@ def test_restore_yml_full_restore_new_db_and_swap(pg, backed_up):
     assert "Refusing to restore" in proc.stdout and db in proc.stdout
     assert counts(pg, db) == damaged
 
-    # the real run, non-interactive
-    proc = playbook(db, bucket, confirm=db)
+    # the real run, non-interactive, with the safety snapshot of the damaged state
+    proc = playbook(db, bucket, confirm=db, lifeboat_restore_safety_snapshot=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert counts(pg, db) == manifest_counts(manifest)
+    # the safety snapshot is a normal Lifeboat backup of the damaged database, kept apart from the backups
+    snaps = storage_for(bucket, endpoint_of(_storage),
+                        prefix="db/safety-snapshots")
+    snap = mf.select_backup(snaps, db)
+    snap_manifest = mf.read_manifest(snaps, snap.manifest_key)
+    assert manifest_counts(snap_manifest) == damaged
+    assert snap_manifest["encryption"]["method"] == "gpg"
+    assert snap.backup_id in proc.stdout
+    assert mf.select_backup(_storage, db).backup_id == manifest["backup_id"]
     assert manifest["backup_id"] in proc.stdout
     # the previous (damaged) database is kept under the reported name
     old = databases(pg, db + "_lifeboat_old_%")
