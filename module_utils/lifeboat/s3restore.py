@@ -447,3 +447,31 @@ def parse_time(value: str) -> _dt.datetime:
     if at.tzinfo is None:
         raise ConfigError(f"restore_time: '{value}' has no timezone; add Z or +00:00", "restore_time")
     return at
+
+
+def keys_from_query(dsn: str, query: str, batch: int = 5000) -> Iterator[str]:
+    """Object keys from the first column of ``query`` (a read-only transaction, server-side cursor)."""
+    import psycopg
+
+    from ansible.module_utils.lifeboat.pgconn import PgTarget
+
+    target = PgTarget.from_options(dsn=dsn)
+    conn = target.connect(autocommit=False)
+    try:
+        conn.execute("SET TRANSACTION READ ONLY")
+        with conn.cursor(name="lifeboat_keys") as cur:
+            try:
+                cur.execute(query)
+                while True:
+                    rows = cur.fetchmany(batch)
+                    if not rows:
+                        break
+                    for row in rows:
+                        if row and row[0] is not None:
+                            yield str(row[0])
+            except psycopg.Error as exc:
+                raise ConfigError(f"keys_query: failed on {target.describe()}: "
+                                  f"{' '.join(str(exc).split())}", "keys_query") from None
+    finally:
+        conn.rollback()
+        conn.close()

@@ -1,0 +1,263 @@
+#!/usr/bin/python
+# Lifeboat: point-in-time and missing-files restores from a versioned backup bucket.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lifeboat_s3_restore
+short_description: Restore files from a versioned backup bucket (point in time, or missing files)
+description:
+  - O(mode=point_in_time) makes O(destination) hold the O(backup) prefix as it was at O(restore_time),
+    chosen per key from the bucket's version history. Files that did not exist at that time are left
+    alone unless O(delete_newer=true); a file is only overwritten or deleted when its current content is
+    itself kept in the backup, unless O(force=true).
+  - O(mode=missing) restores exactly the keys that are referenced (O(keys), or the first column of
+    O(keys_query) run read-only against O(dsn)) and missing from O(destination), from their newest backup
+    version, and reports the keys found nowhere in RV(not_found).
+  - Check mode reports the plan and touches nothing. A rerun with nothing to do reports C(changed=false).
+options:
+  mode:
+    description: What to restore.
+    type: str
+    choices: [point_in_time, missing]
+    default: point_in_time
+  backup:
+    description: C(s3://bucket/prefix) of the versioned backup (as written by lifeboat_s3_sync).
+    type: str
+    required: true
+  destination:
+    description: C(s3://bucket/prefix) or an absolute directory to restore into.
+    type: str
+    required: true
+  restore_time:
+    description: ISO 8601 time with a timezone (C(2026-11-22T02:00:00Z)); required for O(mode=point_in_time).
+    type: str
+  delete_newer:
+    description: With O(mode=point_in_time), delete destination files that did not exist at O(restore_time).
+    type: bool
+    default: false
+  force:
+    description: Also overwrite or delete destination files whose current content is in no backup (data loss).
+    type: bool
+    default: false
+  keys:
+    description: Keys the application references (O(mode=missing)).
+    type: list
+    elements: str
+  keys_query:
+    description: SQL returning the referenced keys in its first column, e.g. C(select storage_path from videos).
+    type: str
+  dsn:
+    description: PostgreSQL connection string for O(keys_query). Never logged or returned.
+    type: str
+  concurrency:
+    description: Objects restored in parallel.
+    type: int
+    default: 8
+  file_mode:
+    description: Mode of files written into a local destination.
+    type: str
+    default: "0600"
+  dir_mode:
+    description: Mode of directories created in a local destination.
+    type: str
+    default: "0700"
+  backup_endpoint:
+    description: URL of the S3-compatible endpoint of the backup (omit for AWS S3).
+    type: str
+  backup_region:
+    description: Region of the backup bucket.
+    type: str
+  backup_access_key:
+    description: Access key id for the backup; with O(backup_secret_key).
+    type: str
+  backup_secret_key:
+    description: Secret access key for the backup. Never logged or returned.
+    type: str
+  backup_session_token:
+    description: Session token for the backup. Never logged or returned.
+    type: str
+  backup_profile:
+    description: Named AWS profile for the backup.
+    type: str
+  backup_validate_certs:
+    description: Verify the TLS certificate of the backup endpoint.
+    type: bool
+    default: true
+  destination_endpoint:
+    description: URL of the S3-compatible endpoint of the destination (omit for AWS S3).
+    type: str
+  destination_region:
+    description: Region of the destination bucket.
+    type: str
+  destination_access_key:
+    description: Access key id for the destination; with O(destination_secret_key).
+    type: str
+  destination_secret_key:
+    description: Secret access key for the destination. Never logged or returned.
+    type: str
+  destination_session_token:
+    description: Session token for the destination. Never logged or returned.
+    type: str
+  destination_profile:
+    description: Named AWS profile for the destination.
+    type: str
+  destination_validate_certs:
+    description: Verify the TLS certificate of the destination endpoint.
+    type: bool
+    default: true
+requirements: [boto3, psycopg (for keys_query)]
+author: Lifeboat
+"""
+
+EXAMPLES = r"""
+- name: Bring the videos prefix back to how it was before the incident
+  lifeboat_s3_restore:
+    mode: point_in_time
+    backup: s3://app-storage-backup/app-storage/videos
+    destination: s3://app-storage/videos
+    restore_time: "2026-11-21T23:00:00Z"
+    delete_newer: true
+
+- name: Restore the files the database references but the bucket lost
+  lifeboat_s3_restore:
+    mode: missing
+    backup: s3://app-storage-backup/app-storage
+    destination: s3://app-storage
+    keys_query: select storage_path from videos
+    dsn: "{{ vault_app_dsn }}"
+"""
+
+RETURN = r"""
+restored:
+  description: Objects restored (or to restore in check mode).
+  returned: always
+  type: int
+  sample: 5
+restored_bytes:
+  description: Bytes restored.
+  returned: always
+  type: int
+  sample: 52428800
+deleted:
+  description: Destination files deleted because they did not exist at the restore time.
+  returned: always
+  type: int
+  sample: 0
+unchanged:
+  description: Files already as they were at the restore time.
+  returned: always
+  type: int
+  sample: 1195
+left_newer:
+  description: Destination files newer than the restore time, left alone.
+  returned: always
+  type: int
+  sample: 2
+missing:
+  description: With O(mode=missing), referenced keys that were missing from the destination.
+  returned: always
+  type: int
+  sample: 6
+restored_keys:
+  description: Up to 50 restored keys.
+  returned: always
+  type: list
+  elements: str
+  sample: ["videos/1/a.mp4"]
+deleted_keys:
+  description: Up to 50 deleted keys.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+not_found:
+  description: Referenced keys found in neither the destination nor the backup.
+  returned: always
+  type: list
+  elements: str
+  sample: ["videos/9/lost.mp4"]
+skipped_unbacked:
+  description: Up to 50 keys left alone because their current content is in no backup (see O(force)).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+failed:
+  description: Objects that could not be restored, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+duration_s:
+  description: Wall-clock duration in seconds.
+  returned: always
+  type: float
+  sample: 2.5
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
+from ansible.module_utils.lifeboat.s3restore import (  # noqa: E402
+    keys_from_query,
+    parse_time,
+    restore_missing,
+    restore_point_in_time,
+)
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        mode=dict(type="str", default="point_in_time", choices=["point_in_time", "missing"]),
+        backup=dict(type="str", required=True),
+        destination=dict(type="str", required=True),
+        restore_time=dict(type="str"),
+        delete_newer=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        keys=dict(type="list", elements="str", no_log=False),
+        keys_query=dict(type="str"),
+        dsn=dict(type="str", no_log=True),
+        concurrency=dict(type="int", default=8),
+        file_mode=dict(type="str", default="0600"),
+        dir_mode=dict(type="str", default="0700"),
+    )
+    spec.update(endpoint_spec("backup_"))
+    spec.update(endpoint_spec("destination_"))
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        required_if=[("mode", "point_in_time", ["restore_time"]),
+                     ("mode", "missing", ["keys", "keys_query"], True)],
+        mutually_exclusive=[("keys", "keys_query")],
+        required_together=[("keys_query", "dsn")] + endpoint_together("backup_") + endpoint_together("destination_"),
+    )
+    p = module.params
+    try:
+        modes = {n: int(str(p[n]), 8) for n in ("file_mode", "dir_mode")}
+    except ValueError:
+        module.fail_json(msg="file_mode/dir_mode: not an octal mode such as \"0600\"")
+    common = dict(backup_settings=settings_from(p, "backup_", p["concurrency"]),
+                  target_settings=settings_from(p, "destination_", p["concurrency"]),
+                  concurrency=p["concurrency"], check_mode=module.check_mode, **modes)
+    try:
+        if p["mode"] == "point_in_time":
+            result = restore_point_in_time(p["backup"], p["destination"], parse_time(p["restore_time"]),
+                                           delete_newer=p["delete_newer"], force=p["force"], **common)
+        else:
+            keys = p["keys"] if p["keys"] is not None else keys_from_query(p["dsn"], p["keys_query"])
+            result = restore_missing(p["backup"], p["destination"], keys, **common)
+    except LifeboatError as exc:
+        partial = getattr(exc, "result", None)
+        extra = partial.as_dict() if partial is not None else {}
+        module.fail_json(msg=str(exc), changed=bool(partial and partial.changed), **extra)
+    module.exit_json(changed=result.changed, backup=p["backup"], destination=p["destination"],
+                     **result.as_dict())
+
+
+if __name__ == "__main__":
+    main()
