@@ -36,10 +36,13 @@ restore: lab ## Restore into the lab (playbooks/restore.yml)
 verify: lab ## Verify the latest backups (playbooks/verify.yml)
 	$(PLAYBOOK) playbooks/verify.yml
 
+# Runs all three linters, then fails if any of them failed.
 lint: ## ansible-lint (production profile), yamllint, ruff
-	$(BIN)/yamllint --strict .
-	$(BIN)/ansible-lint --profile production
-	$(BIN)/ruff check $(wildcard library module_utils tests bench roles/lab/files)
+	rc=0; \
+	$(BIN)/yamllint --strict . || rc=1; \
+	$(BIN)/ansible-lint --profile production || rc=1; \
+	$(BIN)/ruff check $(wildcard library module_utils tests bench roles/lab/files) || rc=1; \
+	exit $$rc
 
 unit: ## Unit tests (no servers)
 	$(PYTEST) -q tests/unit

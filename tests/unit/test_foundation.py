@@ -1,0 +1,87 @@
+"""Foundation checks without servers: ansible.cfg, inventories, the lab role's specs."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import subprocess
+
+import yaml
+
+from conftest import REPO, VENV_BIN
+
+EXAMPLE_VAULT_PASSWORD = "lifeboat-example-vault"  # throwaway, documented in README.md
+
+
+def test_ansible_cfg_points_at_the_repo_and_the_local_lab():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "ansible.cfg")
+    defaults = cfg["defaults"]
+    assert defaults["inventory"] == "inventories/local"
+    assert defaults["library"] == "library"
+    assert defaults["module_utils"] == "module_utils"
+    assert defaults["roles_path"] == "roles"
+    assert defaults.getboolean("retry_files_enabled") is False
+
+
+def test_local_inventory_is_localhost_in_the_venv():
+    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "--host", "localhost"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    host = json.loads(out)
+    assert host["ansible_connection"] == "local"
+    assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+
+
+def test_example_inventory_keeps_every_secret_in_the_vault(tmp_path):
+    vault = REPO / "inventories/example/group_vars/all/vault.yml"
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
+    password_file = tmp_path / "pw"
+    password_file.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+    os.chmod(password_file, 0o600)
+    plain = subprocess.run([str(VENV_BIN / "ansible-vault"), "view", "--vault-password-file", str(password_file),
+                            str(vault)], capture_output=True, text=True, check=True).stdout
+    vault_vars = yaml.safe_load(plain)
+    assert vault_vars and all(k.startswith("vault_") for k in vault_vars)
+    main_text = (REPO / "inventories/example/group_vars/all/main.yml").read_text()
+    referenced = set(re.findall(r"\b(vault_[a-z0-9_]+)", main_text))
+    assert referenced and referenced <= set(vault_vars), referenced - set(vault_vars)
+    main = yaml.safe_load(main_text)
+    for key, value in main.items():
+        if re.search(r"(password|secret|token|passphrase)", key):
+            assert isinstance(value, str) and "vault_" in value, f"{key} must come from the vault"
+    hosts = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", "inventories/example", "--list",
+                            "--vault-password-file", str(password_file)], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
+    assert "backup-01.example.com" in hosts
+
+
+def test_example_inventory_without_the_vault_password_fails_clearly():
+    proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", "inventories/example", "--list"],
+                          cwd=REPO, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_VAULT_PASSWORD_FILE=""))
+    assert proc.returncode != 0
+    assert "vault" in (proc.stdout + proc.stderr).lower()
+
+
+def test_lab_role_argument_specs_cover_every_default():
+    defaults = yaml.safe_load((REPO / "roles/lab/defaults/main.yml").read_text())
+    specs = yaml.safe_load((REPO / "roles/lab/meta/argument_specs.yml").read_text())["argument_specs"]
+    for entry in ("main", "down"):
+        options = specs[entry]["options"]
+        assert set(defaults) <= set(options), set(defaults) - set(options)
+    assert all(name.startswith("lab_") for name in defaults)
+
+
+def test_lab_secrets_never_reach_argv_in_the_role():
+    """Passwords and keys travel by stdin or environment, and tasks that touch them hide their logs."""
+    tasks_dir = REPO / "roles/lab/tasks"
+    for path in sorted(tasks_dir.glob("*.yml")):
+        for task in yaml.safe_load(path.read_text()) or []:
+            body = yaml.safe_dump(task)
+            if "lab_secrets" not in body:
+                continue
+            argv = yaml.safe_dump(task.get("ansible.builtin.command", {}).get("argv", []))
+            assert "lab_secrets" not in argv, f"{path.name}: {task['name']} puts a secret in argv"
+            if "lifeboat_lab_service" not in task:  # that module marks env no_log itself
+                assert task.get("no_log") is True, f"{path.name}: {task['name']} needs no_log"
