@@ -1,0 +1,423 @@
+"""Directory and configuration-file archives: tar -> compress -> encrypt -> store, with a manifest.
+
+An archive is a POSIX (pax) tar stream made by Python's tarfile (owners,
+numeric ids, modes and mtimes kept), compressed and optionally encrypted by the
+shared pipeline (pipeline.run_backup_stream + crypto), streamed to S3 or a
+local directory. Layout, relative to the storage root::
+
+    <name>/<name>-<YYYYmmddTHHMMSSZ>/<name>.tar.zst.gpg
+    <name>/<name>-<YYYYmmddTHHMMSSZ>/manifest.json      (written last: no manifest = incomplete)
+
+Restore by hand with stock tools::
+
+    aws s3 cp s3://bucket/prefix/<name>/<id>/<name>.tar.zst.gpg - | gpg -d | zstd -d | \
+        tar -x --numeric-owner -p -C /restore/dir
+
+Idempotent: the manifest records a signature of the tree (paths, sizes, mtimes,
+modes, owners); when the newest archive has the same signature nothing is
+written (``changed: false``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.lifeboat.crypto import (
+    DecryptionSpec,
+    EncryptionSpec,
+    prepare_decryptor,
+    prepare_encryptor,
+)
+from ansible.module_utils.lifeboat.errors import (
+    ConfigError,
+    IntegrityError,
+    LifeboatError,
+    NotFound,
+    RestoreError,
+    StorageError,
+)
+from ansible.module_utils.lifeboat.pipeline import Compression, open_restore_stream, run_backup_stream
+from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.storage import Storage, open_storage
+
+SCHEMA = "lifeboat.archive/1"
+MANIFEST = "manifest.json"
+STAMP = "%Y%m%dT%H%M%SZ"
+TOOL = "lifeboat-archive"
+
+
+@dataclass
+class ArchiveSpec:
+    name: str
+    kind: str = "directory"                       # directory | files
+    path: str | None = None                       # kind=directory: the directory archived
+    files: list[str] = field(default_factory=list)  # kind=files: absolute paths
+    exclude: list[str] = field(default_factory=list)
+    compression: str = "zstd"
+    compression_level: int | None = None
+    encryption: EncryptionSpec = field(default_factory=EncryptionSpec)
+
+
+@dataclass
+class Member:
+    path: str         # absolute path on this host
+    arcname: str      # name inside the archive
+    st: os.stat_result
+
+
+def _check_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
+        raise ConfigError(f"name: '{name}' must be letters, digits, '.', '_' or '-'", "name")
+    return name
+
+
+def members(spec: ArchiveSpec) -> Iterator[Member]:
+    """What goes into the archive, in a stable order (directories before their contents)."""
+    if spec.kind == "directory":
+        if not spec.path or not os.path.isabs(spec.path):
+            raise ConfigError(f"path: '{spec.path}' must be an absolute directory", "path")
+        root = os.path.normpath(spec.path)
+        if not os.path.isdir(root):
+            raise NotFound(f"path: directory {root} does not exist", "path")
+        base = os.path.basename(root) or "root"
+        yield Member(root, base, os.lstat(root))
+        # depth first, each directory's contents right after it (the order GNU tar writes and
+        # expects: it applies a directory's mtime when the archive leaves that directory)
+        yield from _walk(root, "", base, spec.exclude)
+    else:
+        if not spec.files:
+            raise ConfigError("files: list at least one file to back up", "files")
+        for path in sorted(set(spec.files)):
+            if not os.path.isabs(path):
+                raise ConfigError(f"files: '{path}' must be an absolute path", "files")
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                raise NotFound(f"files: {path} does not exist", "files") from None
+            yield Member(path, path.lstrip("/"), st)
+
+
+def _walk(path: str, rel: str, base: str, exclude: list[str]) -> Iterator[Member]:
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise StorageError(f"path: cannot read directory {path}: {exc.strerror}", "path") from None
+    for name in names:
+        r = f"{rel}{name}"
+        if _excluded(r, exclude):
+            continue
+        full = os.path.join(path, name)
+        st = os.lstat(full)
+        yield Member(full, f"{base}/{r}", st)
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(full, r + "/", base, exclude)
+
+
+def _excluded(rel: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(os.path.basename(rel), p) for p in patterns)
+
+
+def tree_signature(spec: ArchiveSpec) -> tuple[str, int, int]:
+    """(sha256 of the tree's metadata, file count, bytes): stat only, no content read."""
+    h = hashlib.sha256()
+    count = size = 0
+    for m in members(spec):
+        st = m.st
+        h.update(json.dumps([m.arcname, stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                             st.st_size if stat.S_ISREG(st.st_mode) else 0, int(st.st_mtime_ns)]).encode())
+        h.update(b"\n")
+        if stat.S_ISREG(st.st_mode):
+            count += 1
+            size += st.st_size
+    return h.hexdigest(), count, size
+
+
+class _TarSource:
+    """A readable producing the tar stream, written by a thread into a pipe."""
+
+    def __init__(self, spec: ArchiveSpec):
+        self.spec = spec
+        self.files = 0
+        self.bytes = 0
+        self.error: BaseException | None = None
+        rfd, wfd = os.pipe()
+        self._r = os.fdopen(rfd, "rb", buffering=0)
+        self._w = os.fdopen(wfd, "wb", buffering=1024 * 1024)
+        self._thread = threading.Thread(target=self._run, name="lifeboat-tar", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with tarfile.open(fileobj=self._w, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for m in members(self.spec):
+                    info = tar.gettarinfo(m.path, arcname=m.arcname)
+                    if info.isreg():
+                        with open(m.path, "rb") as fh:
+                            tar.addfile(info, fh)
+                        self.files += 1
+                        self.bytes += info.size
+                    elif info.isdir() or info.issym() or info.islnk():
+                        tar.addfile(info)
+                    # sockets, fifos and devices are not application data: skipped
+        except BaseException as exc:  # noqa: BLE001 - reported by read()/close()
+            self.error = exc
+        finally:
+            try:
+                self._w.close()
+            except OSError:
+                pass
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._r.read(n) if n >= 0 else self._r.readall()
+        if not data:
+            self._thread.join()
+            if self.error is not None:
+                err = self.error
+                if isinstance(err, LifeboatError):
+                    raise err
+                if isinstance(err, OSError):
+                    raise StorageError(f"archive '{self.spec.name}': cannot read {err.filename}: "
+                                       f"{err.strerror}") from None
+                raise StorageError(f"archive '{self.spec.name}': {err}") from None
+        return data
+
+    def close(self) -> None:
+        try:
+            self._r.close()
+        except OSError:
+            pass
+        self._thread.join(timeout=30)
+
+
+def _manifests(storage: Storage, name: str) -> list[str]:
+    keys = [o.key for o in storage.list(f"{name}/") if o.key.endswith("/" + MANIFEST)]
+    return sorted(keys)
+
+
+def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) -> dict[str, Any] | None:
+    keys = _manifests(storage, name)
+    if archive_id:
+        keys = [k for k in keys if k.split("/")[-2] == archive_id]
+        if not keys:
+            raise NotFound(f"archive_id: no archive '{archive_id}' with a manifest under "
+                           f"{storage.uri(name + '/')}", "archive_id")
+    if not keys:
+        return None
+    raw = storage.get_bytes(keys[-1])
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise IntegrityError(f"manifest {storage.uri(keys[-1])} is not valid JSON: {exc}") from None
+    if data.get("schema") != SCHEMA:
+        raise IntegrityError(f"manifest {storage.uri(keys[-1])}: schema {data.get('schema')!r}, expected {SCHEMA!r}")
+    data["_manifest_key"] = keys[-1]
+    return data
+
+
+@dataclass
+class ArchiveResult:
+    changed: bool
+    archive_id: str
+    artifact: str
+    manifest: dict[str, Any]
+    files: int
+    bytes: int
+    duration_s: float
+
+
+def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | None = None,
+                   check_mode: bool = False, force: bool = False, part_size: int = 16 * 1024 * 1024,
+                   now: _dt.datetime | None = None) -> ArchiveResult:
+    t0 = time.monotonic()
+    name = _check_name(spec.name)
+    if spec.kind == "files" and spec.encryption.method == "none":
+        raise ConfigError("encryption: configuration files are always encrypted; give gpg recipients, a "
+                          "passphrase, or age recipients", "encryption")
+    storage = open_storage(destination, settings, part_size=part_size)
+    storage.check(write=not check_mode)
+    signature, count, size = tree_signature(spec)
+    last = latest_manifest(storage, name)
+    if last is not None and not force and last.get("tree_signature") == signature:
+        return ArchiveResult(False, last["archive_id"], storage.uri(last["artifact"]["key"]), last,
+                             count, size, time.monotonic() - t0)
+    comp = Compression(spec.compression, level=spec.compression_level)
+    when = (now or _dt.datetime.now(_dt.UTC)).replace(microsecond=0)
+    archive_id = f"{name}-{when.strftime(STAMP)}"
+    enc_ext = {"none": "", "gpg": ".gpg", "age": ".age"}[spec.encryption.method or "none"]
+    artifact_key = f"{name}/{archive_id}/{name}.tar{comp.extension}{enc_ext}"
+    manifest_key = f"{name}/{archive_id}/{MANIFEST}"
+    if check_mode:
+        plan = {"archive_id": archive_id, "artifact": {"key": artifact_key}, "files": count, "bytes": size}
+        return ArchiveResult(True, archive_id, storage.uri(artifact_key), plan, count, size, time.monotonic() - t0)
+    encryptor = prepare_encryptor(spec.encryption)
+    try:
+        source = _TarSource(spec)
+        try:
+            writer = storage.open_writer(artifact_key, content_type="application/octet-stream")
+            result = run_backup_stream(source, writer, compression=comp, encryptor=encryptor,
+                                       secrets=[spec.encryption.passphrase] if spec.encryption.passphrase else None,
+                                       error_class=StorageError)
+        finally:
+            source.close()
+        stock = [f"<fetch {storage.uri(artifact_key)}>"]
+        if encryptor.active:
+            stock.append(encryptor.stock_command() or "")
+        if comp.stock_decompress():
+            stock.append(comp.stock_decompress() or "")
+        stock.append("tar -x --numeric-owner -p -C RESTORE_DIR")
+        fetch = (f"aws s3 cp {storage.uri(artifact_key)} -" if storage.uri(artifact_key).startswith("s3://")
+                 else f"cat {storage.uri(artifact_key)}")
+        manifest = {
+            "schema": SCHEMA,
+            "tool": TOOL,
+            "archive_id": archive_id,
+            "name": name,
+            "kind": spec.kind,
+            "source": spec.path if spec.kind == "directory" else sorted(set(spec.files)),
+            "created_at": when.isoformat().replace("+00:00", "Z"),
+            "duration_s": round(time.monotonic() - t0, 3),
+            "format": "tar (pax), numeric owners, modes and mtimes kept",
+            "files": source.files,
+            "bytes": source.bytes,
+            "tar_sha256": result.source_sha256,
+            "tar_size": result.source_size,
+            "artifact": {"key": artifact_key, "size": result.size, "sha256": result.sha256},
+            "compression": comp.manifest(),
+            "encryption": encryptor.manifest(),
+            "tree_signature": signature,
+            "restore_command": " | ".join([fetch] + stock[1:]),
+        }
+        storage.put_bytes(manifest_key, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+                          content_type="application/json")
+    finally:
+        encryptor.cleanup()
+    return ArchiveResult(True, archive_id, storage.uri(artifact_key), manifest, source.files, source.bytes,
+                         time.monotonic() - t0)
+
+
+@dataclass
+class ExtractResult:
+    archive_id: str
+    extracted: int
+    skipped: int
+    paths: list[str]
+    duration_s: float
+    changed: bool = True
+
+
+def restore_archive(name: str, source: str, target_dir: str, settings: S3Settings | None = None,
+                    decryption: DecryptionSpec | None = None, archive_id: str | None = None,
+                    patterns: list[str] | None = None, file_mode: int | None = None, dir_mode: int | None = None,
+                    owner: int | None = None, group: int | None = None, check_mode: bool = False,
+                    part_size: int = 16 * 1024 * 1024) -> ExtractResult:
+    """Extract the newest (or ``archive_id``) archive ``name`` into ``target_dir``.
+
+    ``patterns`` (fnmatch on the member name, e.g. ``*/face-sources/*``) restricts what is
+    extracted. Owners and modes come from the archive (owners only when running as root),
+    unless ``file_mode``/``dir_mode``/``owner``/``group`` override them.
+    """
+    t0 = time.monotonic()
+    _check_name(name)
+    if not os.path.isabs(target_dir):
+        raise ConfigError(f"destination: '{target_dir}' must be an absolute directory", "destination")
+    storage = open_storage(source, settings, part_size=part_size)
+    storage.check()
+    man = latest_manifest(storage, name, archive_id)
+    if man is None:
+        raise NotFound(f"name: no archive '{name}' with a manifest under {storage.uri(name + '/')}", "name")
+    art = man["artifact"]
+    if check_mode:
+        return ExtractResult(man["archive_id"], man.get("files", 0), 0, [], time.monotonic() - t0)
+    enc = man.get("encryption", {}).get("method", "none")
+    dspec = decryption or DecryptionSpec()
+    if enc != "none" and dspec.method != enc:
+        raise ConfigError(f"decryption: archive {man['archive_id']} is encrypted with {enc}; give its key "
+                          f"(decryption method is '{dspec.method}')", "decryption")
+    decryptor = prepare_decryptor(dspec if enc != "none" else DecryptionSpec())
+    comp = Compression(man.get("compression", {}).get("algorithm", "none"))
+    os.makedirs(target_dir, mode=0o700, exist_ok=True)
+    is_root = os.geteuid() == 0
+    extracted = skipped = 0
+    paths: list[str] = []
+    dirs: list[tuple[str, tarfile.TarInfo]] = []
+    try:
+        with open_restore_stream(storage, art["key"], compression=comp, decryptor=decryptor,
+                                 expected_sha256=art.get("sha256"), expected_size=art.get("size")) as stream:
+            try:
+                extracted, skipped = _extract(stream, target_dir, patterns, file_mode, dir_mode, owner, group,
+                                              is_root, paths, dirs)
+            except tarfile.TarError:
+                stream.close()  # the pipeline's own error (wrong key, corrupt object) explains it best
+                raise
+        # directories last (deepest first) so their modes do not block the extraction of their contents
+        for path, info in sorted(dirs, key=lambda t: t[0], reverse=True):
+            if not os.path.isdir(path):
+                if patterns:
+                    continue  # nothing extracted below it
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            os.chmod(path, dir_mode if dir_mode is not None else info.mode)
+            if is_root:
+                os.chown(path, owner if owner is not None else info.uid, group if group is not None else info.gid)
+            os.utime(path, (info.mtime, info.mtime))
+    except tarfile.FilterError as exc:
+        raise RestoreError(f"archive {man['archive_id']}: refused an unsafe member: {exc}") from None
+    except tarfile.TarError as exc:
+        raise RestoreError(f"archive {man['archive_id']}: the tar stream is damaged: {exc}") from None
+    finally:
+        decryptor.cleanup()
+    return ExtractResult(man["archive_id"], extracted, skipped, paths, time.monotonic() - t0)
+
+
+def _extract(stream: Any, target_dir: str, patterns: list[str] | None, file_mode: int | None,
+             dir_mode: int | None, owner: int | None, group: int | None, is_root: bool, paths: list[str],
+             dirs: list[tuple[str, tarfile.TarInfo]]) -> tuple[int, int]:
+    extracted = skipped = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            if patterns and not info.isdir() and not any(fnmatch.fnmatchcase(info.name, p) for p in patterns):
+                skipped += 1
+                continue
+            if info.isdir():
+                # applied after the files (with patterns: only where something was extracted)
+                dirs.append((os.path.join(target_dir, info.name), info))
+                continue
+            _make_parents(target_dir, info.name, dir_mode)
+            tar.extract(info, target_dir, set_attrs=True, numeric_owner=True, filter=_safe_filter)
+            dest = os.path.join(target_dir, info.name)
+            if info.isreg():
+                if file_mode is not None:
+                    os.chmod(dest, file_mode)
+                extracted += 1
+                if len(paths) < 50:
+                    paths.append(info.name)
+            if is_root and (owner is not None or group is not None) and not info.issym():
+                os.lchown(dest, owner if owner is not None else -1, group if group is not None else -1)
+    return extracted, skipped
+
+
+def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's 'tar' filter (no absolute paths, nothing outside dest) but keep group/other write bits;
+    setuid/setgid bits are dropped."""
+    checked = tarfile.tar_filter(member, dest)
+    if member.mode is None or checked.issym() or checked.islnk():
+        return checked
+    return checked.replace(mode=member.mode & 0o1777, deep=False)
+
+
+def _make_parents(root: str, name: str, dir_mode: int | None) -> None:
+    parent = os.path.dirname(os.path.join(root, name))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=dir_mode if dir_mode is not None else 0o700, exist_ok=True)
