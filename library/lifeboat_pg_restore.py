@@ -91,7 +91,7 @@ options:
   gpg_homedir:
     description: GnuPG home holding the secret key of a recipient (public-key gpg backups).
     type: path
-  gpg_secret_key_file:
+  gpg_key_file:
     description: Armored secret key file, imported into a private temporary GnuPG home.
     type: path
   passphrase:

@@ -266,7 +266,7 @@ def _decryptor(src: Source, keys: DecryptKeys):
         raise ConfigError("age_identity_file: the backup is encrypted with age; give the identity file that "
                           "decrypts it", "age_identity_file")
     if src.encryption == "gpg" and not (keys.gpg_homedir or keys.secret_key_file or keys.passphrase):
-        raise ConfigError("gpg_homedir: the backup is encrypted with gpg; give gpg_homedir or gpg_secret_key_file "
+        raise ConfigError("gpg_homedir: the backup is encrypted with gpg; give gpg_homedir or gpg_key_file "
                           "(public-key mode) or passphrase (symmetric mode)", "gpg_homedir")
     return crypto.prepare_decryptor(crypto.DecryptionSpec(
         method=src.encryption, secret_key_file=keys.secret_key_file, gpg_homedir=keys.gpg_homedir,
@@ -1438,7 +1438,7 @@ def common_argument_spec() -> dict[str, dict[str, Any]]:
         "maintenance_database": dict(type="str", default="postgres"),
         "pg_bin_dir": dict(type="path"),
         "gpg_homedir": dict(type="path"),
-        "gpg_secret_key_file": dict(type="path"),
+        "gpg_key_file": dict(type="path"),
         "passphrase": dict(type="str", no_log=True),
         "age_identity_file": dict(type="path"),
         "backup_id": dict(type="str"),
@@ -1471,5 +1471,5 @@ def admin_from(params: dict[str, Any]) -> Admin:
 
 
 def keys_from(params: dict[str, Any]) -> DecryptKeys:
-    return DecryptKeys(gpg_homedir=params.get("gpg_homedir"), secret_key_file=params.get("gpg_secret_key_file"),
+    return DecryptKeys(gpg_homedir=params.get("gpg_homedir"), secret_key_file=params.get("gpg_key_file"),
                        passphrase=params.get("passphrase"), age_identity_file=params.get("age_identity_file"))

@@ -1,0 +1,436 @@
+"""Verification engine: prove that a backup restores.
+
+Levels (each usable alone; ``drill`` includes the integrity checks of the stream):
+
+- ``integrity``: the stored object's sha256 equals the manifest's; it decrypts and
+  decompresses to the end (streamed, nothing written); the decoded dump's sha256
+  equals the manifest's ``dump_sha256``; the archive's table of contents lists
+  (``pg_restore -l``, custom format), or for plain SQL the dump starts with
+  pg_dump's header and ends with its "dump complete" trailer (a truncated dump
+  does not), or for the directory format the tar lists ``toc.dat``.
+- ``drill``: the backup is restored into a scratch database with a unique name
+  (``lifeboat_drill_<stamp>_<rand>``, ALWAYS dropped afterwards, and stale ones
+  older than ``sweep_hours`` are swept first); exact per-table row counts and the
+  schema hash are compared with the manifest; ``pg_amcheck`` checks the result;
+  the operator's SQL assertions run (each must return ``true`` or no rows).
+  Older-procedure dumps (no manifest) have their row counts reported, not compared.
+- ``record``: the result is written next to the backup
+  (``manifest.Layout.verification_key``: ``verify-<stamp>.json``) with the measured
+  restore duration and RTO per GiB, for retention, monitoring and restore's
+  "latest verified" choice.
+
+A failed check never raises: it makes the outcome ``failed`` with a detail that
+names the cause. Only configuration errors raise.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import restore as rs
+from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound
+from ansible.module_utils.lifeboat.storage import Storage
+
+LEVELS = ("integrity", "drill")
+PLAIN_HEAD = b"-- PostgreSQL database dump"
+PLAIN_TAIL = b"-- PostgreSQL database dump complete"
+
+
+@dataclass
+class Assertion:
+    name: str
+    sql: str
+
+
+@dataclass
+class Options:
+    level: str = "drill"
+    record: bool = True
+    assertions: list[Assertion] = field(default_factory=list)
+    amcheck: bool = True
+    heapallindexed: bool = False
+    sweep_hours: float = 6.0
+    no_owner: bool = True
+
+
+@dataclass
+class Result:
+    backup_id: str
+    database: str | None
+    artifact: str
+    legacy: bool
+    level: str
+    started_at: _dt.datetime
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    finished_at: _dt.datetime | None = None
+    restore_duration_s: float | None = None
+    restored_bytes: int | None = None
+    row_counts: dict[str, int] = field(default_factory=dict)
+    record_key: str | None = None
+    scratch_database: str | None = None
+    swept: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if any(c["outcome"] == "failed" for c in self.checks) else "passed"
+
+    def check(self, name: str, ok: bool | None, detail: str) -> bool:
+        outcome = "skipped" if ok is None else ("passed" if ok else "failed")
+        self.checks.append({"name": name, "outcome": outcome, "detail": detail})
+        return bool(ok)
+
+    def failures(self) -> list[str]:
+        return [f"{c['name']}: {c['detail']}" for c in self.checks if c["outcome"] == "failed"]
+
+    @property
+    def rto_s_per_gib(self) -> float | None:
+        if not self.restore_duration_s or not self.restored_bytes:
+            return None
+        return round(self.restore_duration_s / (self.restored_bytes / rs.GIB), 1)
+
+    def record(self) -> dict[str, Any]:
+        from ansible.module_utils.lifeboat import TOOL_VERSION
+
+        return {
+            "schema": mf.VERIFY_SCHEMA, "backup_id": self.backup_id, "database": self.database,
+            "artifact_key": self.artifact, "legacy": self.legacy, "level": self.level, "outcome": self.outcome,
+            "started_at": mf.iso(self.started_at), "finished_at": mf.iso(self.finished_at or mf.utcnow()),
+            "checks": self.checks, "restore_duration_s": self.restore_duration_s,
+            "restored_bytes": self.restored_bytes, "rto_s_per_gib": self.rto_s_per_gib,
+            "row_counts": self.row_counts, "tool": {"name": "lifeboat", "version": TOOL_VERSION},
+        }
+
+
+# ------------------------------------------------------------------ integrity
+
+class _TocLister:
+    """Feeds the decoded stream to ``pg_restore -l``; it may stop reading once it has the TOC."""
+
+    def __init__(self, pg_restore: str):
+        self.proc = subprocess.Popen([pg_restore, "-l"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self._threads = [threading.Thread(target=self._drain, args=(self.proc.stdout, self.out), daemon=True),
+                         threading.Thread(target=self._drain, args=(self.proc.stderr, self.err), daemon=True)]
+        for t in self._threads:
+            t.start()
+        self.open = True
+
+    @staticmethod
+    def _drain(stream, into: list[bytes]) -> None:
+        for chunk in iter(lambda: stream.read(65536), b""):
+            into.append(chunk)
+
+    def write(self, data: bytes) -> None:
+        if not self.open:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            self.open = False
+
+    def finish(self) -> tuple[int, int, str]:
+        """(exit status, TOC entries, stderr)."""
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=10)
+        text = b"".join(self.out).decode("utf-8", "replace")
+        entries = sum(1 for ln in text.splitlines() if ln and not ln.startswith(";"))
+        return rc, entries, b"".join(self.err).decode("utf-8", "replace").strip()
+
+
+def _pg_restore_for(src: rs.Source, admin: rs.Admin | None, bin_dirs: list[str] | None) -> str:
+    if admin is not None:
+        return admin.client("pg_restore")
+    from ansible.module_utils.lifeboat.pgconn import find_client
+
+    major = int(((src.manifest or {}).get("pg_dump") or {}).get("major") or 10)
+    return find_client("pg_restore", major, bin_dirs)[0]
+
+
+def check_integrity(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, result: Result,
+                    admin: rs.Admin | None = None, bin_dirs: list[str] | None = None) -> bool:
+    """Level 1: checksum, full decode, TOC / plain-SQL shape. Adds checks to ``result``."""
+    lister = None
+    tar = None
+    head = bytearray()
+    tail = bytearray()
+    if src.fmt == "custom":
+        try:
+            lister = _TocLister(_pg_restore_for(src, admin, bin_dirs))
+        except LifeboatError as exc:
+            result.check("toc", False, str(exc))
+    elif src.fmt == "directory":
+        tar = subprocess.Popen(["tar", "-t", "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+        tar_out: list[bytes] = []
+        tar_thread = threading.Thread(target=lambda: tar_out.append(tar.stdout.read()), daemon=True)
+        tar_thread.start()
+
+    def sink(data: bytes) -> None:
+        if len(head) < 4096:
+            head.extend(data[: 4096 - len(head)])
+        tail.extend(data[-4096:])
+        del tail[:-4096]
+        if lister is not None:
+            lister.write(data)
+        if tar is not None and tar.stdin is not None:
+            try:
+                tar.stdin.write(data)
+            except BrokenPipeError:
+                pass
+
+    started = time.monotonic()
+    try:
+        dec = rs.decode(storage, src, keys, sink)
+    except LifeboatError as exc:
+        name = "sha256" if "checksum mismatch" in str(exc) or "sha256" in str(exc) else "decode"
+        result.check(name, False, str(exc))
+        if lister is not None:
+            lister.finish()
+        if tar is not None:
+            tar.kill()
+            tar.wait()
+        return False
+    seconds = time.monotonic() - started
+    if src.sha256:
+        result.check("sha256", True, f"stored object sha256 {dec.stored_sha256} ({dec.stored_size} bytes) "
+                                     "matches the manifest")
+    else:
+        result.check("sha256", None, "older-procedure dump: no manifest checksum to compare with "
+                                     f"(sha256 {dec.stored_sha256}, {dec.stored_size} bytes)")
+    steps = " -> ".join(x for x in (src.encryption if src.encryption != "none" else "",
+                                     src.compression if src.compression != "none" else "") if x) or "none"
+    result.check("decode", True, f"decrypted/decompressed to the end ({steps}): {dec.dump_size} bytes in "
+                                 f"{seconds:.1f}s" + (", dump sha256 matches" if src.dump_sha256 else ""))
+    ok = True
+    if lister is not None:
+        rc, entries, err = lister.finish()
+        ok &= result.check("toc", rc == 0 and entries > 0,
+                           f"pg_restore -l listed {entries} TOC entries" if rc == 0 and entries > 0
+                           else f"pg_restore -l failed (exit {rc}): {err[-300:]}")
+    elif src.fmt == "plain":
+        good_head = bytes(head).lstrip().startswith(b"--") and PLAIN_HEAD in bytes(head)
+        good_tail = PLAIN_TAIL in bytes(tail)
+        ok &= result.check("sql", good_head and good_tail,
+                           "plain SQL dump with pg_dump's header and 'dump complete' trailer" if good_head
+                           and good_tail else ("the dump does not start like a pg_dump SQL script" if not
+                                               good_head else "the dump has no 'PostgreSQL database dump "
+                                               "complete' trailer: it is truncated"))
+    elif tar is not None:
+        if tar.stdin:
+            tar.stdin.close()
+        rc = tar.wait()
+        tar_thread.join(timeout=10)
+        names = b"".join(tar_out).decode(errors="replace").split()
+        ok &= result.check("toc", rc == 0 and any(n.endswith("toc.dat") for n in names),
+                           f"tar lists {len(names)} files including toc.dat" if rc == 0 else f"tar failed ({rc})")
+    return ok
+
+
+# ------------------------------------------------------------------ drill
+
+def _run_amcheck(admin: rs.Admin, database: str, heapallindexed: bool) -> tuple[bool | None, str]:
+    with admin.connect(database) as conn:
+        if conn.execute("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'").fetchone() \
+                is None:
+            return None, "the amcheck extension is not available on the drill server (install postgresql-contrib)"
+    try:
+        binary = admin.client("pg_amcheck")
+    except LifeboatError as exc:
+        return None, f"pg_amcheck not found: {exc}"
+    argv = [binary, "--install-missing", "--no-strict-names", "-d", database]
+    if heapallindexed:
+        argv.append("--heapallindexed")
+    with admin.target.child_env(database) as env:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=7200)
+    if proc.returncode == 0:
+        return True, "pg_amcheck found no corruption" + (" (heapallindexed)" if heapallindexed else "")
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    return False, f"pg_amcheck exit {proc.returncode}: " + " | ".join(out[:5])
+
+
+def _run_assertion(conn: Any, assertion: Assertion) -> tuple[bool, str]:
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            cur = conn.execute(assertion.sql)
+            rows = cur.fetchall() if cur.description else []
+    except Exception as exc:  # noqa: BLE001 - the operator's SQL: any error fails the assertion, named
+        return False, f"query failed: {str(exc).strip().splitlines()[0][:300]}"
+    if len(rows) == 1 and len(rows[0]) == 1 and isinstance(rows[0][0], bool):
+        return rows[0][0], "returned true" if rows[0][0] else "returned false"
+    if not rows:
+        return True, "returned no rows"
+    return False, f"returned {len(rows)} row(s), e.g. {str(rows[0])[:200]}"
+
+
+def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admin, options: Options,
+          result: Result) -> None:
+    """Level 2: restore into a scratch database, compare, check, assert; the scratch database is always dropped."""
+    with admin.connect() as conn:
+        result.swept = rs.sweep_scratch(conn, options.sweep_hours)
+    try:
+        with rs.scratch_database(admin, "drill") as scratch:
+            result.scratch_database = scratch
+            started = time.monotonic()
+            try:
+                run = rs.restore_into(storage, src, keys, admin, scratch, no_owner=options.no_owner,
+                                      app_name="lifeboat-drill")
+            except LifeboatError as exc:
+                name = "sha256" if "checksum mismatch" in str(exc) else "restore"
+                result.check(name, False, str(exc))
+                return
+            result.restore_duration_s = round(time.monotonic() - started, 3)
+            result.restored_bytes = run.decode.dump_size
+            result.check("sha256", True if src.sha256 else None,
+                         f"stored object sha256 {run.decode.stored_sha256} "
+                         + ("matches the manifest" if src.sha256 else "(older-procedure dump: nothing to compare)"))
+            result.check("restore", True, f"restored into scratch database {scratch}: {run.decode.dump_size} "
+                                          f"bytes in {result.restore_duration_s:.1f}s")
+            with admin.connect(scratch) as conn:
+                if src.legacy:
+                    result.row_counts = rs.report_counts(conn)
+                    result.check("row_counts", None, f"older-procedure dump: {len(result.row_counts)} tables, "
+                                                     f"{sum(result.row_counts.values())} rows (reported, no "
+                                                     "manifest to compare with)")
+                else:
+                    cmp = rs.compare_counts(conn, src)
+                    result.row_counts = cmp["counts"]
+                    result.check("row_counts", cmp["ok"],
+                                 f"{cmp['tables']} tables match the manifest's exact row counts" if cmp["ok"]
+                                 else "; ".join(cmp["mismatches"] + [f"missing table {m}" for m in cmp["missing"]]))
+                    expected = (src.manifest or {}).get("schema_hash")
+                    if expected:
+                        got = rs.schema_hash_for(conn, src)
+                        result.check("schema_hash", got == expected,
+                                     "schema hash matches the manifest" if got == expected
+                                     else f"schema hash {got} != manifest {expected}")
+                    else:
+                        result.check("schema_hash", None, "the manifest has no schema hash")
+            if options.amcheck:
+                ok, detail = _run_amcheck(admin, scratch, options.heapallindexed)
+                result.check("amcheck", ok, detail)
+            if options.assertions:
+                with admin.connect(scratch) as conn:
+                    for assertion in options.assertions:
+                        ok, detail = _run_assertion(conn, assertion)
+                        result.check(f"assert: {assertion.name}", ok, detail)
+    except LifeboatError as exc:
+        result.check("scratch database", False, str(exc))
+
+
+# ------------------------------------------------------------------ orchestration
+
+def targets(storage: Storage, databases: list[str], backup_id: str | None, prefix: str = "") -> list[mf.BackupRef]:
+    """The backups to verify: the given id, else the latest of each database (all found when none given)."""
+    if backup_id:
+        return [mf.select_backup(storage, databases[0] if len(databases) == 1 else None, backup_id=backup_id,
+                                 prefix=prefix)]
+    if databases:
+        return [mf.select_backup(storage, db, prefix=prefix) for db in databases]
+    latest: dict[str, mf.BackupRef] = {}
+    for ref in mf.iter_backups(storage, None, prefix):
+        key = ref.database or "(older-procedure dumps)"
+        if key not in latest or (ref.created_at, ref.backup_id) > (latest[key].created_at, latest[key].backup_id):
+            latest[key] = ref
+    if not latest:
+        raise NotFound(f"no complete backup under {storage.url}")
+    return [latest[k] for k in sorted(latest)]
+
+
+def verify_one(storage: Storage, ref: mf.BackupRef, keys: rs.DecryptKeys, admin: rs.Admin | None,
+               options: Options, bin_dirs: list[str] | None = None) -> Result:
+    if options.level not in LEVELS:
+        raise ConfigError(f"level: must be one of {', '.join(LEVELS)}", "level")
+    result = Result(ref.backup_id, ref.database, ref.artifact_key, ref.legacy, options.level, mf.utcnow())
+    try:
+        src = rs.source_for(storage, ref)
+    except LifeboatError as exc:
+        result.check("manifest", False, str(exc))
+        src = None
+    if src is not None:
+        if options.level == "integrity":
+            check_integrity(storage, src, keys, result, admin, bin_dirs)
+        else:
+            if admin is None:
+                raise ConfigError("level drill needs a PostgreSQL server to restore into (host/user/password)",
+                                  "host")
+            drill(storage, src, keys, admin, options, result)
+    result.finished_at = mf.utcnow()
+    if options.record:
+        key = ref.layout().verification_key(result.finished_at)
+        try:
+            storage.put_bytes(key, mf.dumps(result.record()), content_type="application/json")
+            result.record_key = key
+        except LifeboatError as exc:
+            result.check("record", False, f"could not write the verification record {storage.uri(key)}: {exc}")
+    return result
+
+
+# ------------------------------------------------------------------ reports
+
+def render_markdown(results: list[Result], storage_url: str) -> str:
+    lines = ["# Lifeboat backup verification", "",
+             f"- store: `{storage_url}`", f"- generated: {mf.iso(mf.utcnow())}",
+             f"- outcome: **{'PASSED' if all(r.outcome == 'passed' for r in results) else 'FAILED'}**", ""]
+    for r in results:
+        lines += [f"## {r.database or 'older-procedure dump'}: `{r.backup_id}` - {r.outcome.upper()}", "",
+                  f"- artifact: `{r.artifact}`" + (" (older procedure, no manifest)" if r.legacy else ""),
+                  f"- level: {r.level}", f"- started: {mf.iso(r.started_at)}, finished: "
+                  f"{mf.iso(r.finished_at or mf.utcnow())}"]
+        if r.restore_duration_s is not None:
+            lines.append(f"- restore: {r.restore_duration_s:.1f}s for {r.restored_bytes} bytes"
+                         + (f" (RTO {r.rto_s_per_gib} s/GiB)" if r.rto_s_per_gib else ""))
+        if r.scratch_database:
+            lines.append(f"- scratch database: `{r.scratch_database}` (dropped)")
+        if r.swept:
+            lines.append(f"- stale scratch databases dropped: {', '.join(r.swept)}")
+        if r.record_key:
+            lines.append(f"- verification record: `{r.record_key}`")
+        lines += ["", "| check | outcome | detail |", "|---|---|---|"]
+        for c in r.checks:
+            detail = str(c["detail"]).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {c['name']} | {c['outcome'].upper() if c['outcome'] == 'failed' else c['outcome']} "
+                         f"| {detail} |")
+        if r.row_counts:
+            lines += ["", "| table | rows |", "|---|---:|"]
+            lines += [f"| {t} | {n} |" for t, n in sorted(r.row_counts.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(results: list[Result], report_dir: str, storage_url: str) -> dict[str, str]:
+    """Markdown and JSON reports in ``report_dir`` (directory 0700, files 0600)."""
+    os.makedirs(report_dir, mode=0o700, exist_ok=True)
+    os.chmod(report_dir, 0o700)
+    stamp = mf.stamp(mf.utcnow())
+    base = os.path.join(report_dir, f"verify-{stamp}-{os.getpid()}")
+    paths = {"markdown": base + ".md", "json": base + ".json"}
+    payload = {"store": storage_url, "outcome": "passed" if all(r.outcome == "passed" for r in results)
+               else "failed", "results": [r.record() for r in results]}
+    for kind, data in (("markdown", render_markdown(results, storage_url)),
+                       ("json", json.dumps(payload, indent=2, sort_keys=True) + "\n")):
+        fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data)
+        os.chmod(paths[kind], 0o600)
+    return paths
