@@ -53,6 +53,8 @@ def err(m: benchlib.Measurement) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Lifeboat restore benchmark")
     ap.add_argument("--database", default=benchlib.BENCH_DB)
+    ap.add_argument("--parallel-jobs", type=int, default=2,
+                    help="also time the restore with jobs=N (staged local file, pg_restore -j N); 0 to skip")
     args = ap.parse_args(argv)
     db = args.database
     size = benchlib.database_size(db)
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"restore benchmark: database {db} (scale {scale}, pg_database_size {gb:.3f} GB); machine: "
           f"{facts['nproc']} CPU {facts['cpu_model']}, {facts['memory_gib']} GiB, load {facts['loadavg_at_start']}",
           flush=True)
-    results: dict[str, benchlib.Measurement | None] = {"existing": None, "lifeboat": None, "drill": None}
+    results: dict[str, benchlib.Measurement | None] = {"existing": None, "lifeboat": None, "lifeboat_jobs": None,
+                                                       "drill": None}
     sizes: dict[str, int | None] = {}
     missing: list[str] = []
     prep: dict[str, object] = {}
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 # (b) Lifeboat's full restore from S3 into a new database
                 lr = child("lifeboat: full restore from S3", "restore", str(work), "--prefix", prefix,
-                           "--target", lifeboat_db)
+                           "--target", lifeboat_db, "--source", db)
                 results["lifeboat"] = lr
                 sizes["lifeboat"] = restored_size(lifeboat_db)
                 print(f"  lifeboat restore: {lr.wall_s:.2f} s" + ("" if lr.rc == 0 else f" FAILED: {err(lr)}"),
@@ -112,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                 if lr.rc != 0:
                     missing.append(f"lifeboat restore: {err(lr)}")
                 benchlib.drop_database(lifeboat_db)
+                if args.parallel_jobs > 1:
+                    # (b2) the same with jobs=N (the module's default is 1: streamed, no local file)
+                    lj = child(f"lifeboat: full restore from S3, jobs={args.parallel_jobs}", "restore", str(work),
+                               "--prefix", prefix, "--target", lifeboat_db, "--source", db,
+                               "--jobs", str(args.parallel_jobs))
+                    results["lifeboat_jobs"] = lj
+                    print(f"  lifeboat restore jobs={args.parallel_jobs}: {lj.wall_s:.2f} s"
+                          + ("" if lj.rc == 0 else f" FAILED: {err(lj)}"), flush=True)
+                    benchlib.drop_database(lifeboat_db)
                 # (c) the verification drill
-                dr = child("lifeboat: verification drill", "drill", str(work), "--prefix", prefix)
+                dr = child("lifeboat: verification drill", "drill", str(work), "--prefix", prefix, "--source", db)
                 results["drill"] = dr
                 print(f"  drill: {dr.wall_s:.2f} s" + ("" if dr.rc == 0 else f" FAILED: {err(dr)}"), flush=True)
                 if dr.rc != 0:
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(benchlib.fmt_table(rows, ["variant", "wall s", "RTO s/GB", "tree peak MB (sampled)",
                                     "sum of per-process peaks MB"]))
-    for key in ("lifeboat", "drill"):
+    for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]
         if m is not None:
             print(f"  {key} per-process peaks (MB): {m.per_process_hwm_mb}")
@@ -156,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{benchlib.verdict(ratios['met_restore_vs_existing'])}")
         print(f"  RTO: lifeboat {lr.wall_s / gb:.1f} s/GB, existing {e.wall_s / gb:.1f} s/GB "
               f"(database size {gb:.3f} GB)")
+    lj = results["lifeboat_jobs"]
+    if e and lj and e.rc == 0 and lj.rc == 0:
+        r = lj.wall_s / e.wall_s
+        ratios.update({"lifeboat_jobs_vs_existing": round(r, 3), "lifeboat_jobs": args.parallel_jobs,
+                       "lifeboat_jobs_rto_s_per_gb": round(lj.wall_s / gb, 2)})
+        print(f"  [jobs={args.parallel_jobs}] restore / existing = {r:.2f}x  "
+              f"({lj.wall_s / gb:.1f} s/GB; informational: the module's default is jobs=1)")
     if lr and dr and lr.rc == 0 and dr.rc == 0:
         d = dr.wall_s / lr.wall_s
         ratios.update({"drill_vs_restore": round(d, 3), "met_drill": d <= 1.1,
@@ -163,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                        "met_drill_peak_rss": dr.tree_peak_sampled_mb < 200})
         print(f"  drill / lifeboat restore    = {d:.2f}x  (target <= 1.1x)        "
               f"{benchlib.verdict(ratios['met_drill'])}")
-    for key in ("lifeboat", "drill"):
+    for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]
         if m is not None and m.rc == 0:
             print(f"  {key} peak RSS (tree)      = {m.tree_peak_sampled_mb:.1f} MB (target < 200 MB) "

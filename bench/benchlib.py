@@ -153,6 +153,34 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants: /proc/PID/task/TID/children when the kernel has it (cheap), else a scan."""
+    pids, todo = [], [root]
+    try:
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                        todo.extend(int(x) for x in fh.read().split())
+                except FileNotFoundError:
+                    continue
+        return pids
+    except OSError:  # no children files: scan /proc
+        tree = _children()
+        pids, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(tree.get(pid, []))
+        return pids
+
+
 def _status_kib(pid: int) -> tuple[int, int, str]:
     """(VmRSS, VmHWM, Name) in KiB of one process; zeros when it is gone."""
     rss = hwm = 0
@@ -199,12 +227,7 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            tree = _children()
-            pids, todo = [], [self.root]
-            while todo:
-                pid = todo.pop()
-                pids.append(pid)
-                todo.extend(tree.get(pid, []))
+            pids = _tree(self.root)
             total = 0
             for pid in pids:
                 rss, hwm, name = _status_kib(pid)

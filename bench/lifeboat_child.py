@@ -3,8 +3,8 @@
 
     lifeboat_child.py upload FILE KEY                   boto3 upload_file (the `aws s3 cp` stand-in)
     lifeboat_child.py backup  --database DB --prefix P --out R.json
-    lifeboat_child.py restore --prefix P --target DB --out R.json
-    lifeboat_child.py drill   --prefix P --out R.json
+    lifeboat_child.py restore --prefix P --target DB --source SRC [--jobs N] --out R.json
+    lifeboat_child.py drill   --prefix P --source SRC --out R.json
 
 Credentials come from the lab file (``.lab/lab.json``), never from argv. The
 result (sizes, keys, durations, or the error) is written as JSON to ``--out``.
@@ -48,22 +48,69 @@ def storage_for(prefix: str):
 
 
 def backup(database: str, prefix: str) -> dict[str, Any]:
-    """Lifeboat's backup as the module runs it: custom format, zstd, gpg to the lab key, S3, manifest."""
-    from ansible.module_utils.lifeboat import backup as engine  # noqa: F401 - adapted below
+    """Lifeboat's backup as the module runs it: custom format, zstd, gpg to the lab key, S3 multipart, manifest.
 
-    raise NotImplementedError("module_utils/lifeboat/backup.py: entry point not wired into the benchmark yet")
+    The request's other settings are the engine's defaults (the module's defaults).
+    """
+    from ansible.module_utils.lifeboat import backup as engine
+    from ansible.module_utils.lifeboat import crypto
+
+    lab = benchlib.lab()
+    req = engine.BackupRequest(
+        target=benchlib.admin_target(database),
+        destination=f"s3://{benchlib.BENCH_BUCKET}/{prefix}",
+        encryption=crypto.EncryptionSpec(method="gpg", recipients=[lab["gpg"]["public_key_file"]]),
+        s3=benchlib.s3_settings(),
+    )
+    res = engine.run(req)
+    man = res.get("manifest") or {}
+    return {"backup_id": res["backup_id"], "artifact_key": res["key"], "stored_size": res["size"],
+            "sha256": res["sha256"], "engine_duration_s": res["duration_s"], "tables": res["tables"],
+            "total_rows": res["total_rows"], "dump_size": (man.get("artifact") or {}).get("dump_size"),
+            "compression": man.get("compression"), "encryption": (man.get("encryption") or {}).get("method"),
+            "format": man.get("format")}
 
 
-def restore(prefix: str, target: str) -> dict[str, Any]:
-    from ansible.module_utils.lifeboat import restore as engine  # noqa: F401
+def _admin():
+    from ansible.module_utils.lifeboat import restore as engine
 
-    raise NotImplementedError("module_utils/lifeboat/restore.py: entry point not wired into the benchmark yet")
+    return engine.Admin(benchlib.admin_target("postgres"), "postgres")
 
 
-def drill(prefix: str) -> dict[str, Any]:
-    from ansible.module_utils.lifeboat import verify as engine  # noqa: F401
+def _keys():
+    from ansible.module_utils.lifeboat import restore as engine
 
-    raise NotImplementedError("module_utils/lifeboat/verify.py: entry point not wired into the benchmark yet")
+    return engine.DecryptKeys(secret_key_file=benchlib.lab()["gpg"]["secret_key_file"])
+
+
+def restore(prefix: str, target: str, source: str, jobs: int = 1) -> dict[str, Any]:
+    """Lifeboat's full restore, as restore.yml runs it: latest backup of ``source`` from S3 into the new
+    database ``target`` (mode swap with no existing target: restore into a new database, check the row
+    counts against the manifest, rename). ``jobs`` > 1 stages the decoded dump in a local file."""
+    from ansible.module_utils.lifeboat import restore as engine
+
+    req = engine.Request(database=target, source_database=source, confirm=target, mode="swap", jobs=jobs,
+                         safety_snapshot=False)
+    res = engine.run(req, storage_for(prefix), _admin(), _keys())
+    return {"backup_id": res.get("backup_id"), "restored_bytes": res.get("restored_bytes"),
+            "steps": [{k: v for k, v in st.items() if k in ("step", "status", "seconds")}
+                      for st in res.get("steps", [])], "warnings": res.get("warnings", [])}
+
+
+def drill(prefix: str, source: str) -> dict[str, Any]:
+    """Lifeboat's verification drill, as verify.yml runs it: the latest backup of ``source`` restored into a
+    scratch database, row counts and schema hash compared with the manifest, pg_amcheck, record written."""
+    from ansible.module_utils.lifeboat import verify as engine
+
+    storage = storage_for(prefix)
+    ref = engine.targets(storage, [source], None)[0]
+    res = engine.verify_one(storage, ref, _keys(), _admin(), engine.Options(level="drill"))
+    out = {"backup_id": res.backup_id, "outcome": res.outcome, "restore_duration_s": res.restore_duration_s,
+           "restored_bytes": res.restored_bytes, "rto_s_per_gib": res.rto_s_per_gib,
+           "checks": [{"name": c["name"], "outcome": c["outcome"]} for c in res.checks]}
+    if res.outcome != "passed":
+        raise RuntimeError(f"drill outcome {res.outcome}: {'; '.join(res.failures())}")
+    return out
 
 
 def main() -> int:
@@ -79,9 +126,12 @@ def main() -> int:
     r = sub.add_parser("restore")
     r.add_argument("--prefix", required=True)
     r.add_argument("--target", required=True)
+    r.add_argument("--source", required=True, help="the backed-up database's name")
+    r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--out")
     d = sub.add_parser("drill")
     d.add_argument("--prefix", required=True)
+    d.add_argument("--source", required=True, help="the backed-up database's name")
     d.add_argument("--out")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -91,9 +141,9 @@ def main() -> int:
         elif args.cmd == "backup":
             res = backup(args.database, args.prefix)
         elif args.cmd == "restore":
-            res = restore(args.prefix, args.target)
+            res = restore(args.prefix, args.target, args.source, args.jobs)
         else:
-            res = drill(args.prefix)
+            res = drill(args.prefix, args.source)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         _write(getattr(args, "out", None), {"error": f"{exc.__class__.__name__}: {exc}",
                                             "traceback": traceback.format_exc()[-3000:]})
