@@ -150,3 +150,43 @@ def flip_byte(storage: S3Storage, key: str, offset: int | None = None) -> None:
 def truncate(storage: S3Storage, key: str, keep: float = 0.6) -> None:
     data = storage.get_bytes(key)
     storage.put_bytes(key, data[: int(len(data) * keep)])
+
+
+def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, endpoint: dict, database: str) -> dict:
+    """A backup made by Lifeboat's own backup engine (backup.run), as the backup role would: returns the manifest."""
+    from ansible.module_utils.lifeboat import backup, crypto
+    from ansible.module_utils.lifeboat.pgconn import PgTarget
+
+    req = backup.BackupRequest(
+        target=PgTarget(host=pg["host"], port=pg["port"], user=pg["backup_user"], password=pg["backup_password"],
+                        database=database),
+        destination=f"s3://{bucket}/db",
+        encryption=crypto.EncryptionSpec("gpg", [lab["gpg"]["public_key_file"]]),
+        s3=S3Settings(endpoint=endpoint["endpoint"], region=endpoint["region"], access_key=endpoint["access_key"],
+                      secret_key=endpoint["secret_key"]))
+    out = backup.run(req)
+    return out["manifest"]
+
+
+def backup_with_playbook(pg: dict, bucket: str, database: str, workdir) -> dict:
+    """Run playbooks/backup.yml for ``database`` into ``s3://bucket/db``; returns the manifest.
+
+    The extra vars (with the lab's throwaway password) go through a 0600 file, never argv.
+    """
+    import json
+    import pathlib
+
+    from conftest import run_playbook
+
+    path = pathlib.Path(workdir) / "backup-vars.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"lifeboat_databases": [{"name": database, "host": pg["host"], "port": pg["port"],
+                                           "user": pg["backup_user"]}],
+                   "lifeboat_database_secrets": {database: {"password": pg["backup_password"]}},
+                   "lifeboat_backup_destination": f"s3://{bucket}/db"}, fh)
+    proc = run_playbook("playbooks/backup.yml", "-e", f"@{path}")
+    path.unlink()
+    if proc.returncode != 0:
+        raise AssertionError("backup.yml failed:\n" + proc.stdout + proc.stderr)
+    return proc.stdout

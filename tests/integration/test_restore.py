@@ -16,6 +16,8 @@ import pytest
 from conftest import run_playbook
 from restore_helpers import (
     admin_conn,
+    backup_with_engine,
+    backup_with_playbook,
     counts,
     flip_byte,
     make_backup,
@@ -81,14 +83,25 @@ def backed_up(pg, lab, scratch_bucket):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg) as db:
-        manifest = make_backup(pg, lab, storage, db)
+        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
         yield db, bucket, storage, manifest
+
+
+@pytest.fixture
+def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path):
+    """Like backed_up, but the backup is made by playbooks/backup.yml."""
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg) as db:
+        backup_with_playbook(pg, bucket, db, tmp_path)
+        ref = mf.select_backup(storage, db)
+        yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
 
 
 # --------------------------------------------------------------------------- the "done when" tests
 
-def test_restore_yml_full_restore_new_db_and_swap(pg, backed_up):
-    db, bucket, _storage, manifest = backed_up
+def test_restore_yml_full_restore_new_db_and_swap(pg, backed_up_by_playbook):
+    db, bucket, _storage, manifest = backed_up_by_playbook
     damage(pg, db)
     damaged = counts(pg, db)
     assert "public.Audit Log" not in damaged
@@ -138,8 +151,8 @@ def test_restore_yml_full_restore_new_db_and_swap(pg, backed_up):
         assert step in proc.stdout
 
 
-def test_restore_yml_partial_single_table(pg, backed_up):
-    db, bucket, _storage, manifest = backed_up
+def test_restore_yml_partial_single_table(pg, backed_up_by_playbook):
+    db, bucket, _storage, manifest = backed_up_by_playbook
     expected = manifest_counts(manifest)
     with admin_conn(pg, db) as conn:
         conn.execute("DELETE FROM public.invoices WHERE id % 2 = 0")           # the table we restore
@@ -408,3 +421,21 @@ def test_legacy_sql_gz_restore(pg, lab, scratch_bucket):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert counts(pg, db) == original
         assert "older-procedure" in proc.stdout
+
+
+def test_age_encrypted_backup_restores(pg, lab, scratch_bucket):
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg) as db:
+        manifest = make_backup(pg, lab, storage, db, encryption="age")
+        damage(pg, db)
+        req = engine.Request(database=db, confirm=db, safety_snapshot=True)
+        out = engine.run(req, storage, admin(pg), keys(lab),
+                         snapshot=lambda name, src: engine.safety_snapshot(
+                             admin(pg), storage.settings, f"s3://{bucket}/db", name, src, keys(lab)))
+        assert counts(pg, db) == manifest_counts(manifest)
+        assert out["safety_snapshot"]["backup_id"].startswith(db)
+        snaps = storage_for(bucket, endpoint, prefix="db/safety-snapshots")
+        snap = mf.read_manifest(snaps, mf.select_backup(snaps, db).manifest_key)
+        assert snap["encryption"]["method"] == "age"
+        assert snap["encryption"]["recipients"] == [lab["age"]["recipient"]]

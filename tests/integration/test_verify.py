@@ -9,9 +9,10 @@ import pytest
 from conftest import run_playbook
 from restore_helpers import (
     admin_conn,
+    backup_with_engine,
+    backup_with_playbook,
     counts,
     flip_byte,
-    make_backup,
     make_legacy_backup,
     manifest_counts,
     source_database,
@@ -53,8 +54,19 @@ def backed_up(pg, lab, scratch_bucket):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg) as db:
-        manifest = make_backup(pg, lab, storage, db)
+        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
         yield db, bucket, storage, manifest
+
+
+@pytest.fixture
+def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path):
+    """Like backed_up, but the backup is made by playbooks/backup.yml."""
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg) as db:
+        backup_with_playbook(pg, bucket, db, tmp_path)
+        ref = mf.select_backup(storage, db)
+        yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
 
 
 def read_report(proc_stdout: str, report_dir) -> tuple[str, dict]:
@@ -69,8 +81,8 @@ def read_report(proc_stdout: str, report_dir) -> tuple[str, dict]:
             json.load(open(os.path.join(report_dir, js[0]))))
 
 
-def test_verify_yml_passes_on_a_good_backup(pg, backed_up, tmp_path):
-    db, bucket, storage, manifest = backed_up
+def test_verify_yml_passes_on_a_good_backup(pg, backed_up_by_playbook, tmp_path):
+    db, bucket, storage, manifest = backed_up_by_playbook
     report_dir = tmp_path / "reports"
     # check mode: lists the backup, writes nothing
     proc = verify_playbook(bucket, report_dir, check=True, lifeboat_verify_databases=[db])
@@ -102,8 +114,8 @@ def test_verify_yml_passes_on_a_good_backup(pg, backed_up, tmp_path):
 
 
 @pytest.mark.parametrize("tamper", ["flipped byte", "truncated"])
-def test_verify_yml_fails_on_a_damaged_backup(pg, backed_up, tmp_path, tamper):
-    db, bucket, storage, manifest = backed_up
+def test_verify_yml_fails_on_a_damaged_backup(pg, backed_up_by_playbook, tmp_path, tamper):
+    db, bucket, storage, manifest = backed_up_by_playbook
     key = manifest["artifact"]["key"]
     if tamper == "flipped byte":
         flip_byte(storage, key)
