@@ -33,6 +33,19 @@ def test_local_inventory_is_localhost_in_the_venv():
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
 
 
+def secret_leaves(tree, secret_key: bool = False, path: str = ""):
+    """(path, value) of every value under a key that names a secret, at any depth."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            named = secret_key or bool(re.search(r"(password|secret|token|passphrase)", str(key)))
+            yield from secret_leaves(value, named, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from secret_leaves(value, secret_key, f"{path}[{i}]")
+    elif secret_key:
+        yield path, tree
+
+
 def test_example_inventory_keeps_every_secret_in_the_vault(tmp_path):
     vault = REPO / "inventories/example/group_vars/all/vault.yml"
     assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
@@ -43,13 +56,15 @@ def test_example_inventory_keeps_every_secret_in_the_vault(tmp_path):
                             str(vault)], capture_output=True, text=True, check=True).stdout
     vault_vars = yaml.safe_load(plain)
     assert vault_vars and all(k.startswith("vault_") for k in vault_vars)
-    main_text = (REPO / "inventories/example/group_vars/all/main.yml").read_text()
-    referenced = set(re.findall(r"\b(vault_[a-z0-9_]+)", main_text))
+    referenced: set[str] = set()
+    for path in sorted((REPO / "inventories/example/group_vars/all").glob("*.yml")):
+        if path.name == "vault.yml":
+            continue
+        text = path.read_text()
+        referenced |= set(re.findall(r"\b(vault_[a-z0-9_]+)", text))
+        for key, value in secret_leaves(yaml.safe_load(text) or {}):
+            assert isinstance(value, str) and "{{" in value, f"{path.name}: {key} must come from the vault"
     assert referenced and referenced <= set(vault_vars), referenced - set(vault_vars)
-    main = yaml.safe_load(main_text)
-    for key, value in main.items():
-        if re.search(r"(password|secret|token|passphrase)", key):
-            assert isinstance(value, str) and "vault_" in value, f"{key} must come from the vault"
     hosts = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", "inventories/example", "--list",
                             "--vault-password-file", str(password_file)], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout
