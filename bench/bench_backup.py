@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 m, gz = run_existing(db, env, str(work), prefix, tag)
                 existing.append(m)
                 gzip_sizes.append(gz)
-                print(f"  round {r + 1}: existing {m.wall_s:.2f} s {m.extra['steps']}", flush=True)
+                state = "" if m.rc == 0 else f" FAILED rc={m.rc}: {m.extra.get('stderr', '')[-500:]}"
+                print(f"  round {r + 1}: existing {m.wall_s:.2f} s {m.extra['steps']}{state}", flush=True)
                 if not args.no_lifeboat:
                     lifeboat.append(run_lifeboat(db, str(work), prefix, tag))
                     lb = lifeboat[-1]

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     missing.append(f"lifeboat drill: {err(dr)}")
     finally:
         for name in (legacy_db, lifeboat_db):
-            benchlib.drop_database(name)
+            benchlib.drop_database(name, quiet=True)
         removed = benchlib.delete_prefix(prefix + "/")
         print(f"  cleanup: databases dropped, {removed} object(s) removed under "
               f"s3://{benchlib.BENCH_BUCKET}/{prefix}/", flush=True)

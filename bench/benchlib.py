@@ -89,7 +89,19 @@ def s3_client():
 
 
 def delete_prefix(prefix: str) -> int:
-    """Delete every object (and pending multipart upload) under ``prefix`` in the bench bucket."""
+    """Delete every object (and pending multipart upload) under ``prefix`` in the bench bucket.
+
+    Never raises: a failure is printed (with what is left behind) and -1 returned.
+    """
+    try:
+        return _delete_prefix(prefix)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the results
+        print(f"  WARNING: cleanup of s3://{BENCH_BUCKET}/{prefix} failed ({exc.__class__.__name__}: {exc}); "
+              "objects may remain there", flush=True)
+        return -1
+
+
+def _delete_prefix(prefix: str) -> int:
     client = s3_client()
     n = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BENCH_BUCKET, Prefix=prefix):
@@ -121,11 +133,17 @@ def database_size(name: str) -> int | None:
     return int(row[0]) if row else None
 
 
-def drop_database(name: str) -> None:
+def drop_database(name: str, quiet: bool = False) -> None:
+    """DROP DATABASE IF EXISTS ... WITH (FORCE); with ``quiet`` a failure is printed, not raised (cleanup)."""
     from psycopg import sql
 
-    with admin_target().connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        with admin_target().connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except Exception as exc:  # noqa: BLE001
+        if not quiet:
+            raise
+        print(f"  WARNING: could not drop scratch database {name} ({exc.__class__.__name__}: {exc})", flush=True)
 
 
 def create_database(name: str) -> None:
