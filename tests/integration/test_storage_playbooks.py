@@ -77,3 +77,51 @@ def test_storage_backup_then_restore_missing_and_point_in_time(tmp_path, lab, ap
         for secret in (lab["s3"]["primary"]["secret_key"], lab["s3"]["backup"]["secret_key"],
                        lab["postgres"]["backup_password"]):
             assert secret not in proc.stdout + proc.stderr
+
+
+def test_storage_backup_archives_directories_and_config(tmp_path, lab):
+    tree = tmp_path / "srv" / "storage"
+    (tree / "uploads").mkdir(parents=True)
+    (tree / "uploads" / "a.jpg").write_bytes(b"jpeg")
+    (tree / "uploads" / "skip.tmp").write_bytes(b"tmp")
+    env = tmp_path / "srv" / ".env"
+    env.write_text("SECRET_TOKEN=abc123-very-secret\n")
+    with bucket(lab["s3"]["backup"]) as (bk, bc):
+        ev = extra(tmp_path, lifeboat_storage_archive_url=f"s3://{bk}/files",
+                   lifeboat_storage_archive_dirs=[{"name": "storage", "path": str(tree), "exclude": ["*.tmp"]}],
+                   lifeboat_storage_config_files=[str(env)])
+        tags = ["--tags", "storage_backup_archive,storage_backup_config"]
+        proc = run_playbook("playbooks/storage_backup.yml", *ev, *tags, check=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert bc.list_objects_v2(Bucket=bk)["KeyCount"] == 0
+        proc = run_playbook("playbooks/storage_backup.yml", *ev, *tags)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        keys = sorted(o["Key"] for o in bc.list_objects_v2(Bucket=bk)["Contents"])
+        assert len(keys) == 4 and sum(k.endswith("manifest.json") for k in keys) == 2
+        for k in keys:
+            body = bc.get_object(Bucket=bk, Key=k)["Body"].read()
+            assert b"abc123-very-secret" not in body
+        proc = run_playbook("playbooks/storage_backup.yml", *ev, *tags)
+        assert proc.returncode == 0 and "changed=0" in proc.stdout, proc.stdout
+
+        out = tmp_path / "restored"
+        play = tmp_path / "restore.yml"
+        play.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - lifeboat_archive:
+        state: restored
+        name: storage
+        destination: "{{{{ lifeboat_storage_archive_url }}}}"
+        endpoint: "{{{{ lifeboat_storage_backup_endpoint }}}}"
+        region: "{{{{ lifeboat_storage_backup_region }}}}"
+        access_key: "{{{{ lifeboat_storage_backup_access_key }}}}"
+        secret_key: "{{{{ lifeboat_storage_backup_secret_key }}}}"
+        secret_key_file: "{{{{ lifeboat_lab_json.gpg.secret_key_file }}}}"
+        restore_to: {out}
+""")
+        proc = run_playbook(str(play), "-i", "inventories/local", *ev)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (out / "storage" / "uploads" / "a.jpg").read_bytes() == b"jpeg"
+        assert not (out / "storage" / "uploads" / "skip.tmp").exists()

@@ -37,7 +37,8 @@ def test_documentation_matches_argument_spec(name):
         assert d.get("choices") == s.get("choices"), opt
         if s.get("type") == "list":
             assert d.get("elements") == s.get("elements"), opt
-        if any(w in opt for w in ("secret", "password", "passphrase", "token", "dsn")) and s.get("type") != "bool":
+        secretish = any(w in opt for w in ("secret", "password", "passphrase", "token", "dsn"))
+        if secretish and s.get("type") not in ("bool", "path"):
             assert s.get("no_log") is True, f"{opt} must be no_log"
     for key, r in ret.items():
         assert {"description", "returned", "type"} <= set(r), key
