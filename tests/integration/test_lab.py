@@ -290,3 +290,43 @@ def test_lab_service_start_is_idempotent_and_stop_by_pid(tmp_path):
     assert not (tmp_path / "w.pid").exists()
     assert not psutil.pid_exists(first["pid"]) or psutil.Process(first["pid"]).status() == psutil.STATUS_ZOMBIE
     assert run_service(tmp_path, name="web", state="stopped", pid_file=params["pid_file"])["changed"] is False
+
+
+# --- the lab's S3 helper: failure paths name the cause and change nothing ---------------------
+
+def run_lab_s3(command: str, request: dict) -> tuple[int, dict]:
+    proc = subprocess.run([str(VENV_BIN / "python"), str(REPO / "roles/lab/files/lab_s3.py"), command],
+                          input=json.dumps(request), capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_lab_s3_seed_with_a_wrong_database_password_fails_clearly(lab, s3_primary, tmp_path):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    before = s3_primary.list_objects_v2(Bucket="app-storage", MaxKeys=1)["KeyCount"]
+    primary = lab["s3"]["primary"]
+    rc, result = run_lab_s3("seed", {
+        "endpoint": primary["endpoint"], "region": primary["region"],
+        "access_key_file": str(LAB_DIR / "secrets/s3_primary_access_key"),
+        "secret_key_file": str(LAB_DIR / "secrets/s3_primary_secret_key"),
+        "bucket": "app-storage",
+        "pg": {"host": "127.0.0.1", "port": lab["postgres"]["port"], "dbname": "appdb",
+               "user": "lifeboat_admin", "password_file": str(wrong)}})
+    assert rc == 1 and result["failed"] is True
+    assert "PostgreSQL 127.0.0.1:55432" in result["msg"] and "password authentication failed" in result["msg"]
+    assert s3_primary.list_objects_v2(Bucket="app-storage", MaxKeys=1)["KeyCount"] == before
+
+
+def test_lab_s3_buckets_with_a_wrong_secret_key_fails_clearly(lab, s3_backup, tmp_path):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-secret\n")
+    backup = lab["s3"]["backup"]
+    name = f"lbtest-never-{os.getpid()}"
+    rc, result = run_lab_s3("buckets", {
+        "endpoint": backup["endpoint"], "region": backup["region"],
+        "access_key_file": str(LAB_DIR / "secrets/s3_backup_access_key"), "secret_key_file": str(wrong),
+        "buckets": [{"name": name, "versioning": True}]})
+    assert rc == 1 and result["failed"] is True
+    assert backup["endpoint"] in result["msg"] and "SignatureDoesNotMatch" in result["msg"]
+    assert name not in {b["Name"] for b in s3_backup.list_buckets()["Buckets"]}
+    assert backup["secret_key"] not in result["msg"]

@@ -1,11 +1,12 @@
 """Lab helper: create buckets and seed sample objects on the lab's SeaweedFS.
 
-Reads a JSON request on stdin (credentials never travel in argv) and prints a
-JSON result with "changed". Commands:
-  buckets  {"endpoint", "region", "access_key", "secret_key",
+Reads a JSON request on stdin and prints a JSON result with "changed".
+Credentials are read from the lab's 0600 secret files named in the request, so
+they travel neither in argv nor in the task's arguments. Commands:
+  buckets  {"endpoint", "region", "access_key_file", "secret_key_file",
             "buckets": [{"name", "versioning"}]}
-  seed     {"endpoint", "region", "access_key", "secret_key", "bucket",
-            "pg": {"host", "port", "dbname", "user", "password"}}
+  seed     {"endpoint", "region", "access_key_file", "secret_key_file", "bucket",
+            "pg": {"host", "port", "dbname", "user", "password_file"}}
 """
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
+
+
+def secret(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
 
 
 def client(req: dict[str, Any]) -> Any:
@@ -25,8 +32,8 @@ def client(req: dict[str, Any]) -> Any:
         "s3",
         endpoint_url=req["endpoint"],
         region_name=req["region"],
-        aws_access_key_id=req["access_key"],
-        aws_secret_access_key=req["secret_key"],
+        aws_access_key_id=secret(req["access_key_file"]),
+        aws_secret_access_key=secret(req["secret_key_file"]),
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
     )
 
@@ -39,9 +46,10 @@ def ensure_buckets(req: dict[str, Any]) -> dict[str, Any]:
         try:
             existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
             break
-        except (ClientError, BotoCoreError):
-            if time.monotonic() > deadline:
-                raise
+        except (ClientError, BotoCoreError) as exc:
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if (isinstance(exc, ClientError) and status < 500) or time.monotonic() > deadline:
+                raise  # a refused credential is final; only "not ready yet" is retried
             time.sleep(0.5)
     for bucket in req["buckets"]:
         name = bucket["name"]
@@ -61,11 +69,9 @@ def object_body(key: str) -> bytes:
 
 
 def seed(req: dict[str, Any]) -> dict[str, Any]:
-    import psycopg
-
     pg = req["pg"]
     with psycopg.connect(host=pg["host"], port=pg["port"], dbname=pg["dbname"],
-                         user=pg["user"], password=pg["password"], connect_timeout=10) as conn:
+                         user=pg["user"], password=secret(pg["password_file"]), connect_timeout=10) as conn:
         rows = conn.execute(
             "SELECT storage_path FROM public.videos"
             " UNION SELECT output_path FROM public.generated_videos WHERE output_path IS NOT NULL"
@@ -99,6 +105,13 @@ def main() -> int:
             return 2
     except (ClientError, BotoCoreError) as exc:
         print(json.dumps({"failed": True, "msg": f"S3 at {req.get('endpoint')}: {exc}"}))
+        return 1
+    except psycopg.Error as exc:
+        pg = req.get("pg", {})
+        print(json.dumps({"failed": True, "msg": f"PostgreSQL {pg.get('host')}:{pg.get('port')}: {exc}"}))
+        return 1
+    except OSError as exc:
+        print(json.dumps({"failed": True, "msg": f"cannot read a lab secret file: {exc}"}))
         return 1
     print(json.dumps(result))
     return 0
