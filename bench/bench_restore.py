@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         if m is None:
             continue
         ok = m.rc == 0
-        rows.append([m.name, f"{m.wall_s:.2f}" + ("" if ok else " (failed)"),
+        rows.append([m.name, f"{m.wall_s:.2f}" + ("" if ok else " (failed)"), f"{m.cpu_s:.1f}",
                      f"{m.wall_s / gb:.1f}" if ok else "-",
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.tree_hwm_sum_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "RTO s/GB", "tree peak MB (sampled)",
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak MB (sampled)",
                                     "sum of per-process peaks MB"]))
     for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]

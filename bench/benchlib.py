@@ -221,6 +221,8 @@ def _status_kib(pid: int) -> tuple[int, int, str]:
 class Measurement:
     name: str
     wall_s: float = 0.0
+    cpu_s: float = 0.0                  # user + system CPU of the whole tree (kernel rusage of reaped processes)
+    load_1m: float = 0.0                # 1-minute load average when the variant ended (machine contention)
     rc: int = 0
     maxrss_single_mb: float = 0.0      # kernel: largest high-water mark of any one process in the tree
     tree_peak_sampled_mb: float = 0.0  # sampled: largest sum of RSS over the tree at one instant
@@ -290,7 +292,8 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
     per: dict[str, float] = {}
     for _pid, (pname, hwm) in sampler.hwm.items():
         per[pname] = max(per.get(pname, 0.0), hwm * 1024 / 1e6)
-    m = Measurement(name=name, wall_s=wall, rc=proc.returncode,
+    m = Measurement(name=name, wall_s=wall, rc=proc.returncode, cpu_s=usage.ru_utime + usage.ru_stime,
+                    load_1m=os.getloadavg()[0],
                     maxrss_single_mb=usage.ru_maxrss * 1024 / 1e6,
                     tree_peak_sampled_mb=sampler.peak_kib * 1024 / 1e6,
                     tree_hwm_sum_mb=sum(h for _, h in sampler.hwm.values()) * 1024 / 1e6,
@@ -303,6 +306,7 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
 def combine(name: str, parts: list[Measurement]) -> Measurement:
     """Sequential steps: times add up, memory peaks are the largest step's."""
     out = Measurement(name=name, wall_s=sum(p.wall_s for p in parts), rc=max((p.rc for p in parts), default=0),
+                      cpu_s=sum(p.cpu_s for p in parts), load_1m=max(p.load_1m for p in parts),
                       maxrss_single_mb=max(p.maxrss_single_mb for p in parts),
                       tree_peak_sampled_mb=max(p.tree_peak_sampled_mb for p in parts),
                       tree_hwm_sum_mb=max(p.tree_hwm_sum_mb for p in parts))
