@@ -155,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append([m.name, f"{m.wall_s:.2f}" + ("" if m.rc == 0 else " (failed)"), f"{m.cpu_s:.1f}",
                      f"{stored / 1e6:.1f}" if stored else "-",
-                     f"{m.tree_peak_sampled_mb:.1f}", f"{m.tree_hwm_sum_mb:.1f}"])
+                     f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}",
+                     f"{m.tree_rss_sum_peak_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "stored MB", "tree peak MB (sampled)",
-                                    "sum of per-process peaks MB"]))
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "stored MB", "tree peak MB (PSS)",
+                                    "largest process MB", "tree RSS sum MB"]))
     if lb:
         print(f"  lifeboat per-process peaks (MB): {lb.per_process_hwm_mb}")
 
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_vs_existing_dump_only": round(speedup_dump_only, 3) if speedup_dump_only else None,
             "stored_size_vs_gzip": round(size_ratio, 3) if size_ratio else None,
             "met_stored_size": size_ratio is not None and size_ratio <= 1.0,
-            "peak_rss_mb_tree_sampled": round(rss, 1), "peak_rss_mb_sum_of_process_peaks": round(lb.tree_hwm_sum_mb, 1),
+            "peak_rss_mb_tree_sampled": round(rss, 1), "largest_process_mb": round(lb.largest_process_mb, 1),
             "target_peak_rss_mb_max": TARGETS["peak_rss_mb_max"],
             "met_peak_rss": rss < TARGETS["peak_rss_mb_max"],
         }
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{benchlib.verdict(ratios['met_stored_size'])}")
         print(f"  lifeboat peak RSS (tree)    = {rss:.1f} MB (target < 200 MB) "
               f"{benchlib.verdict(ratios['met_peak_rss'])}"
-              f"   [sum of per-process peaks {lb.tree_hwm_sum_mb:.1f} MB]")
+              f"   [largest process {lb.largest_process_mb:.1f} MB]")
     else:
         print("\n  lifeboat: not measured" + (f" ({lb.extra.get('error') or lb.extra.get('stderr', '')[-300:]})"
                                             if lb else " (--no-lifeboat)"))
@@ -203,10 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "boto3 upload_file (stand-in for aws s3 cp: same s3transfer engine and defaults)",
         "variants": {"floor": floor.as_dict(), "existing": exist.as_dict(), "lifeboat": lb.as_dict() if lb else None},
         "gzip_size_bytes": gzip_size, "lifeboat_stored_size_bytes": lb_size, "ratios": ratios, "targets": TARGETS,
-        "memory_note": "tree peak = largest sum of RSS of all processes of the variant's tree, sampled at 20 Hz; "
-                       "sum of per-process peaks = sum of each process's VmHWM (upper bound); maxrss_single_mb (wait4) "
-                       "is inflated by the parent's pages at fork and is not used; the PostgreSQL "
-                       "server backend serving pg_dump is not part of the tree",
+        "memory_note": benchlib.MEMORY_NOTE,
     }
     path = benchlib.write_result("backup", payload)
     print(f"\n  results: {os.path.relpath(path, benchlib.REPO)}")

@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = m.rc == 0
         rows.append([m.name, f"{m.wall_s:.2f}" + ("" if ok else " (failed)"), f"{m.cpu_s:.1f}",
                      f"{m.wall_s / gb:.1f}" if ok else "-",
-                     f"{m.tree_peak_sampled_mb:.1f}", f"{m.tree_hwm_sum_mb:.1f}"])
+                     f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak MB (sampled)",
-                                    "sum of per-process peaks MB"]))
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak MB (PSS)",
+                                    "largest process MB"]))
     for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]
         if m is not None:
@@ -195,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "preparation": prep, "restored_size_bytes": sizes,
         "variants": {k: (m.as_dict() if m else None) for k, m in results.items()},
         "ratios": ratios, "targets": TARGETS, "missing": missing,
-        "memory_note": "tree peak = largest sum of RSS of all processes of the variant's tree, sampled at 20 Hz; "
-                       "the PostgreSQL server backends doing the restore work are not part of the tree",
+        "memory_note": benchlib.MEMORY_NOTE,
     }
     path = benchlib.write_result("restore", payload)
     print(f"\n  results: {os.path.relpath(path, benchlib.REPO)}")

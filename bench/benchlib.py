@@ -40,6 +40,12 @@ BENCH_BUCKET = "lifeboat-backups"
 BENCH_PREFIX = "bench"          # every benchmark object lives under s3://lifeboat-backups/bench/...
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+MEMORY_NOTE = ("tree_peak_sampled_mb (compared with the 200 MB target) = the largest sum of the PSS of every live "
+               "process of the variant's tree (Python, pg_dump, gpg, pg_restore, psql, ...), sampled at 20 Hz: "
+               "shared pages counted once; largest_process_mb = the largest own peak RSS (VmHWM) of one process; "
+               "tree_rss_sum_peak_mb = plain sum of RSS (counts shared pages, e.g. a forked child before exec, "
+               "repeatedly); maxrss_single_mb (wait4) includes the parent's pages at fork and is not used; the "
+               "PostgreSQL server backends doing the work are not part of the tree")
 
 
 def engine_path() -> None:
@@ -224,9 +230,10 @@ class Measurement:
     cpu_s: float = 0.0                  # user + system CPU of the whole tree (kernel rusage of reaped processes)
     load_1m: float = 0.0                # 1-minute load average when the variant ended (machine contention)
     rc: int = 0
-    maxrss_single_mb: float = 0.0      # kernel: largest high-water mark of any one process in the tree
-    tree_peak_sampled_mb: float = 0.0  # sampled: largest sum of RSS over the tree at one instant
-    tree_hwm_sum_mb: float = 0.0       # sum of each process's own high-water mark (an upper bound)
+    maxrss_single_mb: float = 0.0      # kernel (wait4): inflated by the parent's pages at fork; not used
+    tree_peak_sampled_mb: float = 0.0  # sampled: largest sum of PSS over the tree at one instant (THE number)
+    tree_rss_sum_peak_mb: float = 0.0  # sampled: largest plain sum of RSS (counts shared pages repeatedly)
+    largest_process_mb: float = 0.0    # the largest own peak RSS (VmHWM) of any one process of the tree
     per_process_hwm_mb: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -234,8 +241,26 @@ class Measurement:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def _pss_kib(pid: int) -> int | None:
+    """Proportional set size of one process (shared pages divided among their users), KiB."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 class _Sampler(threading.Thread):
-    """Samples the RSS of a process tree every ``interval`` seconds."""
+    """Samples the memory of a process tree every ``interval`` seconds.
+
+    The tree's memory at one instant is the sum of the processes' PSS: pages
+    shared between processes (a forked child not yet exec'd, pg_restore -j
+    workers, shared libraries) are counted once, unlike a sum of RSS which
+    counts them in every process. Each process's own peak RSS (VmHWM) is kept too.
+    """
 
     def __init__(self, root: int, interval: float = 0.05):
         super().__init__(daemon=True)
@@ -243,18 +268,21 @@ class _Sampler(threading.Thread):
         self.interval = interval
         self.stop = threading.Event()
         self.peak_kib = 0
-        self.hwm: dict[int, tuple[str, int]] = {}
+        self.peak_rss_sum_kib = 0
+        self.hwm: dict[tuple[int, str], int] = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
-            pids = _tree(self.root)
-            total = 0
-            for pid in pids:
+            total = rss_total = 0
+            for pid in _tree(self.root):
                 rss, hwm, name = _status_kib(pid)
-                total += rss
-                if hwm and hwm >= self.hwm.get(pid, ("", 0))[1]:
-                    self.hwm[pid] = (name, hwm)
+                pss = _pss_kib(pid)
+                total += rss if pss is None else pss
+                rss_total += rss
+                if hwm and hwm > self.hwm.get((pid, name), 0):
+                    self.hwm[(pid, name)] = hwm
             self.peak_kib = max(self.peak_kib, total)
+            self.peak_rss_sum_kib = max(self.peak_rss_sum_kib, rss_total)
             self.stop.wait(self.interval)
 
 
@@ -262,11 +290,11 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
             stdout: Any = None, timeout: float = 7200) -> Measurement:
     """Run ``argv`` as a child process tree; wall time and memory of the whole tree.
 
-    ``maxrss_single`` comes from ``wait4`` (the kernel's high-water mark of the
-    largest process among the child and every descendant it reaped).
-    ``tree_peak_sampled`` is the largest sum of RSS of all live processes of the
-    tree seen by a 20 Hz sampler; ``tree_hwm_sum`` adds up each process's own
-    high-water mark, an upper bound of the true simultaneous peak.
+    ``tree_peak_sampled`` is the largest sum of PSS of all live processes of the
+    tree seen by a 20 Hz sampler (shared pages counted once); ``largest_process``
+    is the largest own peak RSS (VmHWM) of any one process, a lower bound of the
+    tree's peak. ``maxrss_single`` (``wait4``) is kept for reference only: Linux
+    counts the parent's pages at fork in it.
     """
     err_fd, err_path = tempfile.mkstemp(prefix="lifeboat-bench-err-")
     t0 = time.perf_counter()
@@ -290,13 +318,14 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
     err = pathlib.Path(err_path).read_text(errors="replace")
     os.unlink(err_path)
     per: dict[str, float] = {}
-    for _pid, (pname, hwm) in sampler.hwm.items():
+    for (_pid, pname), hwm in sampler.hwm.items():
         per[pname] = max(per.get(pname, 0.0), hwm * 1024 / 1e6)
     m = Measurement(name=name, wall_s=wall, rc=proc.returncode, cpu_s=usage.ru_utime + usage.ru_stime,
                     load_1m=os.getloadavg()[0],
                     maxrss_single_mb=usage.ru_maxrss * 1024 / 1e6,
                     tree_peak_sampled_mb=sampler.peak_kib * 1024 / 1e6,
-                    tree_hwm_sum_mb=sum(h for _, h in sampler.hwm.values()) * 1024 / 1e6,
+                    tree_rss_sum_peak_mb=sampler.peak_rss_sum_kib * 1024 / 1e6,
+                    largest_process_mb=max(sampler.hwm.values(), default=0) * 1024 / 1e6,
                     per_process_hwm_mb={k: round(v, 1) for k, v in sorted(per.items())})
     if proc.returncode != 0:
         m.extra["stderr"] = err[-4000:]
@@ -309,7 +338,8 @@ def combine(name: str, parts: list[Measurement]) -> Measurement:
                       cpu_s=sum(p.cpu_s for p in parts), load_1m=max(p.load_1m for p in parts),
                       maxrss_single_mb=max(p.maxrss_single_mb for p in parts),
                       tree_peak_sampled_mb=max(p.tree_peak_sampled_mb for p in parts),
-                      tree_hwm_sum_mb=max(p.tree_hwm_sum_mb for p in parts))
+                      tree_rss_sum_peak_mb=max(p.tree_rss_sum_peak_mb for p in parts),
+                      largest_process_mb=max(p.largest_process_mb for p in parts))
     out.extra["steps"] = {p.name: round(p.wall_s, 3) for p in parts}
     for p in parts:
         for k, v in p.per_process_hwm_mb.items():
