@@ -13,10 +13,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import pathlib
 import subprocess
 import tempfile
 
 import psycopg
+import pytest
 from conftest import _dsn, unique
 from psycopg import sql
 
@@ -30,13 +32,34 @@ def admin_conn(pg: dict, database: str = "postgres"):
     return psycopg.connect(_dsn(pg, "admin_user", "admin_password", database), autocommit=True)
 
 
+SAMPLE_SQL = pathlib.Path(__file__).resolve().parents[2] / "roles" / "lab" / "files" / "sample_app.sql"
+
+
+@pytest.fixture(scope="session")
+def source_template(pg):
+    """A private template database loaded from the lab's sample SQL (the shared appdb is never touched:
+    CREATE DATABASE ... TEMPLATE appdb would fail whenever another engineer is connected to it)."""
+    name = unique("lbtpl").replace("-", "_")
+    with admin_conn(pg) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                   sql.Identifier(pg["app_user"])))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([f"{pg['bin_dir']}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", name,
+                            "-f", str(SAMPLE_SQL)], env=_env(pg, name, tmp), check=True, capture_output=True)
+        yield name
+    finally:
+        with admin_conn(pg) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @contextlib.contextmanager
-def source_database(pg: dict, extra_sql: str | None = None):
-    """A private copy of the lab's appdb (CREATE DATABASE ... TEMPLATE appdb), dropped afterwards."""
+def source_database(pg: dict, template: str, extra_sql: str | None = None):
+    """A private copy of the sample application database, dropped afterwards (with any swap leftovers)."""
     name = unique("lbsrc").replace("-", "_")
     with admin_conn(pg) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
-            sql.Identifier(name), sql.Identifier(pg["app_database"]), sql.Identifier(pg["app_user"])))
+            sql.Identifier(name), sql.Identifier(template), sql.Identifier(pg["app_user"])))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
             sql.Identifier(name), sql.Identifier(pg["backup_user"])))
     if extra_sql:

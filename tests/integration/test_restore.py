@@ -24,6 +24,7 @@ from restore_helpers import (
     make_legacy_backup,
     manifest_counts,
     source_database,
+    source_template,  # noqa: F401 - a pytest fixture
     storage_for,
     truncate,
 )
@@ -78,21 +79,21 @@ def keys(lab) -> engine.DecryptKeys:
 
 
 @pytest.fixture
-def backed_up(pg, lab, scratch_bucket):
+def backed_up(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
     """(database copy, bucket, storage, manifest): a private source database with one Lifeboat backup."""
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
         yield db, bucket, storage, manifest
 
 
 @pytest.fixture
-def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path):
+def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
     """Like backed_up, but the backup is made by playbooks/backup.yml."""
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         backup_with_playbook(pg, bucket, db, tmp_path)
         ref = mf.select_backup(storage, db)
         yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
@@ -304,12 +305,12 @@ def test_parallel_restore_stages_locally(pg, lab, backed_up, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the staged dump is removed
 
 
-def test_connection_lost_mid_restore(pg, lab, scratch_bucket):
+def test_connection_lost_mid_restore(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
     """pg_terminate_backend on the restore session: the original database stays as it was."""
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     big = "CREATE TABLE public.bulk AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 600000) g"
-    with source_database(pg, extra_sql=big) as db:
+    with source_database(pg, source_template, extra_sql=big) as db:
         make_backup(pg, lab, storage, db)
         damage(pg, db)
         damaged = counts(pg, db)
@@ -410,10 +411,10 @@ def test_restore_before_time_and_latest_verified(pg, lab, backed_up):
         engine.choose_backup(storage, db, require_verified=True)
 
 
-def test_legacy_sql_gz_restore(pg, lab, scratch_bucket):
+def test_legacy_sql_gz_restore(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         original = counts(pg, db)
         key = make_legacy_backup(pg, storage, db)
         damage(pg, db)
@@ -423,10 +424,10 @@ def test_legacy_sql_gz_restore(pg, lab, scratch_bucket):
         assert "older-procedure" in proc.stdout
 
 
-def test_age_encrypted_backup_restores(pg, lab, scratch_bucket):
+def test_age_encrypted_backup_restores(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         manifest = make_backup(pg, lab, storage, db, encryption="age")
         damage(pg, db)
         req = engine.Request(database=db, confirm=db, safety_snapshot=True)

@@ -16,6 +16,7 @@ from restore_helpers import (
     make_legacy_backup,
     manifest_counts,
     source_database,
+    source_template,  # noqa: F401 - a pytest fixture
     storage_for,
     truncate,
 )
@@ -50,20 +51,20 @@ def records(storage, db) -> list[dict]:
 
 
 @pytest.fixture
-def backed_up(pg, lab, scratch_bucket):
+def backed_up(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
         yield db, bucket, storage, manifest
 
 
 @pytest.fixture
-def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path):
+def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
     """Like backed_up, but the backup is made by playbooks/backup.yml."""
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         backup_with_playbook(pg, bucket, db, tmp_path)
         ref = mf.select_backup(storage, db)
         yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
@@ -193,10 +194,10 @@ def test_scratch_database_dropped_when_the_drill_fails(pg, lab, backed_up, tmp_p
     assert res.scratch_database and scratch_dbs(pg) == []
 
 
-def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path):
+def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
-    with source_database(pg) as db:
+    with source_database(pg, source_template) as db:
         key = make_legacy_backup(pg, storage, db)
         expected = counts(pg, db)
         for level in ("integrity", "drill"):
