@@ -8,6 +8,7 @@ addressing.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -111,17 +112,28 @@ def make_client(settings: S3Settings) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(profile_name=settings.profile) if settings.profile else boto3.session.Session()
-    return session.client(
-        "s3",
-        endpoint_url=settings.endpoint or None,
-        aws_access_key_id=settings.access_key,
-        aws_secret_access_key=settings.secret_key,
-        aws_session_token=settings.session_token,
-        region_name=settings.region,
-        verify=settings.verify_tls,
-        config=cfg,
-    )
+    with _SESSION_LOCK:  # boto3 sessions are not thread-safe; creating a client is quick once cached
+        session = _SESSIONS.get(settings.profile or "")
+        if session is None:
+            session = (boto3.session.Session(profile_name=settings.profile) if settings.profile
+                       else boto3.session.Session())
+            _SESSIONS[settings.profile or ""] = session
+        return session.client(
+            "s3",
+            endpoint_url=settings.endpoint or None,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            aws_session_token=settings.session_token,
+            region_name=settings.region,
+            verify=settings.verify_tls,
+            config=cfg,
+        )
+
+
+# One boto3 session per profile, reused: a new session reloads the service models (about 0.3 s each).
+# Credentials are passed to each client explicitly, so clients never share them through the session.
+_SESSIONS: dict[str, Any] = {}
+_SESSION_LOCK = threading.Lock()
 
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
