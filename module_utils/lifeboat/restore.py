@@ -72,6 +72,8 @@ SCRATCH_PREFIXES = ("lifeboat_drill_", "lifeboat_stage_")
 APP_NAME = "lifeboat-restore"
 _SCRATCH_RE = re.compile(r"^lifeboat_(?:drill|stage)_(\d{8}t\d{6}z)_[0-9a-f]+$")
 MODES = ("swap", "in_place", "partial", "side_schema")
+# pg_restore: error: ... / psql:<stdin>:12: ERROR: ... / FATAL: ... (not NOTICE lines naming an "error_log" table)
+_ERROR_LINE = re.compile(r"(^|:\s*)(error|ERROR|FATAL|fatal|PANIC):")
 
 
 # ------------------------------------------------------------------ names
@@ -645,7 +647,7 @@ def _run_restore_process(admin: Admin, src: Source, database: str, argv: list[st
                 proc.kill()
                 proc.wait()
             tail.join()
-    errors = [ln for ln in tail.lines if "error" in ln.lower() or "fatal" in ln.lower()]
+    errors = [ln for ln in tail.lines if _ERROR_LINE.search(ln)]
     if decode_error is not None and not isinstance(decode_error, BrokenPipeError):
         raise decode_error
     if rc != 0 or errors:
@@ -909,7 +911,8 @@ def _dump_ddl(admin: Admin, database: str, tables: list[tuple[str, str]], schema
     if proc.returncode != 0:
         raise RestoreError(f"pg_dump of the table definitions from staging failed: "
                            f"{proc.stderr.decode(errors='replace').strip()[-400:]}")
-    return proc.stdout.decode()
+    # psql meta-commands (\\restrict / \\unrestrict of recent pg_dump releases) are not SQL: drop them
+    return "\n".join(ln for ln in proc.stdout.decode().splitlines() if not ln.startswith("\\"))
 
 
 def _quote_pattern(name: str) -> str:

@@ -440,3 +440,36 @@ def test_age_encrypted_backup_restores(pg, lab, scratch_bucket, source_template)
         snap = mf.read_manifest(snaps, mf.select_backup(snaps, db).manifest_key)
         assert snap["encryption"]["method"] == "age"
         assert snap["encryption"]["recipients"] == [lab["age"]["recipient"]]
+
+
+def test_partial_restore_recreates_a_dropped_table_with_quoted_name(pg, lab, backed_up):
+    db, _bucket, storage, manifest = backed_up
+    with admin_conn(pg, db) as conn:
+        conn.execute('DROP TABLE public."Audit Log"')
+        conn.execute("DELETE FROM public.invoices WHERE id < 10")   # another table: must stay changed
+    invoices = counts(pg, db)["public.invoices"]
+    req = engine.Request(database=db, confirm=db, mode="partial", tables=['public."Audit Log"'],
+                         safety_snapshot=False)
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    assert out["restored_tables"]["created"] == ["public.Audit Log"]
+    now = counts(pg, db)
+    assert now["public.Audit Log"] == manifest_counts(manifest)["public.Audit Log"]
+    assert now["public.invoices"] == invoices
+    with admin_conn(pg, db) as conn:
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'Audit Log'").fetchone()[0]
+        assert owner == pg["app_user"]
+        # its serial sequence came back too, past the restored ids
+        conn.execute('INSERT INTO public."Audit Log" (action) VALUES (%s)', ("after restore",))
+
+
+def test_restore_yml_fails_clearly_on_a_tampered_backup(pg, backed_up):
+    db, bucket, storage, manifest = backed_up
+    damage(pg, db)
+    damaged = counts(pg, db)
+    flip_byte(storage, manifest["artifact"]["key"])
+    proc = playbook(db, bucket, confirm=db)
+    assert proc.returncode != 0
+    assert "RESTORE FAILED" in proc.stdout and "checksum mismatch" in proc.stdout
+    assert f"the original database '{db}' was not touched" in proc.stdout
+    assert counts(pg, db) == damaged
+    assert databases(pg, db + "_lifeboat_%") == []
