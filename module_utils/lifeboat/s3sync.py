@@ -60,8 +60,10 @@ _PLAN_SAMPLE = 20
 
 try:  # botocore is present whenever an S3 side is used (make_client requires it)
     import botocore.exceptions as _bce
+    from botocore.utils import parse_timestamp as _default_timestamp
 except ImportError:  # pragma: no cover
     _bce = None  # type: ignore[assignment]
+    _default_timestamp = None  # type: ignore[assignment]
 
 
 class SyncError(StorageError):
@@ -79,6 +81,13 @@ def external_sort(items: Iterable[Any], key: Callable[[Any], Any], dump: Callabl
     Beyond ``chunk`` items, sorted runs are spilled to 0600 JSON-lines files in
     ``tmp`` and merged with heapq.merge.
     """
+    runs = sorted_runs(items, key, dump, tmp, name, chunk)
+    return merge_runs(runs, key, load)
+
+
+def sorted_runs(items: Iterable[Any], key: Callable[[Any], Any], dump: Callable[[Any], list], tmp: str,
+                name: str, chunk: int) -> tuple[list[str], list[Any]]:
+    """Phase 1 of the external sort: (spilled run files, the last run sorted in memory)."""
     buf: list[Any] = []
     files: list[str] = []
     for item in items:
@@ -87,15 +96,20 @@ def external_sort(items: Iterable[Any], key: Callable[[Any], Any], dump: Callabl
             files.append(_spill(buf, key, dump, tmp, f"{name}-{len(files)}"))
             buf = []
     buf.sort(key=key)
+    return files, buf
+
+
+def merge_runs(runs: tuple[list[str], list[Any]], key: Callable[[Any], Any],
+               load: Callable[[list], Any]) -> Iterator[Any]:
+    """Phase 2 of the external sort: merge the runs lazily."""
+    files, buf = runs
     if not files:
         yield from buf
         return
-    if buf:
-        files.append(_spill(buf, key, dump, tmp, f"{name}-{len(files)}"))
     handles = [open(f, encoding="utf-8") for f in files]  # noqa: SIM115 - closed below
     try:
-        runs = [(load(json.loads(line)) for line in h) for h in handles]
-        yield from heapq.merge(*runs, key=key)
+        streams = [(load(json.loads(line)) for line in h) for h in handles]
+        yield from heapq.merge(*streams, iter(buf), key=key)
     finally:
         for h in handles:
             h.close()
@@ -119,8 +133,12 @@ def _load_entry(v: list) -> "Entry":
     return Entry(v[0], v[1], v[2], _dt.datetime.fromisoformat(v[3]) if v[3] else None)
 
 
+def _entry_key(e: "Entry") -> str:
+    return e.key
+
+
 def _sorted(entries: Iterable["Entry"], tmp: str, name: str, chunk: int) -> Iterator["Entry"]:
-    return external_sort(entries, lambda e: e.key, _dump_entry, _load_entry, tmp, name, chunk)
+    return external_sort(entries, _entry_key, _dump_entry, _load_entry, tmp, name, chunk)
 
 
 @dataclass(frozen=True)
@@ -196,6 +214,27 @@ def _is_precondition_failed(exc: BaseException) -> bool:
 
 # ------------------------------------------------------------------------ sides
 
+def _fast_timestamp(value: str) -> Any:
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return _default_timestamp(value)
+
+
+def fast_timestamps(client: Any) -> Any:
+    """Parse listing timestamps (ISO 8601) with datetime.fromisoformat instead of dateutil.
+
+    botocore's default parser costs about half a millisecond per object on a listing page; on a
+    two-core host that dominates a nothing-to-do sync. Best effort: a botocore without the hook
+    keeps its default parser.
+    """
+    try:
+        client._endpoint._response_parser_factory.set_parser_defaults(timestamp_parser=_fast_timestamp)
+    except AttributeError:  # pragma: no cover - internal layout changed
+        pass
+    return client
+
+
 class S3Side:
     kind = "s3"
 
@@ -203,7 +242,7 @@ class S3Side:
         self.loc = parse_s3_url(url, option)
         self.settings = settings
         self.option = option
-        self.client = client if client is not None else make_client(settings)
+        self.client = client if client is not None else fast_timestamps(make_client(settings))
 
     @property
     def bucket(self) -> str:
@@ -444,8 +483,26 @@ class Syncer:
     def _pairs(self) -> Iterator[tuple[Entry | None, Entry | None]]:
         with tempfile.TemporaryDirectory(prefix="lifeboat-sync-") as tmp:
             os.chmod(tmp, 0o700)
-            src = _sorted(self.src.list(), tmp, "src", self.opt.sort_chunk)
-            dst = _sorted(self.dst.list(), tmp, "dst", self.opt.sort_chunk)
+            # both listings at once: the destination's in a thread, the source's here
+            key = _entry_key
+            box: dict[str, Any] = {}
+
+            def list_dst() -> None:
+                try:
+                    box["runs"] = sorted_runs(self.dst.list(), key, _dump_entry, tmp, "dst", self.opt.sort_chunk)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    box["error"] = exc
+
+            worker = threading.Thread(target=list_dst, name="lifeboat-list-dst", daemon=True)
+            worker.start()
+            try:
+                src_runs = sorted_runs(self.src.list(), key, _dump_entry, tmp, "src", self.opt.sort_chunk)
+            finally:
+                worker.join()
+            if "error" in box:
+                raise box["error"]
+            src = merge_runs(src_runs, key, _load_entry)
+            dst = merge_runs(box["runs"], key, _load_entry)
             s = next(src, None)
             d = next(dst, None)
             while s is not None or d is not None:
