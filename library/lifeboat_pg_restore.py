@@ -190,6 +190,12 @@ options:
     type: list
     elements: dict
     default: []
+  hook_headers:
+    description:
+      - Secret HTTP headers (e.g. C(Authorization)) added to every C(http) hook. Kept out of logs and results;
+        put tokens here, not in the hooks' C(headers).
+    type: dict
+    default: {}
 author:
   - Lifeboat restore engineer
 """
@@ -343,6 +349,7 @@ def argument_spec() -> dict:
         maintenance_on=dict(type="dict"),
         maintenance_off=dict(type="dict"),
         post_restore=dict(type="list", elements="dict", default=[]),
+        hook_headers=dict(type="dict", default={}, no_log=True),
     )
     return spec
 
@@ -364,7 +371,8 @@ def main() -> None:
         staging_keep_free=p["staging_keep_free"], no_owner=p["no_owner"],
         terminate_sessions=p["terminate_sessions"], check_foreign_keys=p["check_foreign_keys"],
         safety_snapshot=p["safety_snapshot"], maintenance_on=p["maintenance_on"],
-        maintenance_off=p["maintenance_off"], post_restore=p["post_restore"])
+        maintenance_off=p["maintenance_off"], post_restore=p["post_restore"],
+        hook_headers={str(k): str(v) for k, v in (p["hook_headers"] or {}).items()})
     try:
         storage = engine.storage_from(p)
         admin = engine.admin_from(p)

@@ -812,8 +812,13 @@ def validate_hook(hook: dict[str, Any] | None, option: str) -> None:
         raise ConfigError(f"{option}: an http hook needs url, an http:// or https:// URL", option)
 
 
-def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str]) -> HookResult:
-    """Run one hook. Never raises: the caller decides what a failure means."""
+def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str],
+             secret_headers: dict[str, str] | None = None) -> HookResult:
+    """Run one hook. Never raises: the caller decides what a failure means.
+
+    ``secret_headers`` (e.g. an Authorization token, the module's no_log ``hook_headers``) are added to
+    every HTTP hook and never appear in a detail or a message.
+    """
     started = time.monotonic()
     if not hook or hook.get("type", "none") == "none":
         return HookResult(name, True, 0.0, "none")
@@ -832,7 +837,7 @@ def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str]) ->
         req = urllib.request.Request(  # noqa: S310 - validate_hook allows http(s) only
             hook["url"], data=body if hook.get("method", "POST") != "GET" else None, method=hook.get("method", "POST"))
         req.add_header("Content-Type", "application/json")
-        for key, value in (hook.get("headers") or {}).items():
+        for key, value in {**(hook.get("headers") or {}), **(secret_headers or {})}.items():
             req.add_header(str(key), str(value))
         with urllib.request.urlopen(req, timeout=float(hook.get("timeout", 30))) as resp:  # noqa: S310 - operator URL
             status = resp.status
@@ -1092,6 +1097,7 @@ class Request:
     maintenance_on: dict[str, Any] | None = None
     maintenance_off: dict[str, Any] | None = None
     post_restore: list[dict[str, Any]] = field(default_factory=list)
+    hook_headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -1235,7 +1241,7 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
     hooks: list[dict[str, Any]] = []
     try:
         with steps.step("maintenance on", describe_hook(req.maintenance_on)):
-            hook = run_hook(req.maintenance_on, "maintenance_on", context)
+            hook = run_hook(req.maintenance_on, "maintenance_on", context, req.hook_headers)
             hooks.append(hook.as_dict())
             if not hook.ok:
                 raise RestoreError(f"maintenance_on: the maintenance hook failed ({hook.detail}); nothing was "
@@ -1263,7 +1269,7 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
             _run_partial(req, storage, src, keys, admin, steps, result)
         for i, hook_cfg in enumerate(req.post_restore):
             with steps.step(f"post-restore hook {i + 1}", describe_hook(hook_cfg)):
-                hook = run_hook(hook_cfg, f"post_restore[{i}]", context)
+                hook = run_hook(hook_cfg, f"post_restore[{i}]", context, req.hook_headers)
                 hooks.append(hook.as_dict())
                 if not hook.ok:
                     result["warnings"].append(f"post_restore[{i}] failed: {hook.detail} (the restore itself "
@@ -1273,7 +1279,7 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
         raise
     finally:
         with steps.step("maintenance off", describe_hook(req.maintenance_off)) as item:
-            hook = run_hook(req.maintenance_off, "maintenance_off", context)
+            hook = run_hook(req.maintenance_off, "maintenance_off", context, req.hook_headers)
             hooks.append(hook.as_dict())
             if not hook.ok:
                 item["status"] = "failed"

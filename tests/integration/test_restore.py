@@ -348,6 +348,7 @@ def test_hooks_command_and_http_resume_also_on_failure(pg, lab, backed_up, tmp_p
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            assert self.headers.get("Authorization") == "Bearer hook-token"
             calls.append((self.path, json.loads(body)["event"]))
             self.send_response(204)
             self.end_headers()
@@ -367,9 +368,11 @@ def test_hooks_command_and_http_resume_also_on_failure(pg, lab, backed_up, tmp_p
         # a failing restore (tampered artifact): maintenance off still runs, post-restore does not
         flip_byte(storage, manifest["artifact"]["key"])
         req = engine.Request(database=db, confirm=db, safety_snapshot=False, maintenance_on=on,
-                             maintenance_off=off, post_restore=post)
-        with pytest.raises(IntegrityError):
+                             maintenance_off=off, post_restore=post,
+                             hook_headers={"Authorization": "Bearer hook-token"})
+        with pytest.raises(IntegrityError) as err:
             engine.run(req, storage, admin(pg), keys(lab))
+        assert "hook-token" not in str(err.value) and "hook-token" not in json.dumps(err.value.summary)
         assert marker.read_text().strip() == db
         assert calls == [("/off", "maintenance_off")]
         # a failing maintenance-on hook stops the restore before anything changes, resume still runs
