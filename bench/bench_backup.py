@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}",
                      f"{m.tree_rss_sum_peak_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "stored MB", "tree peak MB (PSS)",
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "stored MB", "tree peak RSS MB",
                                     "largest process MB", "tree RSS sum MB"]))
     if lb:
         print(f"  lifeboat per-process peaks (MB): {lb.per_process_hwm_mb}")

@@ -25,7 +25,7 @@ import sys
 import uuid
 
 import benchlib
-from bench_backup import db_scale
+from bench_backup import db_scale, median
 
 TARGETS = {"restore_vs_existing_max": 0.6, "drill_vs_restore_max": 1.1, "peak_rss_mb_max": 200.0}
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,6 +53,7 @@ def err(m: benchlib.Measurement) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Lifeboat restore benchmark")
     ap.add_argument("--database", default=benchlib.BENCH_DB)
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of every variant; the median is reported")
     ap.add_argument("--parallel-jobs", type=int, default=2,
                     help="also time the restore with jobs=N (staged local file, pg_restore -j N); 0 to skip")
     args = ap.parse_args(argv)
@@ -90,46 +91,52 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  prep: gzip file {prep['gzip_bytes'] / 1e6:.1f} MB; lifeboat backup "
                   f"{'ok' if bk.rc == 0 else 'FAILED: ' + err(bk)}", flush=True)
 
-            # (a) the existing procedure
-            benchlib.create_database(legacy_db)
-            restore_cmd = (f"gunzip -c {shlex.quote(gz)} | {shlex.quote(benchlib.pg_bin('psql'))} -X -q "
-                           f"-v ON_ERROR_STOP=1 -d {shlex.quote(legacy_db)} > /dev/null")
-            with benchlib.admin_target(legacy_db).child_env() as renv:
-                results["existing"] = benchlib.measure("existing: gunzip -c file | psql",
-                                                       ["bash", "-o", "pipefail", "-c", restore_cmd], env=renv)
-            sizes["existing"] = restored_size(legacy_db)
-            benchlib.drop_database(legacy_db)
-            e = results["existing"]
-            print(f"  existing: {e.wall_s:.2f} s" + ("" if e.rc == 0 else f" FAILED: {err(e)}"), flush=True)
-
-            if bk.rc != 0:
-                missing.append(f"lifeboat backup (prep) failed: {err(bk)}")
-            else:
+            runs: dict[str, list[benchlib.Measurement]] = {k: [] for k in results}
+            for rnd in range(args.rounds):
+                tag = f"round {rnd + 1}: " if args.rounds > 1 else ""
+                # (a) the existing procedure
+                benchlib.create_database(legacy_db)
+                restore_cmd = (f"gunzip -c {shlex.quote(gz)} | {shlex.quote(benchlib.pg_bin('psql'))} -X -q "
+                               f"-v ON_ERROR_STOP=1 -d {shlex.quote(legacy_db)} > /dev/null")
+                with benchlib.admin_target(legacy_db).child_env() as renv:
+                    e = benchlib.measure("existing: gunzip -c file | psql",
+                                         ["bash", "-o", "pipefail", "-c", restore_cmd], env=renv)
+                runs["existing"].append(e)
+                sizes["existing"] = restored_size(legacy_db)
+                benchlib.drop_database(legacy_db)
+                print(f"  {tag}existing: {e.wall_s:.2f} s" + ("" if e.rc == 0 else f" FAILED: {err(e)}"), flush=True)
+                if bk.rc != 0:
+                    continue
                 # (b) Lifeboat's full restore from S3 into a new database
                 lr = child("lifeboat: full restore from S3", "restore", str(work), "--prefix", prefix,
                            "--target", lifeboat_db, "--source", db)
-                results["lifeboat"] = lr
+                runs["lifeboat"].append(lr)
                 sizes["lifeboat"] = restored_size(lifeboat_db)
-                print(f"  lifeboat restore: {lr.wall_s:.2f} s" + ("" if lr.rc == 0 else f" FAILED: {err(lr)}"),
+                print(f"  {tag}lifeboat restore: {lr.wall_s:.2f} s" + ("" if lr.rc == 0 else f" FAILED: {err(lr)}"),
                       flush=True)
-                if lr.rc != 0:
-                    missing.append(f"lifeboat restore: {err(lr)}")
                 benchlib.drop_database(lifeboat_db)
                 if args.parallel_jobs > 1:
                     # (b2) the same with jobs=N (the module's default is 1: streamed, no local file)
                     lj = child(f"lifeboat: full restore from S3, jobs={args.parallel_jobs}", "restore", str(work),
                                "--prefix", prefix, "--target", lifeboat_db, "--source", db,
                                "--jobs", str(args.parallel_jobs))
-                    results["lifeboat_jobs"] = lj
-                    print(f"  lifeboat restore jobs={args.parallel_jobs}: {lj.wall_s:.2f} s"
+                    runs["lifeboat_jobs"].append(lj)
+                    print(f"  {tag}lifeboat restore jobs={args.parallel_jobs}: {lj.wall_s:.2f} s"
                           + ("" if lj.rc == 0 else f" FAILED: {err(lj)}"), flush=True)
                     benchlib.drop_database(lifeboat_db)
                 # (c) the verification drill
                 dr = child("lifeboat: verification drill", "drill", str(work), "--prefix", prefix, "--source", db)
-                results["drill"] = dr
-                print(f"  drill: {dr.wall_s:.2f} s" + ("" if dr.rc == 0 else f" FAILED: {err(dr)}"), flush=True)
-                if dr.rc != 0:
-                    missing.append(f"lifeboat drill: {err(dr)}")
+                runs["drill"].append(dr)
+                print(f"  {tag}drill: {dr.wall_s:.2f} s" + ("" if dr.rc == 0 else f" FAILED: {err(dr)}"),
+                      flush=True)
+            for key, ms in runs.items():
+                results[key] = median(ms) if ms else None
+            if bk.rc != 0:
+                missing.append(f"lifeboat backup (prep) failed: {err(bk)}")
+            for key in ("lifeboat", "drill"):
+                m = results[key]
+                if m is not None and m.rc != 0:
+                    missing.append(f"{m.name}: {err(m)}")
     finally:
         for name in (legacy_db, lifeboat_db):
             benchlib.drop_database(name, quiet=True)
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{m.wall_s / gb:.1f}" if ok else "-",
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak MB (PSS)",
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak RSS MB",
                                     "largest process MB"]))
     for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {
         "kind": "restore", "scale": scale, "database": db, "database_size_bytes": size, "machine": facts,
+        "rounds": args.rounds,
         "preparation": prep, "restored_size_bytes": sizes,
         "variants": {k: (m.as_dict() if m else None) for k, m in results.items()},
         "ratios": ratios, "targets": TARGETS, "missing": missing,

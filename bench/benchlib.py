@@ -40,9 +40,10 @@ BENCH_BUCKET = "lifeboat-backups"
 BENCH_PREFIX = "bench"          # every benchmark object lives under s3://lifeboat-backups/bench/...
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-MEMORY_NOTE = ("tree_peak_sampled_mb (compared with the 200 MB target) = the largest sum of the PSS of every live "
-               "process of the variant's tree (Python, pg_dump, gpg, pg_restore, psql, ...), sampled at 20 Hz: "
-               "shared pages counted once; largest_process_mb = the largest own peak RSS (VmHWM) of one process; "
+MEMORY_NOTE = ("tree_peak_sampled_mb (compared with the 200 MB target) = the largest sum of the RSS of every live "
+               "process of the variant's tree (Python, pg_dump, gpg, pg_restore, psql, ...), sampled at 20 Hz, a "
+               "child running its parent's program (fork before exec, pg_restore -j worker) counting only its "
+               "private pages; largest_process_mb = the largest own peak RSS (VmHWM) of one process; "
                "tree_rss_sum_peak_mb = plain sum of RSS (counts shared pages, e.g. a forked child before exec, "
                "repeatedly); maxrss_single_mb (wait4) includes the parent's pages at fork and is not used; the "
                "PostgreSQL server backends doing the work are not part of the tree")
@@ -177,13 +178,15 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _tree(root: int) -> list[int]:
-    """``root`` and its descendants: /proc/PID/task/TID/children when the kernel has it (cheap), else a scan."""
-    pids, todo = [], [root]
+def _tree(root: int) -> list[tuple[int, int | None]]:
+    """(pid, parent pid) of ``root`` and its descendants: /proc/PID/task/TID/children when the kernel has
+    it (cheap), else a scan of /proc."""
+    out: list[tuple[int, int | None]] = []
+    todo: list[tuple[int, int | None]] = [(root, None)]
     try:
         while todo:
-            pid = todo.pop()
-            pids.append(pid)
+            pid, parent = todo.pop()
+            out.append((pid, parent))
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
             except FileNotFoundError:
@@ -191,18 +194,18 @@ def _tree(root: int) -> list[int]:
             for tid in tids:
                 try:
                     with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                        todo.extend(int(x) for x in fh.read().split())
+                        todo.extend((int(x), pid) for x in fh.read().split())
                 except FileNotFoundError:
                     continue
-        return pids
+        return out
     except OSError:  # no children files: scan /proc
         tree = _children()
-        pids, todo = [], [root]
+        out, todo = [], [(root, None)]
         while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(tree.get(pid, []))
-        return pids
+            pid, parent = todo.pop()
+            out.append((pid, parent))
+            todo.extend((c, pid) for c in tree.get(pid, []))
+        return out
 
 
 def _status_kib(pid: int) -> tuple[int, int, str]:
@@ -231,7 +234,7 @@ class Measurement:
     load_1m: float = 0.0                # 1-minute load average when the variant ended (machine contention)
     rc: int = 0
     maxrss_single_mb: float = 0.0      # kernel (wait4): inflated by the parent's pages at fork; not used
-    tree_peak_sampled_mb: float = 0.0  # sampled: largest sum of PSS over the tree at one instant (THE number)
+    tree_peak_sampled_mb: float = 0.0  # sampled: largest RSS of the tree at one instant (THE number)
     tree_rss_sum_peak_mb: float = 0.0  # sampled: largest plain sum of RSS (counts shared pages repeatedly)
     largest_process_mb: float = 0.0    # the largest own peak RSS (VmHWM) of any one process of the tree
     per_process_hwm_mb: dict[str, float] = field(default_factory=dict)
@@ -241,25 +244,34 @@ class Measurement:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def _pss_kib(pid: int) -> int | None:
-    """Proportional set size of one process (shared pages divided among their users), KiB."""
+def _private_kib(pid: int) -> int | None:
+    """Pages only this process maps (Private_Clean + Private_Dirty), KiB."""
+    total = None
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total = (total or 0) + int(line.split()[1])
     except OSError:
         return None
-    return None
+    return total
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 class _Sampler(threading.Thread):
     """Samples the memory of a process tree every ``interval`` seconds.
 
-    The tree's memory at one instant is the sum of the processes' PSS: pages
-    shared between processes (a forked child not yet exec'd, pg_restore -j
-    workers, shared libraries) are counted once, unlike a sum of RSS which
-    counts them in every process. Each process's own peak RSS (VmHWM) is kept too.
+    The tree's RSS at one instant is the sum of every process's RSS, except
+    that a child running the same program as its parent (a fork not yet
+    exec'd, or a fork-only worker such as pg_restore -j's) counts only its
+    private pages: the pages it shares copy-on-write with its parent are
+    already in the parent's RSS. Each process's own peak RSS (VmHWM) is kept too.
     """
 
     def __init__(self, root: int, interval: float = 0.05):
@@ -272,15 +284,21 @@ class _Sampler(threading.Thread):
         self.hwm: dict[tuple[int, str], int] = {}
 
     def run(self) -> None:
+        exes: dict[int, str | None] = {}
         while not self.stop.is_set():
             total = rss_total = 0
-            for pid in _tree(self.root):
+            for pid, parent in _tree(self.root):
                 rss, hwm, name = _status_kib(pid)
-                pss = _pss_kib(pid)
-                total += rss if pss is None else pss
                 rss_total += rss
-                if hwm and hwm > self.hwm.get((pid, name), 0):
-                    self.hwm[(pid, name)] = hwm
+                exes[pid] = _exe(pid)
+                forked = parent is not None and exes[pid] is not None and exes[pid] == exes.get(parent)
+                if forked:
+                    private = _private_kib(pid)
+                    total += rss if private is None else private
+                else:
+                    total += rss
+                    if hwm and hwm > self.hwm.get((pid, name), 0):
+                        self.hwm[(pid, name)] = hwm
             self.peak_kib = max(self.peak_kib, total)
             self.peak_rss_sum_kib = max(self.peak_rss_sum_kib, rss_total)
             self.stop.wait(self.interval)
@@ -290,10 +308,10 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
             stdout: Any = None, timeout: float = 7200) -> Measurement:
     """Run ``argv`` as a child process tree; wall time and memory of the whole tree.
 
-    ``tree_peak_sampled`` is the largest sum of PSS of all live processes of the
-    tree seen by a 20 Hz sampler (shared pages counted once); ``largest_process``
-    is the largest own peak RSS (VmHWM) of any one process, a lower bound of the
-    tree's peak. ``maxrss_single`` (``wait4``) is kept for reference only: Linux
+    ``tree_peak_sampled`` is the largest RSS of the whole tree seen by a 20 Hz
+    sampler (see _Sampler: pages a fork shares with its parent counted once);
+    ``largest_process`` is the largest own peak RSS (VmHWM) of any one process,
+    a lower bound of the tree's peak. ``maxrss_single`` (``wait4``) is kept for reference only: Linux
     counts the parent's pages at fork in it.
     """
     err_fd, err_path = tempfile.mkstemp(prefix="lifeboat-bench-err-")

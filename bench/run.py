@@ -3,7 +3,7 @@
 
     make bench                      # scale 1.0 (about 1 GB)
     make bench BENCH_SCALE=0.05     # quick
-    BENCH_ROUNDS=3 make bench       # median of 3 rounds for the backup benchmark
+    BENCH_ROUNDS=3 make bench       # median of 3 interleaved rounds of every variant
 
 The benchmark database is kept (regenerated only when the scale changes);
 `bench/gen_db.py --drop` removes it. Results: bench/results/*.json, summarized in
@@ -30,7 +30,7 @@ def main() -> int:
     print("\n== backup benchmark", flush=True)
     rc_backup = bench_backup.main(["--database", db, "--rounds", str(rounds)])
     print("\n== restore benchmark", flush=True)
-    rc_restore = bench_restore.main(["--database", db])
+    rc_restore = bench_restore.main(["--database", db, "--rounds", str(rounds)])
     return 1 if (rc_backup or rc_restore) else 0
 
 
