@@ -466,6 +466,16 @@ def swap_databases(conn: Any, database: str, new_name: str, old_name: str) -> in
     return terminated
 
 
+def reopen_connections(admin: "Admin", *names: str) -> None:
+    """Best effort, on a fresh connection: ALLOW_CONNECTIONS true for the databases that exist."""
+    from psycopg import sql
+
+    with contextlib.suppress(Exception), admin.connect() as conn:
+        for name in names:
+            if database_exists(conn, name):
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(_ident(name)))
+
+
 def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None = None) -> list[str]:
     """Drop scratch databases (drill/staging) older than the given age; returns their names."""
     now = now or mf.utcnow()
@@ -576,7 +586,7 @@ def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin,
     started = time.monotonic()
     if jobs > 1 and src.fmt == "plain":
         jobs = 1  # psql has no parallel mode
-    if jobs > 1:
+    if jobs > 1 or src.fmt == "directory":  # pg_restore -j and the directory format need local files
         needed = int(src.dump_size or (src.size or 0) * 4)
         check_free_space(staging_dir or tempfile.gettempdir(), needed, staging_keep_free)
         tmpdir = tempfile.mkdtemp(prefix="lifeboat-restore-", dir=staging_dir)
@@ -593,6 +603,10 @@ def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin,
                 err = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
                 if tar.wait() != 0:
                     raise RestoreError(f"unpacking {src.backup_id} into {tmpdir} failed: {err.strip()}")
+                tocs = [d for d, _s, files in os.walk(path) if "toc.dat" in files]
+                if not tocs:
+                    raise IntegrityError(f"the directory-format backup {src.backup_id} has no toc.dat")
+                path = tocs[0]
             else:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as fh:
@@ -603,9 +617,6 @@ def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin,
             return RestoreRun(dec, time.monotonic() - started, staged_file=path)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
-    if src.fmt == "directory":
-        raise ConfigError("jobs: a directory-format backup is a tar of pg_dump's directory; restore it with "
-                          "jobs >= 2 (it is unpacked in staging_dir first)", "jobs")
     argv = restore_argv(admin, src, database, no_owner=no_owner, schema_only=schema_only, data_only=data_only)
     holder: dict[str, DecodeResult] = {}
 
@@ -1321,6 +1332,7 @@ def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, ad
                 swapped = True
     finally:
         if not swapped:
+            reopen_connections(admin, req.database, old)
             with contextlib.suppress(Exception), admin.connect() as conn:
                 drop_database(conn, new)
             result["note"] = (f"the original database '{req.database}' was not touched; the partial new database "

@@ -175,7 +175,8 @@ def truncate(storage: S3Storage, key: str, keep: float = 0.6) -> None:
     storage.put_bytes(key, data[: int(len(data) * keep)])
 
 
-def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, endpoint: dict, database: str) -> dict:
+def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, endpoint: dict, database: str,
+                       fmt: str = "custom") -> dict:
     """A backup made by Lifeboat's own backup engine (backup.run), as the backup role would: returns the manifest."""
     from ansible.module_utils.lifeboat import backup, crypto
     from ansible.module_utils.lifeboat.pgconn import PgTarget
@@ -183,7 +184,7 @@ def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, end
     req = backup.BackupRequest(
         target=PgTarget(host=pg["host"], port=pg["port"], user=pg["backup_user"], password=pg["backup_password"],
                         database=database),
-        destination=f"s3://{bucket}/db",
+        destination=f"s3://{bucket}/db", format=fmt,
         encryption=crypto.EncryptionSpec("gpg", [lab["gpg"]["public_key_file"]]),
         s3=S3Settings(endpoint=endpoint["endpoint"], region=endpoint["region"], access_key=endpoint["access_key"],
                       secret_key=endpoint["secret_key"]))

@@ -218,3 +218,23 @@ def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path, source_templa
         _md, js = read_report(proc.stdout, report_dir)
         assert js["outcome"] == "failed"
         assert "truncated" in json.dumps(js["results"][0]["checks"]) or "unexpected end" in json.dumps(js)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "directory"])
+def test_other_formats_verify_and_restore(pg, lab, scratch_bucket, source_template, fmt):  # noqa: F811 - fixture
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg, source_template) as db:
+        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db, fmt=fmt)
+        assert manifest["format"] == fmt
+        ref = mf.select_backup(storage, db)
+        keys = rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"])
+        for level in ("integrity", "drill"):
+            res = engine.verify_one(storage, ref, keys, admin(pg), engine.Options(level=level, record=False))
+            assert res.outcome == "passed", res.checks
+        assert {c["name"] for c in res.checks} >= {"row_counts", "schema_hash", "amcheck"}
+        with admin_conn(pg, db) as conn:
+            conn.execute("DELETE FROM public.videos")
+        rs.run(rs.Request(database=db, confirm=db, safety_snapshot=False), storage, admin(pg), keys)
+        assert counts(pg, db) == manifest_counts(manifest)
+        assert scratch_dbs(pg) == []
