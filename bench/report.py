@@ -46,16 +46,18 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
     if b:
         v = b["variants"]
         r = b["ratios"]
-        lines += ["| backup | wall s | stored MB | peak RSS MB (tree) |", "|---|---:|---:|---:|"]
-        lines.append(f"| floor `pg_dump -Fc -Z0 > /dev/null` | {v['floor']['wall_s']:.1f} | - | "
-                     f"{v['floor']['tree_peak_sampled_mb']:.0f} |")
+        lines += ["| backup | wall s | CPU s | stored MB | peak RSS MB (tree) |", "|---|---:|---:|---:|---:|"]
+        lines.append(f"| floor `pg_dump -Fc -Z0 > /dev/null` | {v['floor']['wall_s']:.1f} | "
+                     f"{v['floor'].get('cpu_s', 0):.1f} | - | {v['floor']['tree_peak_sampled_mb']:.0f} |")
         steps = v["existing"].get("extra", {}).get("steps", {})
         lines.append(f"| existing `pg_dump \\| gzip > file` + upload | {v['existing']['wall_s']:.1f} "
-                     f"({' + '.join(f'{s:.1f}' for s in steps.values())}) | {b['gzip_size_bytes'] / 1e6:.1f} | "
+                     f"({' + '.join(f'{s:.1f}' for s in steps.values())}) | {v['existing'].get('cpu_s', 0):.1f} | "
+                     f"{b['gzip_size_bytes'] / 1e6:.1f} | "
                      f"{v['existing']['tree_peak_sampled_mb']:.0f} |")
         lb = v.get("lifeboat")
         if lb and lb.get("rc") == 0:
             lines.append(f"| Lifeboat (zstd + gpg + S3 multipart + manifest) | {lb['wall_s']:.1f} | "
+                         f"{lb.get('cpu_s', 0):.1f} | "
                          f"{b['lifeboat_stored_size_bytes'] / 1e6:.1f} | {lb['tree_peak_sampled_mb']:.0f} |")
         if b.get("rounds", 1) > 1:
             lines.append("")
@@ -74,7 +76,7 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
         v = s["variants"]
         r = s["ratios"]
         gb = s["database_size_bytes"] / 1e9
-        lines += ["| restore | wall s | RTO s/GB | peak RSS MB (tree) |", "|---|---:|---:|---:|"]
+        lines += ["| restore | wall s | CPU s | RTO s/GB | peak RSS MB (tree) |", "|---|---:|---:|---:|---:|"]
         for key, label in (("existing", "existing `gunzip -c \\| psql`"),
                            ("lifeboat", "Lifeboat full restore from S3 (jobs=1, default)"),
                            ("lifeboat_jobs", f"Lifeboat full restore from S3 (jobs={r.get('lifeboat_jobs', 2)})"),
@@ -83,10 +85,15 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
             if not m:
                 continue
             if m.get("rc") != 0:
-                lines.append(f"| {label} | failed | - | - |")
+                lines.append(f"| {label} | failed | - | - | - |")
                 continue
-            lines.append(f"| {label} | {m['wall_s']:.1f} | {m['wall_s'] / gb:.0f} | "
+            lines.append(f"| {label} | {m['wall_s']:.1f} | {m.get('cpu_s', 0):.1f} | {m['wall_s'] / gb:.0f} | "
                          f"{m['tree_peak_sampled_mb']:.0f} |")
+        if s.get("rounds", 1) > 1:
+            lines.append("")
+            lines.append(f"Median (lower middle for an even count) of {s['rounds']} interleaved rounds; "
+                         "per-round wall times: "
+                         + "; ".join(f"{k} {v[k]['extra'].get('rounds_wall_s')}" for k in v if v[k]))
         if r:
             lines += ["", "| restore target | measured | |", "|---|---:|---|"]
             if "lifeboat_vs_existing" in r:
