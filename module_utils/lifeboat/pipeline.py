@@ -50,6 +50,7 @@ zstd's frame checksum also catch corruption while streaming.)
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -287,8 +288,14 @@ class _Child:
         return "\n".join(self.head + list(self.tail))
 
 
-class _Failure(Exception):
-    """Internal: a pump failed; carries the original error."""
+def _grow_pipe(stream: Any) -> None:
+    """Best effort: a 1 MiB pipe buffer (Linux) means fewer context switches between stages."""
+    if stream is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+    except (OSError, ValueError):
+        pass  # above /proc/sys/fs/pipe-max-size or not a pipe: the default 64 KiB works too
 
 
 def _mask(text: str, secrets: list[str]) -> str:
@@ -332,6 +339,8 @@ class Pipeline:
                                          env=spec.env, cwd=spec.cwd, pass_fds=spec.pass_fds, close_fds=True)
         except OSError as exc:
             raise self.error_class(f"{spec.name}: cannot start {spec.argv[0]}: {exc.strerror}") from None
+        for stream in (popen.stdin, popen.stdout):
+            _grow_pipe(stream)
         child = _Child(spec, popen)
         self.children.append(child)
         return child
@@ -362,7 +371,8 @@ class Pipeline:
     def _pump(self, reader: Any, items: list[Any], writer: Callable[[bytes], Any],
               close: Callable[[], None] | None) -> None:
         try:
-            read = reader.read1 if hasattr(reader, "read1") else reader.read
+            # full chunks (read, not read1): ~16x fewer calls through hash/compress than 64 KiB pipe reads
+            read = reader.read
             while True:
                 data = read(self.chunk)
                 if not data:
