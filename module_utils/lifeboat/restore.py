@@ -70,6 +70,7 @@ CHUNK = 1024 * 1024
 GIB = 1024 ** 3
 SCRATCH_PREFIXES = ("lifeboat_drill_", "lifeboat_stage_")
 APP_NAME = "lifeboat-restore"
+RESTORE_PGOPTIONS = "-c synchronous_commit=off -c maintenance_work_mem=256MB"
 _SCRATCH_RE = re.compile(r"^lifeboat_(?:drill|stage)_(\d{8}t\d{6}z)_[0-9a-f]+$")
 MODES = ("swap", "in_place", "partial", "side_schema")
 # pg_restore: error: ... / psql:<stdin>:12: ERROR: ... / FATAL: ... (not NOTICE lines naming an "error_log" table)
@@ -632,6 +633,9 @@ def _run_restore_process(admin: Admin, src: Source, database: str, argv: list[st
     label = os.path.basename(argv[0])
     with admin.target.child_env(database) as env:
         env["PGAPPNAME"] = app_name
+        # session settings of the restore only: the target is new (or being rebuilt) and is checked
+        # before use, so commits need not wait for the WAL flush; bigger index builds
+        env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + RESTORE_PGOPTIONS).strip()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if produce else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         tail = _Tail(proc.stderr, label)
