@@ -43,8 +43,6 @@ CONF
 fi
 log "CONTAINERS_CONF=${CONTAINERS_CONF}"
 
-# molecule writes its ephemeral state here; keep it inside the repo's cache.
-export MOLECULE_EPHEMERAL_DIRECTORY_BASE="${repo_root}/.cache/molecule"
 
 image_start="$(date +%s)"
 bash "${repo_root}/scripts/build-image.sh" || { log "image build failed"; exit 1; }
