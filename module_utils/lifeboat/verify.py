@@ -257,7 +257,8 @@ def _run_amcheck(admin: rs.Admin, database: str, heapallindexed: bool) -> tuple[
         binary = admin.client("pg_amcheck")
     except LifeboatError as exc:
         return None, f"pg_amcheck not found: {exc}"
-    argv = [binary, "--install-missing", "--no-strict-names", "-d", database]
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    argv = [binary, "--install-missing", "--no-strict-names", "--jobs", str(jobs), "-d", database]
     if heapallindexed:
         argv.append("--heapallindexed")
     with admin.target.child_env(database) as env:
