@@ -36,6 +36,16 @@ BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 LAB_DIR = pathlib.Path(os.environ.get("LIFEBOAT_LAB_DIR", REPO / ".lab"))
 BENCH_DB = os.environ.get("LIFEBOAT_BENCH_DB", "lifeboat_bench")
+
+
+def bench_db_for(scale: float) -> str:
+    """The benchmark database of a scale: ``lifeboat_bench`` for 1.0, ``lifeboat_bench_0_05`` for 0.05, ...
+    (so a quick run does not replace the 1 GB database); ``LIFEBOAT_BENCH_DB`` overrides."""
+    if "LIFEBOAT_BENCH_DB" in os.environ:
+        return os.environ["LIFEBOAT_BENCH_DB"]
+    if abs(scale - 1.0) < 1e-9:
+        return "lifeboat_bench"
+    return "lifeboat_bench_" + f"{scale:g}".replace(".", "_").replace("-", "_")
 BENCH_BUCKET = "lifeboat-backups"
 BENCH_PREFIX = "bench"          # every benchmark object lives under s3://lifeboat-backups/bench/...
 MIB = 1024 * 1024

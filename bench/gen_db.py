@@ -9,9 +9,10 @@ indexes. Rows are generated server-side (``INSERT ... SELECT`` over
 ``generate_series``), with a fixed random seed, so a run is fast and
 repeatable.
 
-    .venv/bin/python bench/gen_db.py --scale 1.0      # about 1 GB (pg_database_size)
-    .venv/bin/python bench/gen_db.py --scale 0.05     # quick
+    .venv/bin/python bench/gen_db.py --scale 1.0      # about 1 GB (pg_database_size): lifeboat_bench
+    .venv/bin/python bench/gen_db.py --scale 0.05     # quick: lifeboat_bench_0_05
     .venv/bin/python bench/gen_db.py --force          # rebuild even if present at this scale
+    .venv/bin/python bench/gen_db.py --scale 0.05 --drop   # remove it
 
 Idempotent: a database already generated at the same scale (and generator
 version) is left alone.
@@ -258,10 +259,12 @@ def generate(db: str, scale: float, force: bool = False, quiet: bool = False) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="size target in GB (default 1.0; 0.05 for a quick run)")
-    ap.add_argument("--database", default=benchlib.BENCH_DB, help="database name (default %(default)s)")
+    ap.add_argument("--database", help="database name (default: lifeboat_bench for scale 1.0, "
+                                       "lifeboat_bench_0_05 for 0.05, ...; LIFEBOAT_BENCH_DB overrides)")
     ap.add_argument("--force", action="store_true", help="rebuild even if present at this scale")
     ap.add_argument("--drop", action="store_true", help="drop the benchmark database and exit")
     args = ap.parse_args(argv)
+    args.database = args.database or benchlib.bench_db_for(args.scale)
     if args.database in ("appdb", "postgres", "template0", "template1"):
         sys.exit(f"refusing to use '{args.database}' as the benchmark database")
     if args.drop:

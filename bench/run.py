@@ -5,9 +5,10 @@
     make bench BENCH_SCALE=0.05     # quick
     BENCH_ROUNDS=3 make bench       # median of 3 interleaved rounds of every variant
 
-The benchmark database is kept (regenerated only when the scale changes);
-`bench/gen_db.py --drop` removes it. Results: bench/results/*.json, summarized in
-docs/benchmarks.md. Exit status: non-zero only when a benchmark could not run
+The benchmark database is kept for the next run (one per scale: lifeboat_bench for
+1.0, lifeboat_bench_0_05 for 0.05, ...); `bench/gen_db.py --scale S --drop` removes it.
+Results: bench/results/*.json, summarized in docs/benchmarks.md.
+Exit status: non-zero only when a benchmark could not run
 (targets missed are reported, not failures).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import gen_db
 def main() -> int:
     scale = float(os.environ.get("BENCH_SCALE") or 1.0)
     rounds = int(os.environ.get("BENCH_ROUNDS") or 1)
-    db = benchlib.BENCH_DB
+    db = benchlib.bench_db_for(scale)
     print(f"== gen_db (scale {scale})", flush=True)
     gen_db.generate(db, scale)
     print("\n== backup benchmark", flush=True)
