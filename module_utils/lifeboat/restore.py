@@ -1292,6 +1292,11 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
     except LifeboatError as exc:
         exc.summary = result  # type: ignore[attr-defined]
         raise
+    except Exception as exc:  # noqa: BLE001 - a PostgreSQL or OS error we did not foresee: name it, keep the summary
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err = RestoreError(f"restore of '{req.database}' failed: {exc.__class__.__name__}: {first}")
+        err.summary = result  # type: ignore[attr-defined]
+        raise err from None
     finally:
         with steps.step("maintenance off", describe_hook(req.maintenance_off)) as item:
             hook = run_hook(req.maintenance_off, "maintenance_off", context, req.hook_headers)

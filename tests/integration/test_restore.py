@@ -476,3 +476,17 @@ def test_restore_yml_fails_clearly_on_a_tampered_backup(pg, backed_up):
     assert f"the original database '{db}' was not touched" in proc.stdout
     assert counts(pg, db) == damaged
     assert databases(pg, db + "_lifeboat_%") == []
+
+
+def test_bad_credentials_fail_clearly_without_echoing_the_secret(pg, backed_up, tmp_path):
+    db, bucket, _storage, _manifest = backed_up
+    # the wrong password goes through a 0600 vars file, not argv
+    path = tmp_path / "vars.json"
+    path.write_text(json.dumps({"lifeboat_restore_password": "Wr0ng-S3cret-Value"}))
+    path.chmod(0o600)
+    proc = run_playbook("playbooks/restore.yml", "-e", json.dumps({
+        "lifeboat_restore_database": db, "lifeboat_restore_destination": f"s3://{bucket}/db",
+        "lifeboat_confirm": db, "lifeboat_restore_safety_snapshot": False}), "-e", f"@{path}")
+    assert proc.returncode != 0
+    assert "authentication failed" in proc.stdout and "RESTORE FAILED" in proc.stdout
+    assert "Wr0ng-S3cret-Value" not in proc.stdout + proc.stderr
