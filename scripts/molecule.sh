@@ -62,9 +62,13 @@ if (( ${#scenarios[@]} == 0 )); then
   exit 1
 fi
 
+# Scenarios whose containers may still exist: all of them until `molecule test`
+# (which ends with its own destroy) has passed.
+declare -A dirty=()
 destroy_all() {
   local s
-  for s in "${scenarios[@]}"; do
+  for s in "${!dirty[@]}"; do
+    log "destroying scenario ${s}"
     "${molecule}" destroy -s "${s}" >/dev/null 2>&1 || log "destroy ${s} failed"
   done
 }
@@ -75,8 +79,10 @@ failed=()
 for s in "${scenarios[@]}"; do
   start="$(date +%s)"
   log "scenario ${s}: molecule ${command}"
+  dirty["${s}"]=1
   if "${molecule}" "${command}" -s "${s}"; then
     log "scenario ${s}: passed in $(( $(date +%s) - start ))s"
+    if [[ "${command}" == "test" ]]; then unset "dirty[${s}]"; fi
   else
     log "scenario ${s}: FAILED after $(( $(date +%s) - start ))s"
     failed+=("${s}")
