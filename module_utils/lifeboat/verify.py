@@ -307,34 +307,53 @@ def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admi
                          + ("matches the manifest" if src.sha256 else "(older-procedure dump: nothing to compare)"))
             result.check("restore", True, f"restored into scratch database {scratch}: {run.decode.dump_size} "
                                           f"bytes in {result.restore_duration_s:.1f}s")
-            with admin.connect(scratch) as conn:
-                if src.legacy:
-                    result.row_counts = rs.report_counts(conn)
-                    result.check("row_counts", None, f"older-procedure dump: {len(result.row_counts)} tables, "
-                                                     f"{sum(result.row_counts.values())} rows (reported, no "
-                                                     "manifest to compare with)")
-                else:
-                    cmp = rs.compare_counts(conn, src)
-                    result.row_counts = cmp["counts"]
-                    result.check("row_counts", cmp["ok"],
-                                 f"{cmp['tables']} tables match the manifest's exact row counts" if cmp["ok"]
-                                 else "; ".join(cmp["mismatches"] + [f"missing table {m}" for m in cmp["missing"]]))
-                    expected = (src.manifest or {}).get("schema_hash")
-                    if expected:
+            # the schema hash first (pg_amcheck --install-missing adds an extension), then pg_amcheck runs in
+            # parallel with the exact row counts and the assertions (all read the freshly restored tables)
+            hash_check: tuple[bool | None, str] | None = None
+            if not src.legacy:
+                expected = (src.manifest or {}).get("schema_hash")
+                if expected:
+                    with admin.connect(scratch) as conn:
                         got = rs.schema_hash_for(conn, src)
-                        result.check("schema_hash", got == expected,
-                                     "schema hash matches the manifest" if got == expected
-                                     else f"schema hash {got} != manifest {expected}")
-                    else:
-                        result.check("schema_hash", None, "the manifest has no schema hash")
+                    hash_check = (got == expected, "schema hash matches the manifest" if got == expected
+                                  else f"schema hash {got} != manifest {expected}")
+                else:
+                    hash_check = (None, "the manifest has no schema hash")
+            amcheck_out: list[tuple[bool | None, str]] = []
+            amcheck_thread = None
             if options.amcheck:
-                ok, detail = _run_amcheck(admin, scratch, options.heapallindexed)
-                result.check("amcheck", ok, detail)
-            if options.assertions:
+                def amcheck_job() -> None:
+                    try:
+                        amcheck_out.append(_run_amcheck(admin, scratch, options.heapallindexed))
+                    except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+                        amcheck_out.append((False, f"pg_amcheck could not run: {exc.__class__.__name__}: {exc}"))
+
+                amcheck_thread = threading.Thread(target=amcheck_job, name="lifeboat-amcheck", daemon=True)
+                amcheck_thread.start()
+            try:
                 with admin.connect(scratch) as conn:
-                    for assertion in options.assertions:
-                        ok, detail = _run_assertion(conn, assertion)
-                        result.check(f"assert: {assertion.name}", ok, detail)
+                    if src.legacy:
+                        result.row_counts = rs.report_counts(conn)
+                        result.check("row_counts", None, f"older-procedure dump: {len(result.row_counts)} tables, "
+                                                         f"{sum(result.row_counts.values())} rows (reported, no "
+                                                         "manifest to compare with)")
+                    else:
+                        cmp = rs.compare_counts(conn, src)
+                        result.row_counts = cmp["counts"]
+                        result.check("row_counts", cmp["ok"],
+                                     f"{cmp['tables']} tables match the manifest's exact row counts" if cmp["ok"]
+                                     else "; ".join(cmp["mismatches"]
+                                                    + [f"missing table {m}" for m in cmp["missing"]]))
+                    if hash_check is not None:
+                        result.check("schema_hash", *hash_check)
+                    asserted = [(a.name, *_run_assertion(conn, a)) for a in options.assertions]
+            finally:
+                if amcheck_thread is not None:
+                    amcheck_thread.join()
+            if amcheck_out:
+                result.check("amcheck", *amcheck_out[0])
+            for name, ok, detail in asserted:
+                result.check(f"assert: {name}", ok, detail)
     except LifeboatError as exc:
         result.check("scratch database", False, str(exc))
 
