@@ -935,6 +935,22 @@ def _dump_ddl(admin: Admin, database: str, tables: list[tuple[str, str]], schema
     return "\n".join(ln for ln in proc.stdout.decode().splitlines() if not ln.startswith("\\"))
 
 
+def copy_schema(admin: Admin, source: str, dest: str) -> None:
+    """``pg_dump --schema-only source | psql dest`` (definitions only, no rows)."""
+    dump_argv = [admin.client("pg_dump"), "--schema-only", "-d", source]
+    load_argv = [admin.client("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dest, "-o", os.devnull]
+    with admin.target.child_env(source) as env:
+        dump = subprocess.run(dump_argv, env=env, capture_output=True, check=False, timeout=3600)
+    if dump.returncode != 0:
+        raise RestoreError(f"pg_dump --schema-only of '{source}' failed: "
+                           f"{dump.stderr.decode(errors='replace').strip()[-400:]}")
+    with admin.target.child_env(dest) as env:
+        load = subprocess.run(load_argv, env=env, input=dump.stdout, capture_output=True, check=False, timeout=3600)
+    if load.returncode != 0:
+        raise RestoreError(f"loading the schema of '{source}' into '{dest}' failed: "
+                           f"{load.stderr.decode(errors='replace').strip()[-400:]}")
+
+
 def _quote_pattern(name: str) -> str:
     """A pg_dump -t pattern matching exactly this name (quoted, wildcards escaped)."""
     return '"' + name.replace('"', '""') + '"'
@@ -1170,6 +1186,15 @@ class Steps:
         self.items.append({"step": name, "status": "skipped", "detail": why, "seconds": 0.0})
 
 
+def partial_scope_of(src: Source) -> str:
+    """'' for a whole-database backup, else what limits it (include/exclude filters, schema-only, data-only)."""
+    scope = (src.manifest or {}).get("scope") or {}
+    parts = [f"{key}: {', '.join(scope[key])}" for key in ("include_tables", "exclude_tables", "include_schemas",
+                                                           "exclude_schemas") if scope.get(key)]
+    parts += [key.replace("_", "-") for key in ("schema_only", "data_only") if scope.get(key)]
+    return "; ".join(parts)
+
+
 def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, names: dict[str, str]) -> list[str]:
     """The full plan, in the order the steps run (shown by check mode and before a real run)."""
     lines = [f"1. backup: {src.backup_id} ({choice.reason}; "
@@ -1233,6 +1258,12 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
         item["detail"] = f"{src.backup_id} ({choice.reason})"
     result["warnings"] += choice.warnings
     result.update(backup_id=src.backup_id, artifact=storage.uri(src.ref.artifact_key), legacy=src.legacy)
+    partial_scope = partial_scope_of(src)
+    if partial_scope and req.mode in ("swap", "in_place"):
+        raise SafetyError(
+            f"backup_id: backup {src.backup_id} holds only part of the database ({partial_scope}); restoring it "
+            f"with mode {req.mode} would replace '{req.database}' with that part and lose the rest. Use mode "
+            "partial or side_schema with the tables you need, or choose a full backup", "backup_id")
     now = mf.utcnow()
     names = {"new": new_db_name(req.database, now), "old": old_db_name(req.database, now),
              "stage": scratch_name("stage", now)}
@@ -1383,10 +1414,18 @@ def _run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys
 
 def _run_partial(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
                  result: dict[str, Any]) -> None:
+    scoped = bool(partial_scope_of(src)) and src.fmt != "plain"
     with scratch_database(admin, "stage") as stage:
         result["staging_database"] = stage
-        with steps.step("fetch, decrypt, decompress, restore", f"into staging database '{stage}'") as item:
-            run_ = restore_into(storage, src, keys, admin, stage, no_owner=False, jobs=req.jobs,
+        if scoped:
+            # a backup limited to some tables/schemas is not self-contained (a column default may use a
+            # sequence it does not hold, a foreign key may point outside it): staging gets the current
+            # database's definitions, then only the backup's rows
+            with steps.step("copy the current schema into staging", f"'{req.database}' -> '{stage}'"):
+                copy_schema(admin, req.database, stage)
+        with steps.step("fetch, decrypt, decompress, restore", f"into staging database '{stage}'"
+                        + (" (data only)" if scoped else "")) as item:
+            run_ = restore_into(storage, src, keys, admin, stage, no_owner=False, data_only=scoped, jobs=req.jobs,
                                 staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
             item["detail"] += f"; {run_.decode.dump_size} bytes restored"
         with admin.connect(stage) as conn:

@@ -176,7 +176,7 @@ def truncate(storage: S3Storage, key: str, keep: float = 0.6) -> None:
 
 
 def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, endpoint: dict, database: str,
-                       fmt: str = "custom") -> dict:
+                       fmt: str = "custom", **options) -> dict:
     """A backup made by Lifeboat's own backup engine (backup.run), as the backup role would: returns the manifest."""
     from ansible.module_utils.lifeboat import backup, crypto
     from ansible.module_utils.lifeboat.pgconn import PgTarget
@@ -187,7 +187,7 @@ def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, end
         destination=f"s3://{bucket}/db", format=fmt,
         encryption=crypto.EncryptionSpec("gpg", [lab["gpg"]["public_key_file"]]),
         s3=S3Settings(endpoint=endpoint["endpoint"], region=endpoint["region"], access_key=endpoint["access_key"],
-                      secret_key=endpoint["secret_key"]))
+                      secret_key=endpoint["secret_key"]), **options)
     out = backup.run(req)
     return out["manifest"]
 

@@ -490,3 +490,24 @@ def test_bad_credentials_fail_clearly_without_echoing_the_secret(pg, backed_up, 
     assert proc.returncode != 0
     assert "authentication failed" in proc.stdout and "RESTORE FAILED" in proc.stdout
     assert "Wr0ng-S3cret-Value" not in proc.stdout + proc.stderr
+
+
+def test_partial_backup_is_never_swapped_in_but_restores_partially(pg, lab, scratch_bucket,
+                                                                   source_template):  # noqa: F811 - fixture
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg, source_template) as db:
+        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db, include_tables=["public.invoices"])
+        assert [t["name"] for t in manifest["tables"]] == ["invoices"]
+        with admin_conn(pg, db) as conn:
+            conn.execute("DELETE FROM public.invoices")
+        before = counts(pg, db)
+        for mode in ("swap", "in_place"):
+            with pytest.raises(SafetyError, match=r"holds only part of the database \(include_tables: "
+                                                  r"public.invoices\).*mode partial"):
+                engine.run(engine.Request(database=db, confirm=db, mode=mode, safety_snapshot=False), storage,
+                           admin(pg), keys(lab))
+        assert counts(pg, db) == before
+        engine.run(engine.Request(database=db, confirm=db, mode="partial", tables=["public.invoices"],
+                                  safety_snapshot=False), storage, admin(pg), keys(lab))
+        assert counts(pg, db)["public.invoices"] == manifest["tables"][0]["rows"] > 0
