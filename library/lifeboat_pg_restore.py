@@ -27,6 +27,8 @@ description:
     into a staging database, then in ONE transaction the tables' rows are replaced (owned sequences set, no
     cascade into other tables, foreign keys from and to them checked before commit). Other tables are untouched.
     O(mode=side_schema) copies the tables into a new schema O(side_schema) instead."
+  - A backup limited to some tables or schemas is refused for O(mode=swap) and O(mode=in_place) (it would replace the
+    whole database with that part); restore it with O(mode=partial).
   - Runs only when O(confirm) equals O(database). Check mode returns the full plan and changes nothing.
   - Secrets (O(password), O(dsn), O(s3_secret_key), O(passphrase)) never reach argv, logs or return values.
 options:
