@@ -153,9 +153,11 @@ options:
     description: Session token for temporary credentials. Never logged or returned.
     type: str
   part_size_mb:
-    description: Multipart upload part size in MiB (minimum 5). Memory use is about part size x (concurrency + 1).
+    description:
+      - Multipart upload part size in MiB (minimum 5). Memory use is about part size x (concurrency + 1).
+      - Raised automatically when the database is so large that S3's 10,000 parts would not hold it.
     type: int
-    default: 16
+    default: 8
   concurrency:
     description: Parts uploaded in parallel.
     type: int
@@ -313,7 +315,7 @@ def argument_spec() -> dict:
         s3_access_key=dict(type="str", no_log=False),
         s3_secret_key=dict(type="str", no_log=True),
         s3_session_token=dict(type="str", no_log=True),
-        part_size_mb=dict(type="int", default=16),
+        part_size_mb=dict(type="int", default=8),
         concurrency=dict(type="int", default=4),
         tags=dict(type="dict", default={}),
     )

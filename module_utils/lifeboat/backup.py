@@ -58,7 +58,8 @@ class BackupRequest:
     naming: str = "lifeboat"
     encryption: crypto.EncryptionSpec = field(default_factory=crypto.EncryptionSpec)
     s3: S3Settings = field(default_factory=S3Settings)
-    part_size_mb: int = 16
+    #: S3 part size; raised automatically when the database is so large that 10,000 parts would not do
+    part_size_mb: int = 8
     pg_bin_dir: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     #: where the directory format's temporary dump goes (default: TMPDIR)
@@ -93,8 +94,25 @@ def validate(req: BackupRequest) -> None:
         raise ConfigError("destination: required (s3://bucket/prefix or an absolute directory)", "destination")
 
 
-def _storage(req: BackupRequest) -> Storage:
-    return open_storage(req.destination, req.s3, part_size=req.part_size_mb * MIB)
+def part_size_for(req: BackupRequest, estimated_bytes: int | None = None) -> int:
+    """The requested part size, raised so that ~9,000 parts hold the database's on-disk size.
+
+    A dump is smaller than ``pg_database_size()`` (no indexes, no bloat) and compression shrinks it
+    further, so this keeps even a badly compressible database under S3's 10,000-part limit.
+    """
+    size = req.part_size_mb * MIB
+    if estimated_bytes:
+        needed = -(-estimated_bytes // 9000)
+        size = max(size, -(-needed // MIB) * MIB)
+    return size
+
+
+def _storage(req: BackupRequest, estimated_bytes: int | None = None) -> Storage:
+    return open_storage(req.destination, req.s3, part_size=part_size_for(req, estimated_bytes))
+
+
+def _database_size(conn: Any) -> int:
+    return int(conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0])
 
 
 def _layout(req: BackupRequest, when: Any, enc_method: str) -> manifest.Layout:
@@ -163,13 +181,13 @@ def plan(req: BackupRequest) -> dict[str, Any]:
         conn = req.target.connect(autocommit=True)
         try:
             version_num, version = pgmeta.server_version(conn)
-            size = int(conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0])
+            size = _database_size(conn)
             tables = [] if req.schema_only else pgmeta.list_tables(
                 conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
         finally:
             conn.close()
         pg_dump, major, dump_version = _pick_pg_dump(req, version_num)
-        storage = _storage(req)
+        storage = _storage(req, size)
         _check_destination(storage, write=False)
         when = manifest.utcnow()
         layout = _layout(req, when, enc.method)
@@ -182,6 +200,7 @@ def plan(req: BackupRequest) -> dict[str, Any]:
             "compression": comp.manifest(),
             "encryption": enc.manifest(),
             "estimated_size": size,
+            "part_size_mb": part_size_for(req, size) // MIB,
             "tables": len(tables),
             "server_version": version,
             "pg_dump": {"path": pg_dump, "version": dump_version, "major": major},
@@ -237,10 +256,11 @@ def run(req: BackupRequest) -> dict[str, Any]:
     tmpdir: str | None = None
     conn = None
     try:
-        storage = _storage(req)
+        open_storage(req.destination, req.s3)  # a malformed destination fails before connecting
         conn = _connect(req)
         version_num, version = pgmeta.server_version(conn)
         pg_dump, dump_major, dump_version = _pick_pg_dump(req, version_num)
+        storage = _storage(req, _database_size(conn))
         _check_destination(storage, write=True)
 
         started = manifest.utcnow()

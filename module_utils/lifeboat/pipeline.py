@@ -80,6 +80,7 @@ except ImportError:  # pragma: no cover - the zstd binary is used instead
     HAS_ZSTANDARD = False
 
 CHUNK = 1024 * 1024
+ZSTD_JOB_SIZE = 2 * 1024 * 1024
 STDERR_LINES = 200
 ALGORITHMS = ("zstd", "gzip", "none")
 
@@ -144,8 +145,11 @@ class Compression:
     def compressor(self) -> "Transform | None":
         self.resolve()
         if self.impl == "zstandard":
-            cctx = zstandard.ZstdCompressor(level=int(self.level or 3), threads=self.effective_threads(),
-                                            write_checksum=True)
+            # multithreaded zstd with 2 MiB jobs: ~25 MB of buffers instead of ~85 MB with the default job
+            # size (4x the window), for the same ratio
+            params = zstandard.ZstdCompressionParameters.from_level(
+                int(self.level or 3), threads=self.effective_threads(), job_size=ZSTD_JOB_SIZE, write_checksum=True)
+            cctx = zstandard.ZstdCompressor(compression_params=params)
             obj = cctx.compressobj(size=-1)
             return Transform("zstd", obj.compress, lambda: obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
         if self.impl == "zlib":
