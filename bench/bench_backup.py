@@ -47,13 +47,15 @@ def db_scale(db: str) -> float | None:
 def run_floor(db: str, env: dict[str, str]) -> benchlib.Measurement:
     with open(os.devnull, "wb") as devnull:
         return benchlib.measure("floor: pg_dump -Fc -Z0 > /dev/null",
-                                [benchlib.pg_bin("pg_dump"), "-Fc", "-Z0", "-d", db], env=env, stdout=devnull)
+                                [benchlib.pg_bin("pg_dump"), "-Fc", "-Z0", "-d", db], env=env, stdout=devnull,
+                                server_dbs=(db,))
 
 
 def run_existing(db: str, env: dict[str, str], workdir: str, prefix: str, tag: str) -> tuple[benchlib.Measurement, int]:
     path = os.path.join(workdir, f"db-backup-{tag}.sql.gz")
     cmd = f"{shlex.quote(benchlib.pg_bin('pg_dump'))} -d {shlex.quote(db)} | gzip > {shlex.quote(path)}"
-    dump = benchlib.measure("pg_dump | gzip > file", ["bash", "-o", "pipefail", "-c", cmd], env=env)
+    dump = benchlib.measure("pg_dump | gzip > file", ["bash", "-o", "pipefail", "-c", cmd], env=env,
+                            server_dbs=(db,))
     size = os.path.getsize(path) if os.path.exists(path) else 0
     key = f"{prefix}/existing/{os.path.basename(path)}"
     aws = os.environ.get("LIFEBOAT_BENCH_AWS")
@@ -76,7 +78,7 @@ def run_lifeboat(db: str, workdir: str, prefix: str, tag: str) -> benchlib.Measu
     result = os.path.join(workdir, f"lifeboat-{tag}.json")
     m = benchlib.measure("lifeboat: pg_dump -Fc | zstd | gpg | S3 multipart + manifest",
                          [sys.executable, CHILD, "backup", "--database", db, "--prefix", f"{prefix}/lifeboat-{tag}",
-                          "--out", result])
+                          "--out", result], server_dbs=(db,))
     if os.path.exists(result):
         with open(result) as fh:
             m.extra.update(json.load(fh))
@@ -154,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         if m is None:
             continue
         rows.append([m.name, f"{m.wall_s:.2f}" + ("" if m.rc == 0 else " (failed)"), f"{m.cpu_s:.1f}",
+                     "-" if m.server_cpu_s is None else f"{m.server_cpu_s:.1f}",
                      f"{stored / 1e6:.1f}" if stored else "-",
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}",
                      f"{m.tree_rss_sum_peak_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "stored MB", "tree peak RSS MB",
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "CPU s (server)",
+                                    "stored MB", "tree peak RSS MB",
                                     "largest process MB", "tree RSS sum MB"]))
     if lb:
         print(f"  lifeboat per-process peaks (MB): {lb.per_process_hwm_mb}")
@@ -182,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "target_peak_rss_mb_max": TARGETS["peak_rss_mb_max"],
             "met_peak_rss": rss < TARGETS["peak_rss_mb_max"],
         }
+        if lb.server_cpu_s is not None and floor.server_cpu_s is not None and exist.server_cpu_s is not None:
+            tot = {k: m.cpu_s + (m.server_cpu_s or 0.0) for k, m in (("floor", floor), ("existing", exist),
+                                                                     ("lifeboat", lb))}
+            ratios["total_cpu_s"] = {k: round(v, 1) for k, v in tot.items()}
+            ratios["total_cpu_lifeboat_vs_floor"] = round(tot["lifeboat"] / tot["floor"], 3)
+            ratios["total_cpu_existing_vs_lifeboat"] = round(tot["existing"] / tot["lifeboat"], 3)
         print()
         print(f"  lifeboat / floor            = {vs_floor:.2f}x   (target <= 1.5x)   "
               f"{benchlib.verdict(ratios['met_vs_floor'])}")
@@ -191,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         if size_ratio is not None:
             print(f"  stored size / gzip's        = {size_ratio:.3f}    (target <= 1)      "
                   f"{benchlib.verdict(ratios['met_stored_size'])}")
+        if "total_cpu_s" in ratios:
+            print(f"  CPU seconds, client tree + server backends (load-independent): {ratios['total_cpu_s']}; "
+                  f"lifeboat/floor {ratios['total_cpu_lifeboat_vs_floor']:.2f}x, "
+                  f"existing/lifeboat {ratios['total_cpu_existing_vs_lifeboat']:.2f}x")
         print(f"  lifeboat peak RSS (tree)    = {rss:.1f} MB (target < 200 MB) "
               f"{benchlib.verdict(ratios['met_peak_rss'])}"
               f"   [largest process {lb.largest_process_mb:.1f} MB]")

@@ -29,12 +29,13 @@ from bench_backup import db_scale, median
 
 TARGETS = {"restore_vs_existing_max": 0.6, "drill_vs_restore_max": 1.1, "peak_rss_mb_max": 200.0}
 HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER_DBS = ("lbbench_", "lifeboat_drill_")  # the databases restored into (scratch names)
 CHILD = os.path.join(HERE, "lifeboat_child.py")
 
 
 def child(name: str, cmd: str, work: str, *args: str) -> benchlib.Measurement:
     out = os.path.join(work, f"{cmd}-{uuid.uuid4().hex[:6]}.json")
-    m = benchlib.measure(name, [sys.executable, CHILD, cmd, *args, "--out", out])
+    m = benchlib.measure(name, [sys.executable, CHILD, cmd, *args, "--out", out], server_dbs=SERVER_DBS)
     if os.path.exists(out):
         with open(out) as fh:
             m.extra.update(json.load(fh))
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                                f"-v ON_ERROR_STOP=1 -d {shlex.quote(legacy_db)} > /dev/null")
                 with benchlib.admin_target(legacy_db).child_env() as renv:
                     e = benchlib.measure("existing: gunzip -c file | psql",
-                                         ["bash", "-o", "pipefail", "-c", restore_cmd], env=renv)
+                                         ["bash", "-o", "pipefail", "-c", restore_cmd], env=renv,
+                                         server_dbs=SERVER_DBS)
                 runs["existing"].append(e)
                 sizes["existing"] = restored_size(legacy_db)
                 benchlib.drop_database(legacy_db)
@@ -150,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ok = m.rc == 0
         rows.append([m.name, f"{m.wall_s:.2f}" + ("" if ok else " (failed)"), f"{m.cpu_s:.1f}",
+                     "-" if m.server_cpu_s is None else f"{m.server_cpu_s:.1f}",
                      f"{m.wall_s / gb:.1f}" if ok else "-",
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}"])
     print()
-    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "RTO s/GB", "tree peak RSS MB",
+    print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "CPU s (server)",
+                                    "RTO s/GB", "tree peak RSS MB",
                                     "largest process MB"]))
     for key in ("lifeboat", "lifeboat_jobs", "drill"):
         m = results[key]

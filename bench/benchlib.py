@@ -241,6 +241,7 @@ class Measurement:
     name: str
     wall_s: float = 0.0
     cpu_s: float = 0.0                  # user + system CPU of the whole tree (kernel rusage of reaped processes)
+    server_cpu_s: float | None = None   # CPU of the PostgreSQL backends serving the variant (sampled at 20 Hz)
     load_1m: float = 0.0                # 1-minute load average when the variant ended (machine contention)
     rc: int = 0
     maxrss_single_mb: float = 0.0      # kernel (wait4): inflated by the parent's pages at fork; not used
@@ -267,6 +268,48 @@ def _private_kib(pid: int) -> int | None:
     return total
 
 
+def postmaster_pid() -> int | None:
+    """PID of the lab's PostgreSQL 15 postmaster (to attribute server CPU to a variant)."""
+    pg = lab()["postgres"]
+    for path in (f"/var/lib/postgresql/{pg.get('version', 15)}/{pg.get('cluster', 'lifeboat')}/postmaster.pid",
+                 f"/var/run/postgresql/{pg.get('version', 15)}-{pg.get('cluster', 'lifeboat')}.pid"):
+        try:
+            with open(path) as fh:
+                return int(fh.readline().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    rest = stat[stat.rfind(b")") + 2:].split()
+    return int(rest[11]) + int(rest[12])  # utime + stime
+
+
+def _backends(postmaster: int, databases: tuple[str, ...]) -> list[int]:
+    """Backends of ``postmaster`` connected to a database whose name starts with one of ``databases``."""
+    out = []
+    try:
+        kids = open(f"/proc/{postmaster}/task/{postmaster}/children").read().split()
+    except OSError:
+        return out
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as fh:
+                title = fh.read().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        # "postgres: 15/lifeboat: USER DATABASE HOST(PORT) STATE"
+        if len(title) >= 4 and title[2] != "checkpointer" and title[3].startswith(databases):
+            out.append(int(kid))
+    return out
+
+
 def _exe(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/exe")
@@ -284,9 +327,13 @@ class _Sampler(threading.Thread):
     already in the parent's RSS. Each process's own peak RSS (VmHWM) is kept too.
     """
 
-    def __init__(self, root: int, interval: float = 0.05):
+    def __init__(self, root: int, interval: float = 0.05, server_dbs: tuple[str, ...] = ()):
         super().__init__(daemon=True)
         self.root = root
+        self.server_dbs = server_dbs
+        self.postmaster = postmaster_pid() if server_dbs else None
+        self.server_ticks: dict[int, list[int]] = {}  # backend pid -> [first seen, last seen]
+        self.first = True
         self.interval = interval
         self.stop = threading.Event()
         self.peak_kib = 0
@@ -311,11 +358,24 @@ class _Sampler(threading.Thread):
                         self.hwm[(pid, name)] = hwm
             self.peak_kib = max(self.peak_kib, total)
             self.peak_rss_sum_kib = max(self.peak_rss_sum_kib, rss_total)
+            if self.postmaster:
+                for pid in _backends(self.postmaster, self.server_dbs):
+                    ticks = _cpu_ticks(pid)
+                    if ticks is None:
+                        continue
+                    seen = self.server_ticks.setdefault(pid, [ticks if self.first else 0, ticks])
+                    seen[1] = ticks
+            self.first = False
             self.stop.wait(self.interval)
+
+    def server_cpu_s(self) -> float | None:
+        if not self.postmaster:
+            return None
+        return sum(last - first for first, last in self.server_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-            stdout: Any = None, timeout: float = 7200) -> Measurement:
+            stdout: Any = None, timeout: float = 7200, server_dbs: tuple[str, ...] = ()) -> Measurement:
     """Run ``argv`` as a child process tree; wall time and memory of the whole tree.
 
     ``tree_peak_sampled`` is the largest RSS of the whole tree seen by a 20 Hz
@@ -328,7 +388,7 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=stdout if stdout is not None else subprocess.DEVNULL,
                             stderr=err_fd, stdin=subprocess.DEVNULL)
-    sampler = _Sampler(proc.pid)
+    sampler = _Sampler(proc.pid, server_dbs=server_dbs)
     sampler.start()
     deadline = time.monotonic() + timeout
     while True:
@@ -355,6 +415,9 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
                     tree_rss_sum_peak_mb=sampler.peak_rss_sum_kib * 1024 / 1e6,
                     largest_process_mb=max(sampler.hwm.values(), default=0) * 1024 / 1e6,
                     per_process_hwm_mb={k: round(v, 1) for k, v in sorted(per.items())})
+    server = sampler.server_cpu_s()
+    if server is not None:
+        m.server_cpu_s = server
     if proc.returncode != 0:
         m.extra["stderr"] = err[-4000:]
     return m
@@ -364,6 +427,7 @@ def combine(name: str, parts: list[Measurement]) -> Measurement:
     """Sequential steps: times add up, memory peaks are the largest step's."""
     out = Measurement(name=name, wall_s=sum(p.wall_s for p in parts), rc=max((p.rc for p in parts), default=0),
                       cpu_s=sum(p.cpu_s for p in parts), load_1m=max(p.load_1m for p in parts),
+                      server_cpu_s=sum(p.server_cpu_s or 0.0 for p in parts),
                       maxrss_single_mb=max(p.maxrss_single_mb for p in parts),
                       tree_peak_sampled_mb=max(p.tree_peak_sampled_mb for p in parts),
                       tree_rss_sum_peak_mb=max(p.tree_rss_sum_peak_mb for p in parts),
