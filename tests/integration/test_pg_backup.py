@@ -619,3 +619,47 @@ def test_row_counts_come_from_the_dump_snapshot(lab, scratch_db, tmp_path):
         assert restored_counts(pg, target, doc["tables"]) == doc["tables"]
     finally:
         admin_sql(pg, f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+def test_pg_dump_backend_terminated_by_the_server(lab, seeded, big_db, tmp_path):
+    """The server kills pg_dump's session (pg_terminate_backend) while it runs: the cause is in the message.
+
+    Deterministic: the test holds an ACCESS EXCLUSIVE lock on the table, so pg_dump waits on it; the test
+    terminates that waiting backend, then releases the lock.
+    """
+    pg = lab["postgres"]
+    name = big_db["name"]
+    holder = psycopg.connect(big_db["dsn"])
+    holder.execute("LOCK TABLE bulk IN ACCESS EXCLUSIVE MODE")
+    box: dict = {}
+
+    def backup():
+        box["res"] = run_backup(tmp_path, pg_args(pg, name, admin=True) | s3_args(lab, seeded["bucket"]))
+
+    t = threading.Thread(target=backup, daemon=True)
+    t.start()
+    terminated = []
+    try:
+        with psycopg.connect(big_db["dsn"], autocommit=True) as watcher:
+            for _ in range(1200):
+                rows = watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'pg_dump' "
+                    "AND wait_event_type = 'Lock'", (name,)).fetchall()
+                if rows:
+                    terminated = [watcher.execute("SELECT pg_terminate_backend(%s)", (r[0],)).fetchone()[0]
+                                  for r in rows]
+                    break
+                t.join(0.05)
+                if not t.is_alive():
+                    break
+    finally:
+        t.join(300)
+        holder.rollback()
+        holder.close()
+    assert terminated == [True], "pg_dump never waited on the lock"
+    res, out, ps = box["res"]
+    assert res.get("failed") is True
+    assert "pg_dump failed" in res["msg"] and "terminating connection due to administrator command" in res["msg"]
+    assert_no_secret_in(out, pg["admin_password"])
+    ps.assert_clean(pg["admin_password"])
+    assert_untouched(seeded)
