@@ -478,7 +478,7 @@ def reopen_connections(admin: "Admin", *names: str) -> None:
 
 
 def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None = None) -> list[str]:
-    """Drop scratch databases (drill/staging) older than the given age; returns their names."""
+    """Drop scratch databases (drill/staging) older than the given age and not in use; returns their names."""
     now = now or mf.utcnow()
     dropped = []
     names = [r[0] for r in conn.execute(
@@ -486,7 +486,8 @@ def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None =
         "OR datname LIKE 'lifeboat\\_stage\\_%'").fetchall()]
     for name in names:
         age = scratch_age(name, now)
-        if age is not None and age >= _dt.timedelta(hours=older_than_hours):
+        # a scratch database still in use (a long drill or partial restore) is left alone
+        if age is not None and age >= _dt.timedelta(hours=older_than_hours) and not other_sessions(conn, name):
             drop_database(conn, name)
             dropped.append(name)
     return dropped

@@ -28,10 +28,12 @@ from ansible.module_utils.lifeboat.pgconn import PgTarget
 
 
 def scratch_dbs(pg) -> list[str]:
+    """Scratch databases left behind: idle ones only (a benchmark drill may be running concurrently)."""
     with admin_conn(pg) as conn:
         return [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'lifeboat\\_drill\\_%' "
-            "OR datname LIKE 'lifeboat\\_stage\\_%'").fetchall()]
+            "SELECT d.datname FROM pg_database d WHERE (d.datname LIKE 'lifeboat\\_drill\\_%' "
+            "OR d.datname LIKE 'lifeboat\\_stage\\_%') AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+            "WHERE a.datname = d.datname)").fetchall()]
 
 
 def verify_playbook(bucket: str, report_dir, check: bool = False, **extra):
@@ -167,20 +169,23 @@ def test_integrity_reports_toc(pg, lab, backed_up):
 def test_stale_scratch_databases_are_swept(pg, lab, backed_up):
     db, _bucket, storage, _manifest = backed_up
     old = rs.scratch_name("drill", mf.utcnow() - __import__("datetime").timedelta(hours=30))
+    old_busy = rs.scratch_name("stage", mf.utcnow() - __import__("datetime").timedelta(hours=30))
     fresh = rs.scratch_name("drill", mf.utcnow())
     with admin_conn(pg) as conn:
-        for name in (old, fresh):
+        for name in (old, old_busy, fresh):
             conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        res = engine.verify_one(storage, mf.select_backup(storage, db),
-                                rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"]), admin(pg),
-                                engine.Options(record=False, sweep_hours=24))
+        with admin_conn(pg, old_busy):   # a long partial restore still working in its staging database
+            res = engine.verify_one(storage, mf.select_backup(storage, db),
+                                    rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"]), admin(pg),
+                                    engine.Options(record=False, sweep_hours=24))
+            assert scratch_dbs(pg) == [fresh]   # old_busy is in use, hence not listed as left behind
         assert res.swept == [old]
-        assert scratch_dbs(pg) == [fresh]
+        assert sorted(scratch_dbs(pg)) == sorted([fresh, old_busy])
     finally:
         with admin_conn(pg) as conn:
-            for name in (old, fresh):
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            for name in (old, old_busy, fresh):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_scratch_database_dropped_when_the_drill_fails(pg, lab, backed_up, tmp_path):
