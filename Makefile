@@ -18,7 +18,7 @@ help: ## List the targets
 setup: ## Install Debian packages and the Python venv (idempotent)
 	bash scripts/setup.sh
 
-lab: ## Start the local lab (PostgreSQL 15/18, SeaweedFS x2, sample data, keys, .lab/lab.json)
+lab: setup ## Start the local lab (PostgreSQL 15/18, SeaweedFS x2, sample data, keys, .lab/lab.json)
 	$(PLAYBOOK) playbooks/lab.yml
 
 lab-down: ## Stop the local lab by PID (data kept)
