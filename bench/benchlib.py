@@ -478,7 +478,7 @@ def write_result(kind: str, payload: dict[str, Any]) -> pathlib.Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-    latest = RESULTS / f"{kind}-latest.json"
+    latest = RESULTS / f"{kind}-scale{scale}-latest.json"
     latest.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
 

@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """Print a Markdown summary of the latest benchmark results (bench/results/*-latest.json).
 
-    .venv/bin/python bench/report.py            # paste into docs/benchmarks.md "Results"
+    .venv/bin/python bench/report.py            # scale 1.0; paste into docs/benchmarks.md "Results"
+    BENCH_SCALE=0.05 .venv/bin/python bench/report.py
     .venv/bin/python bench/report.py FILE...    # specific result files
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import benchlib
 
+SCALE = os.environ.get("BENCH_SCALE", "1.0")
+
 
 def _load(paths: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if not paths:
-        paths = [str(benchlib.RESULTS / f"{k}-latest.json") for k in ("backup", "restore")]
+        paths = [str(benchlib.RESULTS / f"{k}-scale{SCALE}-latest.json") for k in ("backup", "restore")]
     for path in paths:
         try:
             with open(path) as fh:
