@@ -31,6 +31,11 @@ def _load(paths: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _cpu(m: dict[str, Any]) -> str:
+    server = m.get("server_cpu_s")
+    return f"{m.get('cpu_s', 0):.1f} / " + ("-" if server is None else f"{server:.1f}")
+
+
 def _v(ok: Any) -> str:
     return benchlib.verdict(None if ok is None else bool(ok))
 
@@ -50,18 +55,19 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
     if b:
         v = b["variants"]
         r = b["ratios"]
-        lines += ["| backup | wall s | CPU s | stored MB | peak RSS MB (tree) |", "|---|---:|---:|---:|---:|"]
+        lines += ["| backup | wall s | CPU s client / server | stored MB | peak RSS MB (tree) |",
+                  "|---|---:|---:|---:|---:|"]
         lines.append(f"| floor `pg_dump -Fc -Z0 > /dev/null` | {v['floor']['wall_s']:.1f} | "
-                     f"{v['floor'].get('cpu_s', 0):.1f} | - | {v['floor']['tree_peak_sampled_mb']:.0f} |")
+                     f"{_cpu(v['floor'])} | - | {v['floor']['tree_peak_sampled_mb']:.0f} |")
         steps = v["existing"].get("extra", {}).get("steps", {})
         lines.append(f"| existing `pg_dump \\| gzip > file` + upload | {v['existing']['wall_s']:.1f} "
-                     f"({' + '.join(f'{s:.1f}' for s in steps.values())}) | {v['existing'].get('cpu_s', 0):.1f} | "
+                     f"({' + '.join(f'{s:.1f}' for s in steps.values())}) | {_cpu(v['existing'])} | "
                      f"{b['gzip_size_bytes'] / 1e6:.1f} | "
                      f"{v['existing']['tree_peak_sampled_mb']:.0f} |")
         lb = v.get("lifeboat")
         if lb and lb.get("rc") == 0:
             lines.append(f"| Lifeboat (zstd + gpg + S3 multipart + manifest) | {lb['wall_s']:.1f} | "
-                         f"{lb.get('cpu_s', 0):.1f} | "
+                         f"{_cpu(lb)} | "
                          f"{b['lifeboat_stored_size_bytes'] / 1e6:.1f} | {lb['tree_peak_sampled_mb']:.0f} |")
         if b.get("rounds", 1) > 1:
             lines.append("")
@@ -74,13 +80,18 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
                       f"{_v(r['met_speedup'])} |",
                       f"| stored size <= gzip's | {r['stored_size_vs_gzip']:.3f}x | {_v(r['met_stored_size'])} |",
                       f"| peak RSS < 200 MB | {r['peak_rss_mb_tree_sampled']:.0f} MB | {_v(r['met_peak_rss'])} |"]
+            if "total_cpu_lifeboat_vs_floor" in r:
+                lines += ["", f"Total CPU (client tree + server backends), less sensitive to the machine's load: "
+                          f"{r['total_cpu_s']} s; Lifeboat / floor {r['total_cpu_lifeboat_vs_floor']:.2f}x, "
+                          f"existing / Lifeboat {r['total_cpu_existing_vs_lifeboat']:.2f}x."]
         lines.append("")
     s = docs.get("restore")
     if s:
         v = s["variants"]
         r = s["ratios"]
         gb = s["database_size_bytes"] / 1e9
-        lines += ["| restore | wall s | CPU s | RTO s/GB | peak RSS MB (tree) |", "|---|---:|---:|---:|---:|"]
+        lines += ["| restore | wall s | CPU s client / server | RTO s/GB | peak RSS MB (tree) |",
+                  "|---|---:|---:|---:|---:|"]
         for key, label in (("existing", "existing `gunzip -c \\| psql`"),
                            ("lifeboat", "Lifeboat full restore from S3 (jobs=1, default)"),
                            ("lifeboat_jobs", f"Lifeboat full restore from S3 (jobs={r.get('lifeboat_jobs', 2)})"),
@@ -91,7 +102,7 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
             if m.get("rc") != 0:
                 lines.append(f"| {label} | failed | - | - | - |")
                 continue
-            lines.append(f"| {label} | {m['wall_s']:.1f} | {m.get('cpu_s', 0):.1f} | {m['wall_s'] / gb:.0f} | "
+            lines.append(f"| {label} | {m['wall_s']:.1f} | {_cpu(m)} | {m['wall_s'] / gb:.0f} | "
                          f"{m['tree_peak_sampled_mb']:.0f} |")
         if s.get("rounds", 1) > 1:
             lines.append("")
