@@ -49,7 +49,7 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
         head = (f"scale {doc['scale']} ({doc['database_size_bytes'] / 1e9:.2f} GB database), {m['nproc']} vCPU "
                 f"{m['cpu_model']}, {m['memory_gib']} GiB")
         lines.append(f"- {doc['kind']}: {head}, {m['date']}, load average at start {m['loadavg_at_start'][0]} "
-                     "(shared machine: other engineers' test suites were running)")
+                     "(a shared machine: compare the load average between runs)")
     lines.append("")
     b = docs.get("backup")
     if b:
