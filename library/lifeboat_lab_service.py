@@ -160,7 +160,7 @@ def log_tail(path: str | None, lines: int = 15) -> str:
         return ""
 
 
-def wait_port(proc_pid: int, host: str, port: int, timeout: int, exe: str) -> str | None:
+def wait_port(proc_pid: int, host: str, port: int, timeout: int, exe: str | None) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
@@ -210,7 +210,10 @@ def start(module: AnsibleModule) -> None:
             handle.write(f"{proc.pid}\n")
     finally:
         os.umask(old_umask)
-    problem = wait_port(proc.pid, host, port, timeout, exe)
+    # Our own child: liveness by PID and zombie state only. Its /proc cmdline can read
+    # empty for a moment right after exec (the kernel fills it in after the exec's
+    # point of no return), which an argv[0] check would mistake for an exit.
+    problem = wait_port(proc.pid, host, port, timeout, None)
     if problem:
         if proc.poll() is None:
             stop_pid(proc.pid, 10)
