@@ -373,9 +373,15 @@ def database_exists(conn: Any, name: str) -> bool:
 
 
 def other_sessions(conn: Any, name: str) -> list[dict[str, Any]]:
+    """Other sessions on ``name`` that would block a restore into it.
+
+    Autovacuum workers are left out: the server cancels them itself for DROP and
+    RENAME, and one often starts right after an incident deleted rows.
+    """
     rows = conn.execute(
         "SELECT pid, usename, application_name, client_addr::text FROM pg_catalog.pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()", (name,)).fetchall()
+        "WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() "
+        "AND backend_type IS DISTINCT FROM 'autovacuum worker'", (name,)).fetchall()
     return [{"pid": r[0], "user": r[1], "application": r[2], "client": r[3]} for r in rows]
 
 

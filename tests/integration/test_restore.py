@@ -511,3 +511,34 @@ def test_partial_backup_is_never_swapped_in_but_restores_partially(pg, lab, scra
         engine.run(engine.Request(database=db, confirm=db, mode="partial", tables=["public.invoices"],
                                   safety_snapshot=False), storage, admin(pg), keys(lab))
         assert counts(pg, db)["public.invoices"] == manifest["tables"][0]["rows"] > 0
+
+
+def test_autovacuum_worker_is_not_a_session_in_use(pg, scratch_db):
+    """Deleted rows wake autovacuum; its worker must not make a restore refuse the database as 'in use'.
+
+    (A CI run failed this way: an incident's DELETE woke autovacuum on the damaged database.)
+    The table is set up so autovacuum starts at once and crawls, and naptime is 1s while the test runs.
+    """
+    name = scratch_db["name"]
+    with psycopg.connect(scratch_db["dsn"], autocommit=True) as db, \
+            psycopg.connect(scratch_db["dsn"], autocommit=True, application_name="the-app"), \
+            admin_conn(pg) as admin:
+        db.execute("CREATE TABLE t (id int) WITH (autovacuum_vacuum_threshold = 0, "
+                   "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
+                   "autovacuum_vacuum_cost_limit = 1)")
+        db.execute("INSERT INTO t SELECT generate_series(1, 200000)")
+        db.execute("DELETE FROM t")
+        admin.execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            deadline = time.monotonic() + 60
+            while not admin.execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s "
+                                    "AND backend_type = 'autovacuum worker'", (name,)).fetchall():
+                assert time.monotonic() < deadline, "autovacuum never started on the test database"
+                time.sleep(0.2)
+            sessions = engine.other_sessions(admin, name)
+        finally:
+            admin.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            admin.execute("SELECT pg_reload_conf()")
+    # this test's own two connections, and nothing else
+    assert sorted(s["application"] for s in sessions) == ["", "the-app"], sessions
