@@ -22,13 +22,12 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline
+from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
@@ -290,8 +289,7 @@ def run(req: BackupRequest) -> dict[str, Any]:
                 env["LC_ALL"] = "C"
                 if req.format == "directory":
                     base = req.work_dir or None
-                    tmpdir = tempfile.mkdtemp(prefix="lifeboat-dump-", dir=base)
-                    os.chmod(tmpdir, 0o700)
+                    tmpdir = tmpfiles.private_dir("lifeboat-dump-", dir=base)
                     name = manifest.safe_name(req.target.database or "db")
                     _run_directory_dump(_pg_dump_argv(req, pg_dump, snapshot, os.path.join(tmpdir, name)), env,
                                         secrets)

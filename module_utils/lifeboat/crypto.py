@@ -33,10 +33,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, EncryptionError
 
 METHODS = ("none", "gpg", "age")
@@ -57,8 +57,16 @@ def find_binary(name: str) -> str:
 def private_gnupghome() -> str:
     """A fresh, private (0700) GnuPG home directory. Remove it with remove_gnupghome()."""
     # short base path: gpg-agent's socket path must stay under ~100 characters
+    # (a killed run's home is swept here, its gpg-agent stopped first)
     base = "/tmp" if os.path.isdir("/tmp") else None
-    return tempfile.mkdtemp(prefix="lifeboat-gpg-", dir=base)
+    return tmpfiles.private_dir("lifeboat-gpg-", dir=base, on_stale=_kill_agents)
+
+
+def _kill_agents(home: str) -> None:
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf:
+        subprocess.run([gpgconf, "--homedir", home, "--kill", "all"], capture_output=True, timeout=_TIMEOUT,
+                       check=False)
 
 
 def remove_gnupghome(home: str | None) -> None:

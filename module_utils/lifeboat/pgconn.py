@@ -15,10 +15,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field, replace
 from collections.abc import Iterator
 
+from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.errors import (
     AuthError,
     ConfigError,
@@ -126,8 +126,7 @@ class PgTarget:
             var = _ENV_FOR.get(key)
             if var:
                 env[var] = value
-        tmpdir = tempfile.mkdtemp(prefix="lifeboat-pg-")
-        os.chmod(tmpdir, 0o700)
+        tmpdir = tmpfiles.private_dir("lifeboat-pg-")  # also sweeps ones a killed run left
         try:
             passfile = os.path.join(tmpdir, "pgpass")
             fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

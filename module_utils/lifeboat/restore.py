@@ -53,6 +53,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
     ConnectionFailed,
@@ -596,9 +597,9 @@ def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin,
         jobs = 1  # psql has no parallel mode
     if jobs > 1 or src.fmt == "directory":  # pg_restore -j and the directory format need local files
         needed = int(src.dump_size or (src.size or 0) * 4)
+        tmpfiles.sweep_stale(staging_dir or tempfile.gettempdir(), "lifeboat-restore-")  # before measuring
         check_free_space(staging_dir or tempfile.gettempdir(), needed, staging_keep_free)
-        tmpdir = tempfile.mkdtemp(prefix="lifeboat-restore-", dir=staging_dir)
-        os.chmod(tmpdir, 0o700)
+        tmpdir = tmpfiles.private_dir("lifeboat-restore-", dir=staging_dir)
         try:
             path = os.path.join(tmpdir, "dump")
             if src.fmt == "directory":
@@ -774,8 +775,7 @@ def safety_snapshot(admin: Admin, settings: Any, destination: str, database: str
     options = dict(options or {})
     enc_meta = (src.manifest or {}).get("encryption") or {}
     method = options.get("encryption") or enc_meta.get("method") or "none"
-    tmp = tempfile.mkdtemp(prefix="lifeboat-snap-")
-    os.chmod(tmp, 0o700)
+    tmp = tmpfiles.private_dir("lifeboat-snap-")
     try:
         recipients = list(options.get("encryption_recipients") or [])
         passphrase = options.get("encryption_passphrase")
