@@ -160,15 +160,20 @@ class _TarSource:
         try:
             with tarfile.open(fileobj=self._w, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for m in members(self.spec):
-                    info = tar.gettarinfo(m.path, arcname=m.arcname)
-                    if info.isreg():
-                        with open(m.path, "rb") as fh:
-                            tar.addfile(info, fh)
-                        self.files += 1
-                        self.bytes += info.size
-                    elif info.isdir() or info.issym() or info.islnk():
-                        tar.addfile(info)
-                    # sockets, fifos and devices are not application data: skipped
+                    try:
+                        info = tar.gettarinfo(m.path, arcname=m.arcname)
+                        if info.isreg():
+                            with open(m.path, "rb") as fh:
+                                tar.addfile(info, fh)
+                            self.files += 1
+                            self.bytes += info.size
+                        elif info.isdir() or info.issym() or info.islnk():
+                            tar.addfile(info)
+                        # sockets, fifos and devices are not application data: skipped
+                    except OSError as exc:
+                        # tarfile's own "unexpected end of data" (a file shrank while read) names no file
+                        raise OSError(exc.errno, exc.strerror or f"{exc} (the file shrank while it was read)",
+                                      m.path) from None
         except BaseException as exc:  # noqa: BLE001 - reported by read()/close()
             self.error = exc
         finally:
@@ -353,17 +358,30 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
     extracted = skipped = 0
     paths: list[str] = []
     dirs: list[tuple[str, tarfile.TarInfo]] = []
+    orphans: dict[str, list[tarfile.TarInfo]] = {}
+
+    def stream() -> Any:
+        return open_restore_stream(storage, art["key"], compression=comp, decryptor=decryptor,
+                                   expected_sha256=art.get("sha256"), expected_size=art.get("size"))
+
     try:
-        with open_restore_stream(storage, art["key"], compression=comp, decryptor=decryptor,
-                                 expected_sha256=art.get("sha256"), expected_size=art.get("size")) as stream:
+        with stream() as s:
             try:
-                extracted, skipped = _extract(stream, target_dir, patterns, file_mode, dir_mode, owner, group,
-                                              is_root, paths, dirs)
+                extracted, skipped = _extract(s, target_dir, patterns, file_mode, dir_mode, owner, group,
+                                              is_root, paths, dirs, orphans)
             except tarfile.TarError:
-                stream.close()  # the pipeline's own error (wrong key, corrupt object) explains it best
+                s.close()  # the pipeline's own error (wrong key, corrupt object) explains it best
                 raise
+        if orphans:
+            # hard links whose first name the patterns skipped: their content, in a second pass
+            with stream() as s:
+                extracted += _extract_orphans(s, target_dir, orphans, file_mode, owner, group, is_root, paths)
         # directories last (deepest first) so their modes do not block the extraction of their contents
+        real_target = os.path.realpath(target_dir)
         for path, info in sorted(dirs, key=lambda t: t[0], reverse=True):
+            # checked again now: a link extracted after the directory member may lead elsewhere
+            if not _inside(real_target, path):
+                raise tarfile.OutsideDestinationError(info, os.path.realpath(path))
             if not os.path.isdir(path):
                 if patterns:
                     continue  # nothing extracted below it
@@ -383,35 +401,95 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
 
 def _extract(stream: Any, target_dir: str, patterns: list[str] | None, file_mode: int | None,
              dir_mode: int | None, owner: int | None, group: int | None, is_root: bool, paths: list[str],
-             dirs: list[tuple[str, tarfile.TarInfo]]) -> tuple[int, int]:
+             dirs: list[tuple[str, tarfile.TarInfo]], orphans: dict[str, list[tarfile.TarInfo]]) -> tuple[int, int]:
     extracted = skipped = 0
+    done: set[str] = set()  # regular files extracted, by member name (targets for hard links)
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             if patterns and not info.isdir() and not any(fnmatch.fnmatchcase(info.name, p) for p in patterns):
                 skipped += 1
                 continue
+            # every member is checked before anything is created for it (parents, directories included)
+            checked = _safe_filter(info, target_dir)
+            dest = os.path.join(target_dir, checked.name)
             if info.isdir():
                 # applied after the files (with patterns: only where something was extracted)
-                dirs.append((os.path.join(target_dir, info.name), info))
+                dirs.append((dest, checked))
                 continue
-            _make_parents(target_dir, info.name, dir_mode)
+            if info.islnk() and patterns and info.linkname not in done:
+                orphans.setdefault(info.linkname, []).append(checked)
+                continue
+            _make_parents(target_dir, checked.name, dir_mode)
+            if os.path.lexists(dest) and not os.path.isdir(dest):
+                os.unlink(dest)  # never write through an existing (hard or symbolic) link
             tar.extract(info, target_dir, set_attrs=True, numeric_owner=True, filter=_safe_filter)
-            dest = os.path.join(target_dir, info.name)
             if info.isreg():
+                done.add(info.name)
                 if file_mode is not None:
                     os.chmod(dest, file_mode)
                 extracted += 1
                 if len(paths) < 50:
                     paths.append(info.name)
+            elif info.islnk():
+                extracted += 1
             if is_root and (owner is not None or group is not None) and not info.issym():
                 os.lchown(dest, owner if owner is not None else -1, group if group is not None else -1)
     return extracted, skipped
 
 
+def _extract_orphans(stream: Any, target_dir: str, orphans: dict[str, list[tarfile.TarInfo]],
+                     file_mode: int | None, owner: int | None, group: int | None, is_root: bool,
+                     paths: list[str]) -> int:
+    """Hard links selected by the patterns whose first name was not: the first link gets the content
+    (re-read from the archive), the others are linked to it."""
+    extracted = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            links = orphans.pop(info.name, None) if info.isreg() else None
+            if not links:
+                continue
+            first = os.path.join(target_dir, links[0].name)
+            for n, link in enumerate(links):
+                dest = os.path.join(target_dir, link.name)
+                _make_parents(target_dir, link.name, None)
+                if os.path.lexists(dest) and not os.path.isdir(dest):
+                    os.unlink(dest)
+                if n == 0:
+                    tar.extract(info.replace(name=link.name, deep=False), target_dir, set_attrs=True,
+                                numeric_owner=True, filter=_safe_filter)
+                    if file_mode is not None:
+                        os.chmod(dest, file_mode)
+                    if is_root and (owner is not None or group is not None):
+                        os.lchown(dest, owner if owner is not None else -1, group if group is not None else -1)
+                else:
+                    os.link(first, dest)
+                extracted += 1
+                if len(paths) < 50:
+                    paths.append(link.name)
+            if not orphans:
+                break
+    if orphans:
+        raise RestoreError(f"hard link(s) {sorted(t.name for ls in orphans.values() for t in ls)[:5]} point to "
+                           f"members not in the archive: {sorted(orphans)[:5]}")
+    return extracted
+
+
+def _inside(real_root: str, path: str) -> bool:
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, real_root]) == real_root
+
+
 def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's 'tar' filter (no absolute paths, nothing outside dest) but keep group/other write bits;
-    setuid/setgid bits are dropped."""
+    """tarfile's 'tar' filter (leading '/' stripped, nothing outside dest) but keep group/other write bits;
+    setuid/setgid bits are dropped. Hard links must point inside dest (tarfile's 'tar' filter lets
+    them reach any file on the same filesystem, whose mode and owner extraction would then change).
+    Symbolic links may point anywhere: they are kept as links, and nothing is ever written through one
+    (every path is resolved and checked)."""
     checked = tarfile.tar_filter(member, dest)
+    if checked.islnk():
+        real_dest = os.path.realpath(dest)
+        if os.path.isabs(checked.linkname) or not _inside(real_dest, os.path.join(real_dest, checked.linkname)):
+            raise tarfile.LinkOutsideDestinationError(member, os.path.join(real_dest, checked.linkname))
     if member.mode is None or checked.issym() or checked.islnk():
         return checked
     return checked.replace(mode=member.mode & 0o1777, deep=False)
