@@ -35,10 +35,15 @@ from ansible.module_utils.lifeboat.s3sync import (
     S3Side,
     _content_args,
     _makedirs,
+    _marker_dir_exists,
     _sorted,
     _unlink,
     external_sort,
+    first_part_size,
+    is_marker,
     local_etag,
+    local_write_error,
+    make_marker_dir,
     open_side,
 )
 from ansible.module_utils.lifeboat.storage import MIN_PART_SIZE
@@ -166,7 +171,7 @@ class _Restorer:
         if want.size != have.size:
             return False
         if isinstance(self.target, LocalSide):
-            return bool(want.etag) and local_etag(self.target.path(have.key), have.size, want.etag) == want.etag
+            return bool(want.etag) and self._local_is(have, want)
         if want.etag and want.etag == have.etag:
             return True
         meta = self.target.head(have.key).get("Metadata", {}) or {}
@@ -174,10 +179,16 @@ class _Restorer:
 
     def backed_up(self, have: Entry, versions: list[Version]) -> bool:
         """Is the target's current content one of the key's versions in the backup?"""
-        etags = {v.etag for v in versions if not v.delete_marker and v.size == have.size}
+        candidates = {v.etag: v for v in versions if not v.delete_marker and v.size == have.size and v.etag}
         if isinstance(self.target, LocalSide):
-            return any(e and local_etag(self.target.path(have.key), have.size, e) == e for e in etags)
-        return have.etag in etags
+            return any(self._local_is(have, v) for v in candidates.values())
+        return have.etag in candidates
+
+    def _local_is(self, have: Entry, v: Version) -> bool:
+        """Is the local file ``have`` the content of backup version ``v``? (ETag computed like v's)"""
+        b = self.backup
+        return local_etag(self.target.path(have.key), have.size, v.etag, part_size_of=lambda: first_part_size(
+            b.client, b.bucket, b.full(v.key), v.etag, VersionId=v.version_id)) == v.etag
 
     def copy_version(self, v: Version) -> None:
         b, t = self.backup, self.target
@@ -231,8 +242,11 @@ class _Restorer:
 
     def _download(self, v: Version, t: LocalSide) -> None:
         b = self.backup
-        obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
         path = t.path(v.key)
+        if is_marker(v.key, v.size):
+            make_marker_dir(t, v.key)
+            return
+        obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
         partial = path + ".lifeboat-partial"
         try:
             _makedirs(os.path.dirname(path), t.dir_mode)
@@ -247,7 +261,7 @@ class _Restorer:
             os.replace(partial, path)
         except OSError as exc:
             _unlink(partial)
-            raise RestoreError(f"destination: write {path}: {exc.strerror or exc}", "destination") from None
+            raise local_write_error(t, v.key, path, exc) from None
 
     def run_jobs(self, jobs: Iterable[tuple[str, Any]]) -> None:
         """Execute ('copy', Version) / ('delete', Entry) jobs in parallel, recording results."""
@@ -314,14 +328,18 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
         with tempfile.TemporaryDirectory(prefix="lifeboat-pitr-") as tmp:
             os.chmod(tmp, 0o700)
             groups = grouped_versions(b, tmp, sort_chunk)
-            have_it = _sorted(t.list(), tmp, "target", sort_chunk)
+            have_it = _sorted(t.list(markers=True) if isinstance(t, S3Side) else t.list(), tmp, "target",
+                              sort_chunk)
             g = next(groups, None)
             h = next(have_it, None)
             while g is not None or h is not None:
                 if h is None or (g is not None and g[0] < h.key):
                     key, versions = g  # type: ignore[misc]
                     want = version_at(versions, at_ts)
-                    if want is not None:
+                    if want is not None and isinstance(t, LocalSide) and is_marker(want.key, want.size) \
+                            and _marker_dir_exists(t, want.key):
+                        res.unchanged += 1  # a folder marker: its directory is there
+                    elif want is not None:
                         yield "copy", want
                     g = next(groups, None)
                 elif g is None or h.key < g[0]:

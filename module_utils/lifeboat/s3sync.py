@@ -24,6 +24,7 @@ holds (under the optional include/exclude patterns):
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fnmatch
 import hashlib
 import heapq
@@ -149,6 +150,11 @@ class Entry:
     last_modified: _dt.datetime | None = None
 
 
+def is_marker(key: str, size: int) -> bool:
+    """A 0-byte "folder" placeholder (key ending in '/'), as consoles and other tools create them."""
+    return size == 0 and key.endswith("/")
+
+
 def etag_is_multipart(etag: str | None) -> bool:
     return bool(etag) and "-" in (etag or "")
 
@@ -176,6 +182,12 @@ def md5_etag_of_file(path: str, size: int, part_size: int | None) -> str:
             digests.append(h.digest())
             remaining -= n
         return hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest() + f"-{len(digests)}"
+
+
+def first_part_size(client: Any, bucket: str, key: str, etag: str | None, **kw: Any) -> int:
+    """The size of part 1 of a multipart object (HEAD with PartNumber=1, conditional on ``etag``)."""
+    h = client.head_object(Bucket=bucket, Key=key, PartNumber=1, IfMatch=f'"{etag}"', **kw)
+    return int(h["ContentLength"])
 
 
 def _candidate_part_sizes(size: int, parts: int) -> list[int]:
@@ -280,14 +292,16 @@ class S3Side:
         except LifeboatError as exc:
             raise type(exc)(f"{self.option}: {exc}", self.option) from None
 
-    def list(self) -> Iterator[Entry]:
+    def list(self, markers: bool = False) -> Iterator[Entry]:
+        """The objects under the prefix; 0-byte "folder" placeholders (keys ending in '/') only with
+        ``markers``."""
         prefix = self.prefix + "/" if self.prefix else ""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []) or []:
                     key = obj["Key"]
-                    if key.endswith("/") and int(obj["Size"]) == 0:
+                    if is_marker(key, int(obj["Size"])) and (not markers or key == prefix):
                         continue  # a "folder" placeholder, not a file
                     yield Entry(key[len(prefix):], int(obj["Size"]), (obj.get("ETag") or "").strip('"') or None,
                                 obj.get("LastModified"))
@@ -319,8 +333,18 @@ class LocalSide:
         self.dir_mode = dir_mode
 
     def path(self, rel: str) -> str:
+        """The file for key ``rel`` (a folder marker 'a/b/' maps to the directory a/b).
+
+        Keys that name no file of their own are refused: a leading '/', an empty, '.' or '..' segment
+        ('a//b', 'a/./b', 'a/../b', '../x' - escaping the directory or aliasing another key), a NUL.
+        """
+        segments = (rel[:-1] if rel.endswith("/") else rel).split("/")
+        if "\x00" in rel or any(seg in ("", ".", "..") for seg in segments):
+            why = "escapes" if ".." in segments else "is not a plain path below"
+            raise ConfigError(f"{self.option}: key '{rel}' {why} the directory {self.root} (a leading '/' or an "
+                              "empty, '.' or '..' segment); not written there", self.option)
         norm = os.path.normpath(os.path.join(self.root, rel))
-        if not norm.startswith(self.root + os.sep):
+        if not norm.startswith(os.path.join(self.root, "")):
             raise ConfigError(f"{self.option}: key '{rel}' escapes the directory {self.root}", self.option)
         return norm
 
@@ -480,6 +504,13 @@ class Syncer:
                     "versioning on the destination or set delete=false", "delete")
 
     # -- planning
+    def _list(self, side: Side) -> Iterator[Entry]:
+        """Folder markers are mirrored from a bucket (into a directory: as directories), never made up
+        from a directory's tree."""
+        if isinstance(side, LocalSide):
+            return side.list()
+        return side.list(markers=isinstance(self.src, S3Side))
+
     def _pairs(self) -> Iterator[tuple[Entry | None, Entry | None]]:
         with tempfile.TemporaryDirectory(prefix="lifeboat-sync-") as tmp:
             os.chmod(tmp, 0o700)
@@ -489,14 +520,15 @@ class Syncer:
 
             def list_dst() -> None:
                 try:
-                    box["runs"] = sorted_runs(self.dst.list(), key, _dump_entry, tmp, "dst", self.opt.sort_chunk)
+                    box["runs"] = sorted_runs(self._list(self.dst), key, _dump_entry, tmp, "dst",
+                                              self.opt.sort_chunk)
                 except BaseException as exc:  # noqa: BLE001 - re-raised below
                     box["error"] = exc
 
             worker = threading.Thread(target=list_dst, name="lifeboat-list-dst", daemon=True)
             worker.start()
             try:
-                src_runs = sorted_runs(self.src.list(), key, _dump_entry, tmp, "src", self.opt.sort_chunk)
+                src_runs = sorted_runs(self._list(self.src), key, _dump_entry, tmp, "src", self.opt.sort_chunk)
             finally:
                 worker.join()
             if "error" in box:
@@ -529,17 +561,22 @@ class Syncer:
         if isinstance(self.src, LocalSide) and isinstance(self.dst, S3Side):
             if not d.etag:
                 return False
-            return self._local_etag(self.src.path(s.key), s.size, d.etag) == d.etag
+            dst = self.dst
+            return self._local_etag(self.src.path(s.key), s.size, d.etag, lambda: first_part_size(
+                dst.client, dst.bucket, dst.full(d.key), d.etag)) == d.etag
         if isinstance(self.src, S3Side) and isinstance(self.dst, LocalSide):
             if not s.etag:
                 return False
-            return self._local_etag(self.dst.path(d.key), d.size, s.etag) == s.etag
+            src = self.src
+            return self._local_etag(self.dst.path(d.key), d.size, s.etag, lambda: first_part_size(
+                src.client, src.bucket, src.full(s.key), s.etag)) == s.etag
         # local -> local: compare content
         return self._local_etag(self.src.path(s.key), s.size, None) == \
             self._local_etag(self.dst.path(d.key), d.size, None)
 
-    def _local_etag(self, path: str, size: int, like: str | None) -> str:
-        return local_etag(path, size, like, self.opt.part_size, self.opt.multipart_threshold)
+    def _local_etag(self, path: str, size: int, like: str | None,
+                    part_size_of: Callable[[], int] | None = None) -> str:
+        return local_etag(path, size, like, self.opt.part_size, self.opt.multipart_threshold, part_size_of)
 
     # -- run
     def run(self) -> SyncResult:
@@ -570,6 +607,10 @@ class Syncer:
                     res.excluded += 1
                     continue
                 if s is not None and d is not None and self._same(s, d):
+                    res.unchanged += 1
+                    continue
+                if s is not None and d is None and isinstance(self.dst, LocalSide) and is_marker(s.key, s.size) \
+                        and _marker_dir_exists(self.dst, s.key):
                     res.unchanged += 1
                     continue
                 if s is None:
@@ -761,6 +802,9 @@ class Syncer:
     # S3 -> local
     def _download(self, src: S3Side, dst: LocalSide, s: Entry) -> None:
         path = dst.path(s.key)
+        if is_marker(s.key, s.size):
+            make_marker_dir(dst, s.key)
+            return
         partial = path + ".lifeboat-partial"
         try:
             obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
@@ -787,7 +831,7 @@ class Syncer:
             os.replace(partial, path)
         except OSError as exc:
             _unlink(partial)
-            raise StorageError(f"{dst.option}: write {path}: {exc.strerror or exc}", dst.option) from None
+            raise local_write_error(dst, s.key, path, exc) from None
         except BaseException:
             _unlink(partial)
             raise
@@ -850,17 +894,29 @@ class Syncer:
 
 
 def local_etag(path: str, size: int, like: str | None, part_size: int = 16 * MIB,
-               multipart_threshold: int = 64 * MIB) -> str:
+               multipart_threshold: int = 64 * MIB, part_size_of: Callable[[], int] | None = None) -> str:
     """This file's ETag computed the way ``like`` was (single PUT or N parts).
 
-    ``like`` None: the ETag this module's own upload would produce.
+    ``like`` None: the ETag this module's own upload would produce. For a multipart ``like``, whole-MiB
+    part sizes are tried first; when none gives ``like``, ``part_size_of`` (the object's real first part
+    size, one HEAD) covers other tools' part sizes (e.g. 6,000,000 bytes).
     """
     if like and etag_is_multipart(like):
         parts = int(like.rsplit("-", 1)[1])
-        for ps in _candidate_part_sizes(size, parts):
+        tried = _candidate_part_sizes(size, parts)
+        for ps in tried:
             got = md5_etag_of_file(path, size, ps)
             if got == like:
                 return got
+        if part_size_of is not None:
+            try:
+                ps = part_size_of()
+            except Exception:  # noqa: BLE001 - no part information: the file counts as different
+                return ""
+            if ps > 0 and ps not in tried and -(-size // ps) == parts:
+                got = md5_etag_of_file(path, size, ps)
+                if got == like:
+                    return got
         return ""
     if like is not None:
         return md5_etag_of_file(path, size, None)
@@ -886,15 +942,52 @@ def _abort(side: S3Side, rel: str, upload_id: str) -> None:
         pass
 
 
+def _marker_dir_exists(side: LocalSide, key: str) -> bool:
+    try:
+        return os.path.isdir(side.path(key))
+    except ConfigError:
+        return False
+
+
+def make_marker_dir(side: LocalSide, key: str) -> None:
+    """A folder marker 'a/b/' in a directory: the (possibly empty) directory a/b."""
+    path = side.path(key)
+    try:
+        _makedirs(path, side.dir_mode)
+    except OSError as exc:
+        raise local_write_error(side, key, path, exc) from None
+
+
+def local_write_error(side: LocalSide, key: str, path: str, exc: OSError) -> StorageError:
+    """A clear message for a failed write of ``key``, naming the file/folder clash when that is the cause."""
+    msg = f"{side.option}: write {path}: {exc.strerror or exc}"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        msg += (f" (key '{key}': a name that is both a file and a folder prefix in the bucket, such as 'a' and "
+                "'a/b', cannot be represented in a directory; one of them was not written)")
+    return StorageError(msg, side.option)
+
+
 def _makedirs(path: str, mode: int) -> None:
-    if path and not os.path.isdir(path):
-        os.makedirs(path, mode=mode, exist_ok=True)
+    """os.makedirs giving ``mode`` to every directory it creates (os.makedirs gives the intermediate
+    ones the umask's default, typically 0755)."""
+    if not path or os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _makedirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, mode)  # not narrowed by the umask
 
 
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (a file where a parent directory should be)
         pass
 
 

@@ -2,6 +2,7 @@
 histories with edge cases, messy SQL key lists, hostile archives (lab SeaweedFS and PostgreSQL, no mocks)."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -10,13 +11,18 @@ import stat
 import subprocess
 import sys
 import tarfile
+import unicodedata
 
 import pytest
+from storage_helpers import bucket, settings
 
 from ansible.module_utils.lifeboat.archive import ArchiveSpec, create_archive, restore_archive
 from ansible.module_utils.lifeboat.errors import RestoreError, StorageError
+from ansible.module_utils.lifeboat.s3restore import restore_point_in_time
+from ansible.module_utils.lifeboat.s3sync import SyncError, SyncOptions, sync
 
 ROOT = os.geteuid() == 0
+MIB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------------ archives
@@ -208,3 +214,171 @@ def test_archive_file_shrinking_while_read_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(tarfile.TarFile, "gettarinfo", stat_then_truncate)
     with pytest.raises(StorageError, match=rf"cannot read {victim}: .*(changed|shrank|unexpected end)"):
         create_archive(ArchiveSpec(name="t", path=str(top)), str(tmp_path / "store"))
+
+
+# ------------------------------------------------------------------------------------------------ buckets
+
+NFC, NFD = unicodedata.normalize("NFC", "uni/café.txt"), unicodedata.normalize("NFD", "uni/café.txt")
+LONG = "long/" + "/".join(["y" * 199] * 5)          # 1003 bytes (SeaweedFS: at most 255 per segment)
+WEIRD = {
+    "with space/a b.txt": b"space",
+    NFC: b"nfc form",
+    NFD: b"nfd form, same name to a human",
+    "sym/p+lus=1.txt": b"plus",
+    "sym/pct%20x.txt": b"percent",
+    "sym/q?x.txt": b"question",
+    "sym/h#x.txt": b"hash",
+    "sym/amp&x.txt": b"ampersand",
+    "sym/semi;colon'quote\"x.txt": b"quotes",
+    LONG: b"long key",
+    "folder/file.txt": b"inside a folder that also has a marker",
+    "zero.bin": b"",
+    "zero-dir/empty.bin": b"",
+}
+MARKERS = ["folder/", "lonely-folder/"]              # 0-byte "folder" placeholders (console, other tools)
+META = {"ContentType": "video/x-odd", "CacheControl": "public, max-age=31536000, immutable",
+        "ContentDisposition": 'attachment; filename="ü.mp4"'.encode("ascii", "backslashreplace").decode(),
+        "ContentLanguage": "fr", "Metadata": {"owner": "user-42", "orig-name": "clip.mp4"}}
+
+
+def seed_weird(client, name):
+    for key, body in WEIRD.items():
+        client.put_object(Bucket=name, Key=key, Body=body, **(META if key.startswith("sym/p+") else {}))
+    for key in MARKERS:
+        client.put_object(Bucket=name, Key=key, Body=b"")
+
+
+def listing(client, name, prefix="") -> dict[str, tuple[int, str]]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix):
+        for o in page.get("Contents", []) or []:
+            out[o["Key"][len(prefix):]] = (o["Size"], o["ETag"])
+    return out
+
+
+def local_files(root) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def test_weird_keys_bucket_to_bucket_to_directory_and_back(lab, tmp_path):
+    ps, bs = settings(lab["s3"]["primary"]), settings(lab["s3"]["backup"])
+    with bucket(lab["s3"]["primary"]) as (src, sc), bucket(lab["s3"]["backup"], versioned=True) as (dst, dc), \
+            bucket(lab["s3"]["backup"]) as (back, kc):
+        seed_weird(sc, src)
+        res = sync(f"s3://{src}", f"s3://{dst}/mirror", ps, bs)
+        assert res.copied == len(WEIRD) + len(MARKERS) and not res.failed
+        assert listing(dc, dst, "mirror/") == listing(sc, src), "every key, folder markers too, same ETags"
+        h = dc.head_object(Bucket=dst, Key="mirror/sym/p+lus=1.txt")
+        for k in ("ContentType", "CacheControl", "ContentDisposition", "ContentLanguage", "Metadata"):
+            assert h[k] == META[k], k
+        again = sync(f"s3://{src}", f"s3://{dst}/mirror", ps, bs)
+        assert not again.changed and again.unchanged == len(WEIRD) + len(MARKERS)
+
+        # the mirror into a directory: one file per key, NFC and NFD side by side, markers as directories
+        out = tmp_path / "dir"
+        res = sync(f"s3://{dst}/mirror", str(out), bs, None)
+        assert local_files(out) == WEIRD
+        assert (out / "lonely-folder").is_dir() and os.listdir(out / "lonely-folder") == []
+        modes = {stat.S_IMODE(os.stat(os.path.join(d, n)).st_mode) for d, _, fs in os.walk(out) for n in fs}
+        assert modes == {0o600}
+        assert {stat.S_IMODE(os.stat(d).st_mode) for d, _, _ in os.walk(out)} == {0o700}
+        assert not sync(f"s3://{dst}/mirror", str(out), bs, None).changed
+
+        # and from the directory into a bucket: the same keys and bodies
+        res = sync(str(out), f"s3://{back}", None, bs)
+        assert {k: kc.get_object(Bucket=back, Key=k)["Body"].read() for k in listing(kc, back)} == WEIRD
+        assert not sync(str(out), f"s3://{back}", None, bs).changed
+
+        # point in time, from the versioned mirror: into a directory and into a bucket, twice each
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        pit = tmp_path / "pit"
+        res = restore_point_in_time(f"s3://{dst}/mirror", str(pit), at, bs, None)
+        assert res.restored == len(WEIRD) + len(MARKERS) and local_files(pit) == WEIRD
+        assert (pit / "lonely-folder").is_dir()
+        again = restore_point_in_time(f"s3://{dst}/mirror", str(pit), at, bs, None)
+        assert not again.changed and again.unchanged == len(WEIRD) + len(MARKERS)
+        with bucket(lab["s3"]["primary"]) as (fresh, fc):
+            res = restore_point_in_time(f"s3://{dst}/mirror", f"s3://{fresh}/r", at, bs, ps)
+            assert listing(fc, fresh, "r/") == listing(sc, src)
+            assert fc.head_object(Bucket=fresh, Key="r/sym/p+lus=1.txt")["CacheControl"] == META["CacheControl"]
+            again = restore_point_in_time(f"s3://{dst}/mirror", f"s3://{fresh}/r", at, bs, ps)
+            assert not again.changed and again.unchanged == len(WEIRD) + len(MARKERS)
+
+
+def put_multipart(client, name, key, data: bytes, part: int, **kw) -> str:
+    """Upload like another tool would: its own part size (not whole MiB), its own headers."""
+    up = client.create_multipart_upload(Bucket=name, Key=key, **kw)
+    parts = []
+    for n, start in enumerate(range(0, len(data), part), start=1):
+        r = client.upload_part(Bucket=name, Key=key, UploadId=up["UploadId"], PartNumber=n,
+                               Body=data[start:start + part])
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    r = client.complete_multipart_upload(Bucket=name, Key=key, UploadId=up["UploadId"],
+                                         MultipartUpload={"Parts": parts})
+    return r["ETag"].strip('"')
+
+
+def test_other_tools_multipart_objects_everywhere_and_idempotent(lab, tmp_path):
+    ps, bs = settings(lab["s3"]["primary"]), settings(lab["s3"]["backup"])
+    data = os.urandom(15_000_000)
+    with bucket(lab["s3"]["primary"]) as (src, sc), bucket(lab["s3"]["backup"], versioned=True) as (dst, dc), \
+            bucket(lab["s3"]["backup"]) as (third, tc):
+        etag = put_multipart(sc, src, "v/big clip.mp4", data, 6_000_000, ContentType="video/mp4",
+                             CacheControl="max-age=60", Metadata={"origin": "other-tool"})
+        assert etag.endswith("-3")
+        sc.put_object(Bucket=src, Key="v/zero", Body=b"")
+        res = sync(f"s3://{src}", f"s3://{dst}", ps, bs, SyncOptions(multipart_threshold=8 * MIB))
+        assert res.copied == 2
+        h = dc.head_object(Bucket=dst, Key="v/big clip.mp4")
+        assert h["ETag"].strip('"') == etag, "same part boundaries as the source"
+        assert (h["ContentType"], h["CacheControl"], h["Metadata"]["origin"]) == ("video/mp4", "max-age=60",
+                                                                                 "other-tool")
+        assert not sync(f"s3://{src}", f"s3://{dst}", ps, bs).changed
+        # server-side, same endpoint
+        assert sync(f"s3://{dst}", f"s3://{third}", bs, bs).copied == 2
+        assert tc.get_object(Bucket=third, Key="v/big clip.mp4")["Body"].read() == data
+        assert not sync(f"s3://{dst}", f"s3://{third}", bs, bs).changed
+
+        # into a directory and compared again: the part size (6,000,000 bytes) must be found
+        out = tmp_path / "dir"
+        assert sync(f"s3://{src}", str(out), ps, None).copied == 2
+        assert (out / "v" / "big clip.mp4").read_bytes() == data
+        again = sync(f"s3://{src}", str(out), ps, None)
+        assert not again.changed and again.unchanged == 2
+        # the directory against the bucket the other tool wrote: nothing to upload
+        back = sync(str(out), f"s3://{src}", None, ps)
+        assert not back.changed and back.unchanged == 2
+
+        # a point-in-time restore into a directory recognises the file it restored
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        pit = tmp_path / "pit"
+        assert restore_point_in_time(f"s3://{dst}", str(pit), at, bs, None).restored == 2
+        again = restore_point_in_time(f"s3://{dst}", str(pit), at, bs, None)
+        assert not again.changed and again.unchanged == 2 and again.skipped_unbacked == []
+
+
+def test_file_and_folder_of_the_same_name_into_a_directory(lab, tmp_path):
+    """'a' and 'a/b' both exist in a bucket: a directory cannot hold both. The sync writes everything
+    else, then fails naming the clash; a rerun does not make it worse; a point-in-time restore says the same."""
+    bs = settings(lab["s3"]["backup"])
+    with bucket(lab["s3"]["backup"], versioned=True) as (name, c):
+        for k in ("a", "a/b", "a/b/c", "ok/x.txt"):
+            c.put_object(Bucket=name, Key=k, Body=k.encode())
+        out = tmp_path / "dir"
+        for _ in range(2):
+            with pytest.raises(SyncError, match=r"both a file and a folder prefix in the bucket, such as 'a' "
+                                                r"and 'a/b'") as info:
+                sync(f"s3://{name}", str(out), bs, None, SyncOptions(concurrency=1))
+            assert info.value.result.failed and info.value.result.copied <= 2
+            assert (out / "ok" / "x.txt").read_bytes() == b"ok/x.txt"
+        assert sorted(os.listdir(tmp_path)) == ["dir"]
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        with pytest.raises(RestoreError, match=r"point-in-time restore: .* both a file and a folder prefix"):
+            restore_point_in_time(f"s3://{name}", str(tmp_path / "pit"), at, bs, None, concurrency=1)
+        assert (tmp_path / "pit" / "ok" / "x.txt").read_bytes() == b"ok/x.txt"

@@ -10,7 +10,9 @@ import pytest
 from ansible.module_utils.lifeboat.errors import ConfigError, SafetyError
 from ansible.module_utils.lifeboat.s3restore import Version, parse_time, version_at
 from ansible.module_utils.lifeboat.s3sync import (
+    LocalSide,
     _candidate_part_sizes,
+    _makedirs,
     external_sort,
     md5_etag_of_file,
     SyncOptions,
@@ -69,3 +71,27 @@ def test_local_directory_sync_and_refusals(tmp_path):
         sync(str(src), str(src))
     with pytest.raises(ConfigError, match="absolute"):
         sync("relative/dir", str(dst))
+
+
+@pytest.mark.parametrize("key", ["/lead.txt", "a//b", "./x", "a/./b", "a/../b", "../x", "a/..", "..", "a/b/../../../x",
+                                 "nul\x00.txt", "//"])
+def test_keys_that_name_no_file_are_refused_in_a_directory(tmp_path, key):
+    """S3 keys a directory cannot hold as themselves (a leading '/', empty, '.' or '..' segments) are
+    refused by name, never mapped onto another file or outside the directory."""
+    side = LocalSide(str(tmp_path / "root"), "destination")
+    with pytest.raises(ConfigError, match=r"destination: key '.*' (escapes|is not a plain path below) the directory"):
+        side.path(key)
+
+
+def test_plain_keys_and_folder_markers_map_inside(tmp_path):
+    side = LocalSide(str(tmp_path / "root"), "destination")
+    assert side.path("a/b c/é+%?#&.txt") == str(tmp_path / "root" / "a" / "b c" / "é+%?#&.txt")
+    assert side.path("folder/") == str(tmp_path / "root" / "folder")
+    assert side.path("...") == str(tmp_path / "root" / "...")
+    assert LocalSide("/", "destination").path("srv/x") == "/srv/x"
+
+
+def test_makedirs_gives_every_new_directory_the_mode(tmp_path):
+    _makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
+    for p in ("a", "a/b", "a/b/c"):
+        assert (tmp_path / p).stat().st_mode & 0o777 == 0o700, p
