@@ -87,6 +87,17 @@ ALGORITHMS = ("zstd", "gzip", "none")
 
 # ------------------------------------------------------------------ compression
 
+def _check_complete(algorithm: str, partial: bool) -> None:
+    """A compressed stream must end with a complete frame/member: a partial one means it is truncated.
+
+    (An empty input is left to the consumer: it is also what a failed decryption produces, whose own error
+    must name the cause.)
+    """
+    if partial:
+        raise StorageError(f"{algorithm} decompression failed: unexpected end of the compressed stream (the "
+                           "artifact is truncated)")
+
+
 @dataclass
 class Compression:
     """A compression choice; ``impl`` is filled by :meth:`resolve` ("zstandard", "zstd", "pigz", "gzip", "zlib")."""
@@ -177,34 +188,46 @@ class Compression:
             if not HAS_ZSTANDARD:
                 return None
             dctx = zstandard.ZstdDecompressor()
-            state = {"obj": dctx.decompressobj()}
+            state = {"obj": dctx.decompressobj(), "fed": False}
 
             def dec(data: bytes) -> bytes:
                 out = []
                 while data:
                     obj = state["obj"]
+                    state["fed"] = True
                     out.append(obj.decompress(data))
                     data = obj.unused_data if obj.eof else b""
                     if obj.eof:
-                        state["obj"] = dctx.decompressobj()
+                        state.update(obj=dctx.decompressobj(), fed=False)
                 return b"".join(out)
 
-            return Transform("zstd -d", dec, lambda: b"")
+            def zflush() -> bytes:
+                _check_complete("zstd", state["fed"])
+                return b""
+
+            return Transform("zstd -d", dec, zflush)
         if self.algorithm == "gzip":
-            state = {"obj": zlib.decompressobj(47)}
+            state = {"obj": zlib.decompressobj(47), "fed": False}
 
             def gdec(data: bytes) -> bytes:
                 out = []
                 while data:
                     obj = state["obj"]
-                    out.append(obj.decompress(data))
+                    state["fed"] = True
+                    try:
+                        out.append(obj.decompress(data))
+                    except zlib.error as exc:
+                        raise StorageError(f"gzip decompression failed: {exc} - the data is not gzip or is "
+                                           "damaged") from None
                     data = obj.unused_data if obj.eof else b""
                     if obj.eof:  # concatenated gzip members (pigz, appended files)
-                        state["obj"] = zlib.decompressobj(47)
+                        state.update(obj=zlib.decompressobj(47), fed=False)
                 return b"".join(out)
 
             def gflush() -> bytes:
-                return state["obj"].flush()
+                rest = state["obj"].flush()
+                _check_complete("gzip", state["fed"] and not state["obj"].eof)
+                return rest
 
             return Transform("gzip -d", gdec, gflush)
         return None
