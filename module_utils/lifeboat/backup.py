@@ -300,6 +300,9 @@ def run(req: BackupRequest) -> dict[str, Any]:
                                                error_prefixes=("pg_dump: error:",))
                 writer = storage.open_writer(layout.artifact_key, metadata={"lifeboat-backup-id": layout.backup_id})
                 result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
+        except DumpError as exc:
+            _stop_counter(conn, counter)
+            raise DumpError(str(exc) + _privilege_hint(str(exc), req.target.user), exc.option) from None
         except BaseException:
             _stop_counter(conn, counter)
             raise
@@ -355,6 +358,20 @@ def _stop_counter(conn: Any, counter: threading.Thread) -> None:
         except Exception:  # noqa: BLE001 - best effort; the join below still bounds the wait
             pass
     counter.join(timeout=60)
+
+
+def _privilege_hint(text: str, user: str | None) -> str:
+    """What to do when pg_dump failed because the backup role may not read everything (names the role)."""
+    role = f"'{user}'" if user else "the backup role"
+    if "row-level security" in text:
+        return (f" - the backup role {role} is subject to that table's row-level security policy and pg_dump "
+                "refuses to dump only the rows a policy lets it see (pg_read_all_data does not bypass RLS): "
+                "give it BYPASSRLS (ALTER ROLE ... BYPASSRLS) or back up as the table owner or a superuser")
+    if "permission denied for large object" in text:
+        return (f" - the backup role {role} cannot read the database's large objects (pg_read_all_data does not "
+                "cover them): back up as their owner or a superuser, or GRANT SELECT ON LARGE OBJECT <oid> to "
+                "the role")
+    return ""
 
 
 def _facts_error(exc: BaseException, req: BackupRequest) -> LifeboatError:

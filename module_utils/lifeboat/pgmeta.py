@@ -27,7 +27,9 @@ def _split_pattern(pattern: str) -> tuple[str | None, str]:
     """psql-style 'schema.table' pattern -> (schema glob or None, name glob).
 
     Unquoted parts are folded to lower case, double-quoted parts are kept
-    as written (``"Audit Log"``, ``app."MixedCase"``); ``*`` and ``?`` are wildcards.
+    as written (``"Audit Log"``, ``app."MixedCase"``); ``*`` and ``?`` are wildcards,
+    except inside double quotes where, as in psql, they are literal characters
+    (``"Tab*le?"`` matches only that table). The globs are for :func:`_match`.
     """
     parts: list[str] = []
     buf: list[str] = []
@@ -44,6 +46,8 @@ def _split_pattern(pattern: str) -> tuple[str | None, str]:
         elif ch == "." and not quoted:
             parts.append("".join(buf))
             buf = []
+        elif ch == "[" or (quoted and ch in "*?"):
+            buf.append(f"[{ch}]")  # a literal character in the fnmatch glob
         else:
             buf.append(ch if quoted else ch.lower())
         i += 1
@@ -54,7 +58,8 @@ def _split_pattern(pattern: str) -> tuple[str | None, str]:
 
 
 def _match(value: str, glob: str) -> bool:
-    return fnmatch.fnmatchcase(value, glob.replace("[", "[[]"))
+    """``glob`` from :func:`_split_pattern` (``[`` and quoted wildcards already escaped)."""
+    return fnmatch.fnmatchcase(value, glob)
 
 
 def list_tables(conn: Any, include_schemas: list[str] | None = None, exclude_schemas: list[str] | None = None,
@@ -109,12 +114,17 @@ def list_tables(conn: Any, include_schemas: list[str] | None = None, exclude_sch
 
 
 def row_counts(conn: Any, tables: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Exact ``count(*)`` of each table, in the connection's current transaction."""
+    """Exact ``count(*)`` of each table's own rows, in the connection's current transaction.
+
+    ``FROM ONLY``: the rows of inheritance children are theirs, not the parent's
+    (pg_dump dumps each table's own rows; a parent counted with its children
+    would count those rows twice).
+    """
     from psycopg import sql
 
     counts = []
     for schema, name in tables:
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         counts.append({"schema": schema, "name": name, "rows": int(conn.execute(query).fetchone()[0])})
     return counts
 

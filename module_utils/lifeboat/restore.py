@@ -542,6 +542,12 @@ class Admin:
         return find_client(name, self.server_major(), self.bin_dirs)[0]
 
 
+def dbname_arg(database: str) -> str:
+    """``-d`` value naming exactly this database: a conninfo string, so that a name holding ``=`` or
+    starting with ``postgresql://`` is never parsed as connection options by pg_restore/psql/pg_dump."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def restore_argv(admin: Admin, src: Source, database: str, *, no_owner: bool, schema_only: bool = False,
                  data_only: bool = False, jobs: int = 1, file: str | None = None, clean: bool = False) -> list[str]:
     """pg_restore / psql command line (no secret: the password is in PGPASSFILE)."""
@@ -549,9 +555,9 @@ def restore_argv(admin: Admin, src: Source, database: str, *, no_owner: bool, sc
         if schema_only or data_only:
             raise ConfigError("schema_only/data_only: a plain SQL dump is restored as a whole (psql); use a "
                               "custom-format backup for schema-only or data-only", "schema_only")
-        return [admin.client("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-o", os.devnull,
-                "-f", file or "-"]
-    argv = [admin.client("pg_restore"), "--exit-on-error", "-d", database]
+        return [admin.client("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbname_arg(database), "-o",
+                os.devnull, "-f", file or "-"]
+    argv = [admin.client("pg_restore"), "--exit-on-error", "-d", dbname_arg(database)]
     if no_owner:
         argv += ["--no-owner", "--no-privileges"]
     if schema_only:
@@ -704,11 +710,24 @@ def compare_counts(conn: Any, src: Source, only: list[tuple[str, str]] | None = 
             missing.append(f"{schema}.{name}")
             continue
         got = pgmeta.row_counts(conn, [(schema, name)])[0]["rows"]
+        if got != expected[(schema, name)] and _count_with_children(conn, schema, name) == expected[(schema, name)]:
+            got = expected[(schema, name)]  # a manifest written before counts were ONLY (children included)
         counted[f"{schema}.{name}"] = got
         if got != expected[(schema, name)]:
             mismatches.append(f"{schema}.{name}: {got} rows, manifest {expected[(schema, name)]}")
     return {"tables": len(tables), "counts": counted, "mismatches": mismatches, "missing": missing,
             "ok": not mismatches and not missing}
+
+
+def _count_with_children(conn: Any, schema: str, name: str) -> int | None:
+    """count(*) including inheritance children, or None when the table has none."""
+    from psycopg import sql
+
+    if not conn.execute("SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhparent "
+                        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                        "AND c.relname = %s", (schema, name)).fetchone():
+        return None
+    return int(conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(_ident(schema), _ident(name))).fetchone()[0])
 
 
 def report_counts(conn: Any) -> dict[str, int]:
@@ -930,7 +949,7 @@ def _table_exists(conn: Any, schema: str, table: str) -> bool:
 
 def _dump_ddl(admin: Admin, database: str, tables: list[tuple[str, str]], schema_only: bool = True) -> str:
     """pg_dump -s of some tables (with their owned sequences) from a staging database, as SQL text."""
-    argv = [admin.client("pg_dump"), "--schema-only", "-d", database]
+    argv = [admin.client("pg_dump"), "--schema-only", "-d", dbname_arg(database)]
     for schema, table in tables:
         argv += ["-t", _quote_pattern(schema) + "." + _quote_pattern(table)]
     with admin.target.child_env(database) as env:
@@ -944,8 +963,8 @@ def _dump_ddl(admin: Admin, database: str, tables: list[tuple[str, str]], schema
 
 def copy_schema(admin: Admin, source: str, dest: str) -> None:
     """``pg_dump --schema-only source | psql dest`` (definitions only, no rows)."""
-    dump_argv = [admin.client("pg_dump"), "--schema-only", "-d", source]
-    load_argv = [admin.client("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dest, "-o", os.devnull]
+    dump_argv = [admin.client("pg_dump"), "--schema-only", "-d", dbname_arg(source)]
+    load_argv = [admin.client("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbname_arg(dest), "-o", os.devnull]
     with admin.target.child_env(source) as env:
         dump = subprocess.run(dump_argv, env=env, capture_output=True, check=False, timeout=3600)
     if dump.returncode != 0:
@@ -968,7 +987,8 @@ def copy_tables(admin: Admin, staging: str, database: str, tables: list[tuple[st
     """Replace the rows of ``tables`` in ``database`` with those of the staging database, atomically.
 
     In ONE transaction on the target: missing tables are created from the
-    staging definition, the tables' rows are deleted (with
+    staging definition (with their missing partitioned parents), the tables' own rows
+    (``ONLY``: never those of inheritance children) are deleted (with
     ``session_replication_role = replica``: no cascades into other tables, no
     user triggers), the staged rows copied (binary COPY), owned sequences set
     to their staged values, and every foreign key from or to these tables
@@ -989,13 +1009,15 @@ def copy_tables(admin: Admin, staging: str, database: str, tables: list[tuple[st
             dst_conn.execute("SET LOCAL session_replication_role = replica")
             missing = [t for t in tables if not _table_exists(dst_conn, *t)]
             if missing:
-                ddl = _dump_ddl(admin, staging, missing)
+                parents = [p for p in _partition_ancestors(src_conn, missing)
+                           if p not in missing and not _table_exists(dst_conn, *p)]
+                ddl = _dump_ddl(admin, staging, parents + missing)
                 dst_conn.execute(ddl)
                 dst_conn.execute("SELECT pg_catalog.set_config('search_path', 'public', true)")
                 result["created"] = [f"{s}.{t}" for s, t in missing]
             for schema, table in tables:
                 qual = sql.SQL("{}.{}").format(_ident(schema), _ident(table))
-                dst_conn.execute(sql.SQL("DELETE FROM {}").format(qual))
+                dst_conn.execute(sql.SQL("DELETE FROM ONLY {}").format(qual))
                 cols = _copy_columns(dst_conn, schema, table)
                 src_cols = set(_copy_columns(src_conn, schema, table))
                 if set(cols) != src_cols:
@@ -1003,13 +1025,14 @@ def copy_tables(admin: Admin, staging: str, database: str, tables: list[tuple[st
                         f"tables: {schema}.{table} has columns {sorted(cols)} in '{database}' but "
                         f"{sorted(src_cols)} in the backup; restore it into a side schema (mode side_schema)")
                 col_list = sql.SQL(", ").join(_ident(c) for c in cols)
-                with src_conn.cursor().copy(sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT BINARY)").format(
+                # a table without columns still has rows: COPY it without a column list
+                into = sql.SQL("{} ({})").format(qual, col_list) if cols else qual
+                with src_conn.cursor().copy(sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT BINARY)").format(
                         col_list, qual)) as out, \
-                        dst_conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                            qual, col_list)) as inp:
+                        dst_conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(into)) as inp:
                     for data in out:
                         inp.write(data)
-                n = int(dst_conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qual)).fetchone()[0])
+                n = int(dst_conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(qual)).fetchone()[0])
                 result["rows"][f"{schema}.{table}"] = n
                 for seq_schema, seq in _owned_sequences(src_conn, schema, table):
                     last, called = src_conn.execute(sql.SQL("SELECT last_value, is_called FROM {}.{}").format(
@@ -1069,8 +1092,9 @@ def copy_to_side_schema(admin: Admin, staging: str, database: str, tables: list[
             conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
                 _ident(schema), _ident(table), _ident(side_schema)))
     argv = [admin.client("pg_dump"), "--no-owner", "--no-privileges", "-n", _quote_pattern(side_schema),
-            "-d", staging]
-    psql = [admin.client("psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", database, "-o", os.devnull]
+            "-d", dbname_arg(staging)]
+    psql = [admin.client("psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", dbname_arg(database), "-o",
+            os.devnull]
     with admin.target.child_env(staging) as env:
         dump = subprocess.run(argv, env=env, capture_output=True, check=False, timeout=3600)
     if dump.returncode != 0:
@@ -1099,11 +1123,50 @@ def resolve_tables(conn: Any, tables: list[str] | None, schemas: list[str] | Non
     found = pgmeta.list_tables(conn, include_schemas=schemas or None, include_tables=tables or None)
     if tables:
         for pat in tables:
-            if not pgmeta.list_tables(conn, include_tables=[pat]):
+            leaves = partition_leaves(conn, pat)
+            if not pgmeta.list_tables(conn, include_tables=[pat]) and not leaves:
                 raise NotFound(f"tables: '{pat}' matches no table in the backup", "tables")
+            found += [t for t in leaves if t not in found]
     if not found:
         raise NotFound(f"schemas: {schemas} match no table in the backup", "schemas")
-    return found
+    return sorted(found)
+
+
+def partition_leaves(conn: Any, pattern: str) -> list[tuple[str, str]]:
+    """The leaf partitions (ordinary tables: they hold the rows) of the partitioned tables ``pattern`` matches.
+
+    A partitioned table has no rows of its own: restoring it means restoring all its partitions.
+    """
+    from ansible.module_utils.lifeboat import pgmeta
+
+    sch, tab = pgmeta._split_pattern(pattern)
+    parents = conn.execute(
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.relkind = 'p'").fetchall()
+    leaves: list[tuple[str, str]] = []
+    for oid, schema, name in parents:
+        if (sch is None or pgmeta._match(schema, sch)) and pgmeta._match(name, tab):
+            leaves += [(r[0], r[1]) for r in conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_catalog.pg_partition_tree(%s::oid::regclass) t "
+                "JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE t.isleaf AND c.relkind = 'r' ORDER BY 1, 2", (oid,)).fetchall()
+                       if (r[0], r[1]) not in leaves]
+    return leaves
+
+
+def _partition_ancestors(conn: Any, tables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The partitioned tables above ``tables`` (outermost first): a dropped partition needs them to exist."""
+    from psycopg import sql
+
+    result: list[tuple[str, str]] = []
+    for schema, table in tables:
+        qual = sql.SQL("{}.{}").format(_ident(schema), _ident(table)).as_string(conn)
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_partition_ancestors(%s::regclass) WITH ORDINALITY "
+            "a(relid, depth) JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE a.relid <> %s::regclass ORDER BY a.depth DESC", (qual, qual)).fetchall()
+        result += [(r[0], r[1]) for r in rows if (r[0], r[1]) not in result]
+    return result
 
 
 # ------------------------------------------------------------------ the runbook
