@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, RestoreError
+from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound, RestoreError
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.s3sync import (
     MIB,
@@ -412,10 +412,22 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
                     continue
                 yield k
 
+    bucket_style = f"{t.bucket}/" if isinstance(t, S3Side) else None
+    resolved: set[str] = set()
+
     def jobs() -> Iterator[tuple[str, Any]]:
         for key in missing():
-            res.missing += 1
             v = _newest_version(b, key)
+            if v is None and bucket_style and key.startswith(bucket_style) and len(key) > len(bucket_style):
+                # "bucket/key" (a URL path style some applications store): only when the key as written
+                # is found nowhere, try it without the target bucket's name
+                plain = key[len(bucket_style):]
+                if plain in resolved or _exists(t, plain):  # type: ignore[arg-type]
+                    continue
+                resolved.add(plain)
+                v = _newest_version(b, plain)
+                key = plain if v is not None else key
+            res.missing += 1
             if v is None:
                 res.not_found.append(key)
                 continue
@@ -425,6 +437,14 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     res.duration_s = time.monotonic() - t0
     _raise_failed(res, "missing-files restore")
     return res
+
+
+def _exists(t: S3Side, key: str) -> bool:
+    try:
+        t.head(key)
+        return True
+    except NotFound:
+        return False
 
 
 def _newest_version(b: S3Side, key: str) -> Version | None:

@@ -11,14 +11,16 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 import unicodedata
 
+import psycopg
 import pytest
 from storage_helpers import bucket, settings
 
 from ansible.module_utils.lifeboat.archive import ArchiveSpec, create_archive, restore_archive
-from ansible.module_utils.lifeboat.errors import RestoreError, StorageError
-from ansible.module_utils.lifeboat.s3restore import restore_point_in_time
+from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError, StorageError
+from ansible.module_utils.lifeboat.s3restore import keys_from_query, parse_time, restore_missing, restore_point_in_time
 from ansible.module_utils.lifeboat.s3sync import SyncError, SyncOptions, sync
 
 ROOT = os.geteuid() == 0
@@ -382,3 +384,108 @@ def test_file_and_folder_of_the_same_name_into_a_directory(lab, tmp_path):
         with pytest.raises(RestoreError, match=r"point-in-time restore: .* both a file and a folder prefix"):
             restore_point_in_time(f"s3://{name}", str(tmp_path / "pit"), at, bs, None, concurrency=1)
         assert (tmp_path / "pit" / "ok" / "x.txt").read_bytes() == b"ok/x.txt"
+
+
+# ------------------------------------------------------------------------------------------ point in time
+
+def tick() -> dt.datetime:
+    """SeaweedFS keeps LastModified to the second: step over a second boundary on both sides of T."""
+    time.sleep(1.1)
+    at = dt.datetime.now(dt.UTC)
+    time.sleep(1.1)
+    return at
+
+
+def test_point_in_time_edge_cases(lab, tmp_path):
+    bs = settings(lab["s3"]["backup"])
+    with bucket(lab["s3"]["backup"], versioned=True) as (name, c):
+        before_anything = tick()
+        c.put_object(Bucket=name, Key="stay.txt", Body=b"stay")
+        c.put_object(Bucket=name, Key="reborn.txt", Body=b"first life")
+        for n in range(3):                                   # several versions within one second
+            c.put_object(Bucket=name, Key="burst.txt", Body=f"burst {n}".encode())
+        time.sleep(1.1)
+        c.delete_object(Bucket=name, Key="reborn.txt")       # deleted before T ...
+        at = tick()
+        c.put_object(Bucket=name, Key="reborn.txt", Body=b"second life")  # ... re-created after T
+        c.put_object(Bucket=name, Key="new.txt", Body=b"did not exist at T")
+        c.put_object(Bucket=name, Key="burst.txt", Body=b"after T")
+        url = f"s3://{name}"
+
+        now = tmp_path / "now"                               # a directory holding today's state
+        sync(url, str(now), bs, None)
+        assert local_files(now) == {"stay.txt": b"stay", "reborn.txt": b"second life",
+                                    "new.txt": b"did not exist at T", "burst.txt": b"after T"}
+
+        res = restore_point_in_time(url, str(now), at, bs, None)
+        assert res.restored_keys == ["burst.txt"] and res.left_newer == 2 and res.deleted == 0
+        assert local_files(now) == {"stay.txt": b"stay", "reborn.txt": b"second life",
+                                    "new.txt": b"did not exist at T", "burst.txt": b"burst 2"}
+
+        # the same instant written in another timezone, asked to remove what did not exist at T
+        other_tz = at.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30)))
+        res = restore_point_in_time(url, str(now), other_tz, bs, None, delete_newer=True)
+        assert sorted(res.deleted_keys) == ["new.txt", "reborn.txt"] and res.unchanged == 2
+        assert local_files(now) == {"stay.txt": b"stay", "burst.txt": b"burst 2"}
+        again = restore_point_in_time(url, str(now), parse_time(other_tz.isoformat()), bs, None, delete_newer=True)
+        assert not again.changed
+
+        # T before the bucket had any object: nothing to restore; with delete_newer, everything goes
+        empty = restore_point_in_time(url, str(tmp_path / "empty"), before_anything, bs, None)
+        assert not empty.changed and os.listdir(tmp_path / "empty") == []
+        res = restore_point_in_time(url, str(now), before_anything, bs, None)
+        assert not res.changed and res.left_newer == 2
+        res = restore_point_in_time(url, str(now), before_anything, bs, None, delete_newer=True)
+        assert res.deleted == 2 and local_files(now) == {}
+
+        # T without a timezone: refused, naming the option, before anything is touched
+        naive = at.replace(tzinfo=None)
+        with pytest.raises(ConfigError, match=r"restore_time: .*no timezone"):
+            parse_time(naive.isoformat())
+        with pytest.raises(ConfigError, match=r"restore_time: give a timezone"):
+            restore_point_in_time(url, str(tmp_path / "never"), naive, bs, None)
+        assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------------------------------- missing files
+
+def test_missing_files_from_a_messy_query(lab, scratch_db):
+    ps, bs = settings(lab["s3"]["primary"]), settings(lab["s3"]["backup"])
+    with bucket(lab["s3"]["primary"]) as (prim, pc), bucket(lab["s3"]["backup"], versioned=True) as (bk, bc):
+        for k in ("ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+            pc.put_object(Bucket=prim, Key=k, Body=k.encode(), ContentType="text/x-kept")
+        sync(f"s3://{prim}", f"s3://{bk}/app", ps, bs)
+        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+            pc.delete_object(Bucket=prim, Key=k)
+        rows = ["ok/1.txt", "lost/2.txt", None, "lost/2.txt",   # present, missing, NULL, duplicate
+                "/lost/3 é+.txt",                                # leading '/'
+                f"{prim}/lost/4.txt",                            # "bucket/key" style
+                "never/5.txt", "never/5.txt"]                    # nowhere (twice)
+        with psycopg.connect(scratch_db["dsn"], autocommit=True) as conn:
+            conn.execute("create table files (path text)")
+            with conn.cursor() as cur:
+                cur.executemany("insert into files values (%s)", [(r,) for r in rows])
+        keys = list(keys_from_query(scratch_db["dsn"], "select path from files"))
+        assert None not in keys and len(keys) == len(rows) - 1
+
+        res = restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys, bs, ps)
+        assert sorted(res.restored_keys) == ["lost/2.txt", "lost/3 é+.txt", "lost/4.txt"]
+        assert res.not_found == ["never/5.txt"], "reported once, not fatal"
+        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+            got = pc.get_object(Bucket=prim, Key=k)
+            assert got["Body"].read() == k.encode() and got["ContentType"] == "text/x-kept"
+        again = restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys, bs, ps)
+        assert not again.changed and again.not_found == ["never/5.txt"]
+        assert set(listing(pc, prim)) == {"ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt"}
+
+        # a query that fails: a clear message naming the option and the server's reason, no secret
+        for query, reason in [("select path from no_such_table", 'relation "no_such_table" does not exist'),
+                              ("select path frm files", "syntax error"),
+                              # never executed: a server-side cursor only takes a query
+                              ("delete from files returning path", 'syntax error at or near "delete"')]:
+            with pytest.raises(ConfigError, match=r"keys_query: failed on .*" + reason) as info:
+                restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys_from_query(scratch_db["dsn"], query),
+                                bs, ps)
+            assert "password" not in str(info.value)
+        with psycopg.connect(scratch_db["dsn"]) as conn:
+            assert conn.execute("select count(*) from files").fetchone()[0] == len(rows)
