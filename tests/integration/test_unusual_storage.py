@@ -489,3 +489,39 @@ def test_missing_files_from_a_messy_query(lab, scratch_db):
             assert "password" not in str(info.value)
         with psycopg.connect(scratch_db["dsn"]) as conn:
             assert conn.execute("select count(*) from files").fetchone()[0] == len(rows)
+
+
+def test_missing_files_into_a_directory_never_escape(lab, tmp_path):
+    """Keys from a database are data: '..' in them is never a way out of the destination."""
+    bs = settings(lab["s3"]["backup"])
+    with bucket(lab["s3"]["backup"], versioned=True) as (bk, bc):
+        bc.put_object(Bucket=bk, Key="app/ok/1.txt", Body=b"one")
+        bc.put_object(Bucket=bk, Key="app/escape.txt", Body=b"must stay in the bucket")
+        out = tmp_path / "out"
+        keys = ["ok/1.txt", "../escape.txt", "ok/../../escape.txt", "./ok/1.txt", "ok//1.txt"]
+        res = restore_missing(f"s3://{bk}/app", str(out), keys, bs, None)
+        # SeaweedFS holds no key with '.'/'..'/'' segments (on AWS they would be refused by name when written)
+        assert res.restored_keys == ["ok/1.txt"] and sorted(res.not_found) == sorted(keys[1:])
+        assert (out / "ok" / "1.txt").read_bytes() == b"one"
+        assert sorted(os.listdir(tmp_path)) == ["out"]
+        assert local_files(out) == {"ok/1.txt": b"one"}
+
+
+def test_directory_to_bucket_skips_links_and_names_undecodable_files(lab, tmp_path):
+    bs = settings(lab["s3"]["backup"])
+    top = tmp_path / "uploads"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "good é.txt").write_bytes(b"good")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"outside the tree")
+    (top / "link-out.txt").symlink_to(secret)             # never followed
+    (top / "link-dir").symlink_to(tmp_path)
+    os.mkfifo(top / "fifo")                                # would block a reader forever
+    with open(os.fsencode(top) + b"/latin1-\xe9.txt", "wb") as fh:
+        fh.write(b"name is not UTF-8")
+    with bucket(lab["s3"]["backup"]) as (bk, bc):
+        with pytest.raises(SyncError, match=r"first: 'latin1-.*\.txt': .*utf-8") as info:
+            sync(str(top), f"s3://{bk}", None, bs)
+        assert info.value.result.copied == 1
+        assert {k: bc.get_object(Bucket=bk, Key=k)["Body"].read() for k in listing(bc, bk)} == \
+            {"sub/good é.txt": b"good"}
