@@ -44,6 +44,7 @@ from ansible.module_utils.lifeboat.s3sync import (
     local_etag,
     local_write_error,
     make_marker_dir,
+    open_partial,
     open_side,
 )
 from ansible.module_utils.lifeboat.storage import MIN_PART_SIZE
@@ -250,7 +251,7 @@ class _Restorer:
         partial = path + ".lifeboat-partial"
         try:
             _makedirs(os.path.dirname(path), t.dir_mode)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, t.file_mode)
+            fd = open_partial(partial, t.file_mode)
             with os.fdopen(fd, "wb") as fh:
                 for chunk in obj["Body"].iter_chunks(MIB):
                     fh.write(chunk)

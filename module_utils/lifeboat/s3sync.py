@@ -346,6 +346,11 @@ class LocalSide:
         norm = os.path.normpath(os.path.join(self.root, rel))
         if not norm.startswith(os.path.join(self.root, "")):
             raise ConfigError(f"{self.option}: key '{rel}' escapes the directory {self.root}", self.option)
+        # a symbolic link inside the directory (planted, or an old layout) must not lead a write elsewhere
+        parent, real_root = os.path.realpath(os.path.dirname(norm)), os.path.realpath(self.root)
+        if parent != real_root and not parent.startswith(os.path.join(real_root, "")):
+            raise ConfigError(f"{self.option}: key '{rel}' leads through a symbolic link out of the directory "
+                              f"{self.root} (to {parent}); not written there", self.option)
         return norm
 
     def uri(self, rel: str) -> str:
@@ -814,7 +819,7 @@ class Syncer:
             raise src.error(exc, f"read {src.uri(s.key)}") from None
         try:
             _makedirs(os.path.dirname(path), dst.dir_mode)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, dst.file_mode)
+            fd = open_partial(partial, dst.file_mode)
             n = 0
             with os.fdopen(fd, "wb") as fh:
                 for chunk in obj["Body"].iter_chunks(MIB):
@@ -885,7 +890,8 @@ class Syncer:
         partial = path + ".lifeboat-partial"
         try:
             _makedirs(os.path.dirname(path), dst.dir_mode)
-            shutil.copyfile(src.path(s.key), partial)
+            with open(src.path(s.key), "rb") as fin, os.fdopen(open_partial(partial, dst.file_mode), "wb") as fout:
+                shutil.copyfileobj(fin, fout, MIB)
             os.chmod(partial, dst.file_mode)
             os.replace(partial, path)
         except OSError as exc:
@@ -940,6 +946,12 @@ def _abort(side: S3Side, rel: str, upload_id: str) -> None:
         side.client.abort_multipart_upload(Bucket=side.bucket, Key=side.full(rel), UploadId=upload_id)
     except Exception:  # noqa: BLE001 - best effort; lifecycle rules abort the rest
         pass
+
+
+def open_partial(partial: str, mode: int) -> int:
+    """A fresh temporary file (never an existing one, never through a link planted at its name)."""
+    _unlink(partial)
+    return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
 
 
 def _marker_dir_exists(side: LocalSide, key: str) -> bool:

@@ -525,3 +525,43 @@ def test_directory_to_bucket_skips_links_and_names_undecodable_files(lab, tmp_pa
         assert info.value.result.copied == 1
         assert {k: bc.get_object(Bucket=bk, Key=k)["Body"].read() for k in listing(bc, bk)} == \
             {"sub/good é.txt": b"good"}
+
+
+def test_links_planted_in_a_destination_directory_lead_nowhere(lab, tmp_path):
+    """A restore into an application's directory (often writable by the application, the restore runs as
+    root): a symbolic link planted there must not redirect a write outside it."""
+    bs = settings(lab["s3"]["backup"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "uploads").symlink_to(elsewhere)
+    (out / "p.txt.lifeboat-partial").symlink_to(victim)
+    with bucket(lab["s3"]["backup"], versioned=True) as (bk, bc):
+        for k in ("uploads/x.txt", "p.txt", "ok/q.txt"):
+            bc.put_object(Bucket=bk, Key=k, Body=b"from the bucket " + k.encode())
+        with pytest.raises(SyncError, match=r"key 'uploads/x.txt' leads through a symbolic link out of the "
+                                            r"directory"):
+            sync(f"s3://{bk}", str(out), bs, None)
+        assert os.listdir(elsewhere) == [] and victim.read_bytes() == b"precious"
+        assert (out / "p.txt").read_bytes() == b"from the bucket p.txt" and not (out / "p.txt").is_symlink()
+        assert (out / "ok" / "q.txt").read_bytes() == b"from the bucket ok/q.txt"
+        (out / "p.txt").unlink()
+        (out / "p.txt.lifeboat-partial").symlink_to(victim)
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        with pytest.raises(RestoreError, match=r"key 'uploads/x.txt' leads through a symbolic link"):
+            restore_point_in_time(f"s3://{bk}", str(out), at, bs, None)
+        assert os.listdir(elsewhere) == [] and victim.read_bytes() == b"precious"
+        assert (out / "p.txt").read_bytes() == b"from the bucket p.txt"
+    # directory -> directory too
+    src = tmp_path / "src"
+    (src / "uploads").mkdir(parents=True)
+    (src / "uploads" / "y.txt").write_bytes(b"y")
+    (src / "z.txt").write_bytes(b"z")
+    (out / "z.txt.lifeboat-partial").symlink_to(victim)
+    with pytest.raises(SyncError, match=r"key 'uploads/y.txt' leads through a symbolic link"):
+        sync(str(src), str(out))
+    assert os.listdir(elsewhere) == [] and victim.read_bytes() == b"precious"
+    assert (out / "z.txt").read_bytes() == b"z"
