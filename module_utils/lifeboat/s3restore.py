@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -416,22 +417,40 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     bucket_style = f"{t.bucket}/" if isinstance(t, S3Side) else None
     resolved: set[str] = set()
 
+    def alternatives(key: str) -> list[str]:
+        """Other spellings of a reference found nowhere as written: without a leading "bucket/" (a URL path
+        style some applications store), and the other Unicode normalization form (NFC from a web form,
+        NFD from a macOS upload: different keys, the same name to a human)."""
+        forms = [key]
+        if bucket_style and key.startswith(bucket_style) and len(key) > len(bucket_style):
+            forms.append(key[len(bucket_style):])
+        out: list[str] = []
+        for f in forms:
+            for alt in (f, unicodedata.normalize("NFC", f), unicodedata.normalize("NFD", f)):
+                if alt != key and alt not in out:
+                    out.append(alt)
+        return out
+
     def jobs() -> Iterator[tuple[str, Any]]:
         for key in missing():
+            if key in resolved:
+                continue  # already restored for another spelling of the same reference
             v = _newest_version(b, key)
-            if v is None and bucket_style and key.startswith(bucket_style) and len(key) > len(bucket_style):
-                # "bucket/key" (a URL path style some applications store): only when the key as written
-                # is found nowhere, try it without the target bucket's name
-                plain = key[len(bucket_style):]
-                if plain in resolved or _exists(t, plain):  # type: ignore[arg-type]
-                    continue
-                resolved.add(plain)
-                v = _newest_version(b, plain)
-                key = plain if v is not None else key
+            if v is None:
+                alts = alternatives(key)
+                if any(a in resolved or _target_has(t, a) for a in alts):
+                    continue  # present (or being restored) under another spelling: not missing
+                for alt in alts:
+                    v = _newest_version(b, alt)
+                    if v is not None:
+                        resolved.add(alt)
+                        key = alt
+                        break
             res.missing += 1
             if v is None:
                 res.not_found.append(key)
                 continue
+            resolved.add(key)
             yield "copy", v
 
     r.run_jobs(jobs())
@@ -440,7 +459,12 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     return res
 
 
-def _exists(t: S3Side, key: str) -> bool:
+def _target_has(t: S3Side | LocalSide, key: str) -> bool:
+    if isinstance(t, LocalSide):
+        try:
+            return os.path.isfile(t.path(key))
+        except ConfigError:
+            return False
     try:
         t.head(key)
         return True

@@ -452,14 +452,17 @@ def test_point_in_time_edge_cases(lab, tmp_path):
 def test_missing_files_from_a_messy_query(lab, scratch_db):
     ps, bs = settings(lab["s3"]["primary"]), settings(lab["s3"]["backup"])
     with bucket(lab["s3"]["primary"]) as (prim, pc), bucket(lab["s3"]["backup"], versioned=True) as (bk, bc):
-        for k in ("ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+        nfd_lost, nfd_here = unicodedata.normalize("NFD", "lost/café.txt"), unicodedata.normalize("NFD", "ok/né.txt")
+        for k in ("ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt", nfd_lost, nfd_here):
             pc.put_object(Bucket=prim, Key=k, Body=k.encode(), ContentType="text/x-kept")
         sync(f"s3://{prim}", f"s3://{bk}/app", ps, bs)
-        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt", nfd_lost):
             pc.delete_object(Bucket=prim, Key=k)
         rows = ["ok/1.txt", "lost/2.txt", None, "lost/2.txt",   # present, missing, NULL, duplicate
                 "/lost/3 é+.txt",                                # leading '/'
-                f"{prim}/lost/4.txt",                            # "bucket/key" style
+                f"{prim}/lost/4.txt", "lost/4.txt",              # "bucket/key" style, and plain
+                unicodedata.normalize("NFC", nfd_lost),          # NFC in the database, NFD in the bucket
+                unicodedata.normalize("NFC", nfd_here),          # ... and still there: not missing
                 "never/5.txt", "never/5.txt"]                    # nowhere (twice)
         with psycopg.connect(scratch_db["dsn"], autocommit=True) as conn:
             conn.execute("create table files (path text)")
@@ -468,15 +471,18 @@ def test_missing_files_from_a_messy_query(lab, scratch_db):
         keys = list(keys_from_query(scratch_db["dsn"], "select path from files"))
         assert None not in keys and len(keys) == len(rows) - 1
 
+        plan = restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys, bs, ps, check_mode=True)
+        assert plan.missing == 5 and plan.not_found == ["never/5.txt"]
         res = restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys, bs, ps)
-        assert sorted(res.restored_keys) == ["lost/2.txt", "lost/3 é+.txt", "lost/4.txt"]
+        assert sorted(res.restored_keys) == sorted(["lost/2.txt", "lost/3 é+.txt", "lost/4.txt", nfd_lost])
         assert res.not_found == ["never/5.txt"], "reported once, not fatal"
-        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt"):
+        for k in ("lost/2.txt", "lost/3 é+.txt", "lost/4.txt", nfd_lost):
             got = pc.get_object(Bucket=prim, Key=k)
             assert got["Body"].read() == k.encode() and got["ContentType"] == "text/x-kept"
         again = restore_missing(f"s3://{bk}/app", f"s3://{prim}", keys, bs, ps)
         assert not again.changed and again.not_found == ["never/5.txt"]
-        assert set(listing(pc, prim)) == {"ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt"}
+        assert set(listing(pc, prim)) == {"ok/1.txt", "lost/2.txt", "lost/3 é+.txt", "lost/4.txt", nfd_lost,
+                                          nfd_here}
 
         # a query that fails: a clear message naming the option and the server's reason, no secret
         for query, reason in [("select path from no_such_table", 'relation "no_such_table" does not exist'),
