@@ -48,6 +48,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.pipeline import Compression, open_restore_stream, run_backup_stream
 from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.s3sync import _makedirs
 from ansible.module_utils.lifeboat.storage import Storage, open_storage
 
 SCHEMA = "lifeboat.archive/1"
@@ -110,6 +111,8 @@ def members(spec: ArchiveSpec) -> Iterator[Member]:
 def _walk(path: str, rel: str, base: str, exclude: list[str]) -> Iterator[Member]:
     try:
         names = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return  # removed while the tree was walked (a live directory): nothing to keep
     except OSError as exc:
         raise StorageError(f"path: cannot read directory {path}: {exc.strerror}", "path") from None
     for name in names:
@@ -117,7 +120,10 @@ def _walk(path: str, rel: str, base: str, exclude: list[str]) -> Iterator[Member
         if _excluded(r, exclude):
             continue
         full = os.path.join(path, name)
-        st = os.lstat(full)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue  # removed while the tree was walked
         yield Member(full, f"{base}/{r}", st)
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(full, r + "/", base, exclude)
@@ -170,6 +176,8 @@ class _TarSource:
                         elif info.isdir() or info.issym() or info.islnk():
                             tar.addfile(info)
                         # sockets, fifos and devices are not application data: skipped
+                    except FileNotFoundError:
+                        continue  # removed between the walk and its read (a live directory): skipped
                     except OSError as exc:
                         # tarfile's own "unexpected end of data" (a file shrank while read) names no file
                         raise OSError(exc.errno, exc.strerror or f"{exc} (the file shrank while it was read)",
@@ -353,7 +361,7 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
                           f"(decryption method is '{dspec.method}')", "decryption")
     decryptor = prepare_decryptor(dspec if enc != "none" else DecryptionSpec())
     comp = Compression(man.get("compression", {}).get("algorithm", "none"))
-    os.makedirs(target_dir, mode=0o700, exist_ok=True)
+    _makedirs(target_dir, 0o700)
     is_root = os.geteuid() == 0
     extracted = skipped = 0
     paths: list[str] = []
@@ -385,7 +393,7 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
             if not os.path.isdir(path):
                 if patterns:
                     continue  # nothing extracted below it
-                os.makedirs(path, mode=0o700, exist_ok=True)
+                _makedirs(path, 0o700)
             os.chmod(path, dir_mode if dir_mode is not None else info.mode)
             if is_root:
                 os.chown(path, owner if owner is not None else info.uid, group if group is not None else info.gid)
@@ -498,4 +506,4 @@ def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 def _make_parents(root: str, name: str, dir_mode: int | None) -> None:
     parent = os.path.dirname(os.path.join(root, name))
     if not os.path.isdir(parent):
-        os.makedirs(parent, mode=dir_mode if dir_mode is not None else 0o700, exist_ok=True)
+        _makedirs(parent, dir_mode if dir_mode is not None else 0o700)

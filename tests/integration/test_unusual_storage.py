@@ -571,3 +571,30 @@ def test_links_planted_in_a_destination_directory_lead_nowhere(lab, tmp_path):
         sync(str(src), str(out))
     assert os.listdir(elsewhere) == [] and victim.read_bytes() == b"precious"
     assert (out / "z.txt").read_bytes() == b"z"
+
+
+def test_archive_of_a_live_directory_skips_files_removed_meanwhile(tmp_path, monkeypatch):
+    """Uploads come and go while the archive runs: a file removed between the walk and its read is
+    skipped (it was deleted, nothing is lost), the rest is archived. Every directory restored is 0700
+    when the archive has no mode for it."""
+    top = tmp_path / "tree"
+    (top / "d").mkdir(parents=True)
+    for n in ("a.txt", "b.txt", "c.txt"):
+        (top / "d" / n).write_bytes(n.encode())
+    real = tarfile.TarFile.gettarinfo
+
+    def meanwhile(self, name=None, arcname=None, fileobj=None):  # fault injection: the race
+        if name == str(top / "d" / "a.txt"):
+            (top / "d" / "b.txt").unlink()                   # before the walk reaches it
+            (top / "d" / "a.txt").unlink()                   # after the walk, before the read
+        return real(self, name, arcname, fileobj)
+
+    monkeypatch.setattr(tarfile.TarFile, "gettarinfo", meanwhile)
+    res = create_archive(ArchiveSpec(name="live", path=str(top)), str(tmp_path / "store"))
+    assert res.files == 1
+    monkeypatch.undo()
+    out = tmp_path / "deep" / "er" / "out"
+    restore_archive("live", str(tmp_path / "store"), str(out), patterns=["*/c.txt"])
+    assert local_files(out) == {"tree/d/c.txt": b"c.txt"}
+    for p in (tmp_path / "deep", tmp_path / "deep" / "er", out):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700, p
