@@ -13,7 +13,9 @@ description:
     itself kept in the backup, unless O(force=true).
   - O(mode=missing) restores exactly the keys that are referenced (O(keys), or the first column of
     O(keys_query) run read-only against O(dsn)) and missing from O(destination), from their newest backup
-    version, and reports the keys found nowhere in RV(not_found).
+    version, and reports the keys found nowhere in RV(not_found). NULLs and duplicates are ignored, a
+    leading C(/) is dropped; a key found nowhere as written is also looked up without a leading
+    C(destination-bucket/) and in the other Unicode normalization form (NFC/NFD).
   - Check mode reports the plan and touches nothing. A rerun with nothing to do reports C(changed=false).
 options:
   mode:

@@ -18,6 +18,10 @@ description:
   - Deletions at the source are propagated only with O(delete=true), and only into a bucket with versioning
     enabled, so every deleted file stays recoverable; otherwise the module refuses before touching anything.
   - Check mode reports the plan (counts and bytes to copy or delete) and touches nothing.
+  - 0-byte folder markers (keys ending in C(/)) are mirrored between buckets and become directories in a
+    directory. Into a directory, a key with a leading C(/) or an empty, C(.) or C(..) segment, a key whose
+    parent is a symbolic link leading out of the directory, or a key that is both a file and a folder prefix
+    (C(a) and C(a/b)) is not written and is named in RV(failed); everything else is copied first.
 options:
   source:
     description: C(s3://bucket/prefix) or an absolute directory to read from.
