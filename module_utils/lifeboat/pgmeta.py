@@ -8,6 +8,7 @@ describe exactly the dumped state. Identifiers always go through
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -217,7 +218,21 @@ def describe_schema(conn: Any, schemas: list[str] | None = None,
     }
 
 
+# format_type, pg_get_expr, pg_get_viewdef... leave out the schema of what the session's search_path finds: the
+# description is taken with this one, whatever the database's or the role's setting (ALTER DATABASE ... SET
+# search_path on the source but not on a drill's scratch database changed the hash). "public" is what a default
+# "$user", public session resolves when there is no schema named after the user: earlier hashes still compare.
+HASH_SEARCH_PATH = "public"
+
+
 def schema_hash(conn: Any, schemas: list[str] | None = None, tables: list[tuple[str, str]] | None = None) -> str:
-    """sha256 of :func:`describe_schema`, stable across a dump and restore on the same major."""
-    desc = describe_schema(conn, schemas, tables)
+    """sha256 of :func:`describe_schema` under :data:`HASH_SEARCH_PATH`, stable across a dump and restore on the
+    same major. The session's search_path is put back afterwards."""
+    previous = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
+    conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (HASH_SEARCH_PATH,))
+    try:
+        desc = describe_schema(conn, schemas, tables)
+    finally:
+        with contextlib.suppress(Exception):  # an aborted transaction rolls the setting back by itself
+            conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (previous,))
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()

@@ -414,8 +414,64 @@ def database_properties(conn: Any, name: str) -> dict[str, Any]:
     settings = conn.execute(
         "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d "
         "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (name,)).fetchall()
+    # ALTER ROLE ... IN DATABASE ... SET: tied to the database's oid, they would stay with the old one
+    role_settings = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(s.setrole), unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0 "
+        "ORDER BY 1", (name,)).fetchall()
     return {"owner": row[0], "default_acl": bool(row[1]), "acl": [list(r) for r in acl],
-            "settings": [r[0] for r in settings]}
+            "settings": [r[0] for r in settings], "role_settings": [list(r) for r in role_settings]}
+
+
+# settings whose value is a list of names, each double-quoted when needed (pg_dump's variable_is_guc_list_quote):
+# their stored text is a list, to be set back as one literal per element
+_GUC_LIST_QUOTE = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                             "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def split_guc_list(value: str) -> list[str]:
+    """``"UPPER", public`` -> ['UPPER', 'public'] (the server's SplitGUCList: "" inside quotes is one ")."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            i += 1
+            buf: list[str] = []
+            while i < n:
+                if value[i] == '"':
+                    if i + 1 < n and value[i + 1] == '"':
+                        buf.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                buf.append(value[i])
+                i += 1
+            items.append("".join(buf))
+        else:
+            start = i
+            while i < n and value[i] != ",":
+                i += 1
+            items.append(value[start:i].rstrip())
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == ",":
+            i += 1
+            continue
+        return items
+
+
+def _setting(item: str):
+    """``name=value`` from pg_db_role_setting -> ``name = 'value'`` (a list setting: one literal per element)."""
+    from psycopg import sql
+
+    key, _, value = item.partition("=")
+    if key.lower() in _GUC_LIST_QUOTE:
+        return sql.SQL("{} = {}").format(_ident(key), sql.SQL(", ").join(sql.Literal(v)
+                                                                          for v in split_guc_list(value)))
+    return sql.SQL("{} = {}").format(_ident(key), sql.Literal(value))
 
 
 def apply_database_properties(conn: Any, name: str, props: dict[str, Any]) -> None:
@@ -431,8 +487,9 @@ def apply_database_properties(conn: Any, name: str, props: dict[str, Any]) -> No
             conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
                 sql.SQL(priv), db, who, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
     for item in props["settings"]:
-        key, _, value = item.partition("=")
-        conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(db, _ident(key), sql.Literal(value)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET {}").format(db, _setting(item)))
+    for role, item in props.get("role_settings", []):
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(_ident(role), db, _setting(item)))
 
 
 def terminate_sessions(conn: Any, name: str, timeout: float = 30.0) -> int:
@@ -1089,6 +1146,20 @@ def copy_to_side_schema(admin: Admin, staging: str, database: str, tables: list[
             for cs, cr, conname in refs:
                 conn.execute(sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
                     _ident(cs), _ident(cr), _ident(conname)))
+            # a partition or an inheritance child copied alone becomes a plain table: still attached, its
+            # definition would name the live parent (overlapping partitions; its rows in the parent's queries)
+            for ps, pt, is_partition in conn.execute(
+                    "SELECT pn.nspname, p.relname, c.relispartition FROM pg_catalog.pg_inherits i "
+                    "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace cn "
+                    "ON cn.oid = c.relnamespace JOIN pg_catalog.pg_class p ON p.oid = i.inhparent "
+                    "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace "
+                    "WHERE cn.nspname = %s AND c.relname = %s", (schema, table)).fetchall():
+                if is_partition:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} DETACH PARTITION {}.{}").format(
+                        _ident(ps), _ident(pt), _ident(schema), _ident(table)))
+                elif (ps, pt) not in tables:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} NO INHERIT {}.{}").format(
+                        _ident(schema), _ident(table), _ident(ps), _ident(pt)))
             conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
                 _ident(schema), _ident(table), _ident(side_schema)))
     argv = [admin.client("pg_dump"), "--no-owner", "--no-privileges", "-n", _quote_pattern(side_schema),
@@ -1522,10 +1593,10 @@ def _run_partial(req: Request, storage: Storage, src: Source, keys: DecryptKeys,
             return
         expected = {f"{t['schema']}.{t['name']}": int(t["rows"]) for t in src.manifest.get("tables", [])}
         bad = []
+        # side schema: "<side>.<table>" was "<schema>.<table>" (names may hold dots: map, do not split)
+        origin = {} if req.mode == "partial" else {f"{req.side_schema}.{t}": f"{s}.{t}" for s, t in tables}
         for name, rows in copied["rows"].items():
-            orig = name if req.mode == "partial" else name.replace(f"{req.side_schema}.", "", 1)
-            key = orig if orig in expected else next((k for k in expected if k.endswith("." + orig.split(".")[-1])),
-                                                     orig)
+            key = origin.get(name, name)
             if key in expected and expected[key] != rows:
                 bad.append(f"{name}: {rows} rows, manifest {expected[key]}")
         result["row_counts"] = copied["rows"]

@@ -138,6 +138,12 @@ def psql(server: dict, database: str, script: str, **variables: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def db_settings(server: dict, database: str) -> list[tuple]:
+    with connect(server) as conn:
+        return conn.execute("SELECT s.setrole = 0, s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
+                            "ON d.oid = s.setdatabase WHERE d.datname = %s ORDER BY 1", (database,)).fetchall()
+
+
 def drop_all(server: dict, database: str, roles: list[str]) -> None:
     """The database, whatever the restores left next to it (<db>_lifeboat_old/new_...), then the roles."""
     with connect(server) as conn:
@@ -180,6 +186,14 @@ def unusual(request, lab):
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name),
                                                                           sql.Identifier(reader)))
         psql(server, name, FIXTURE_SQL, owner=owner, reader=reader)
+        with connect(server) as conn:
+            # database settings the swap must carry over as they are: a list setting with quoted names, a
+            # custom one, and a role's setting in this database
+            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path = \"UPPER\", public, {}").format(
+                sql.Identifier(name), sql.Identifier(WEIRD_SCHEMA)))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET app.tenant = 'a, \"b'").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '7MB'").format(
+                sql.Identifier(reader), sql.Identifier(name)))
         storage = storage_for(bucket, endpoint)
         manifest = engine_backup(server, lab, name, f"s3://{bucket}/db", endpoint)
         admin = engine.Admin(PgTarget(host=server["host"], port=server["port"], user=server["admin_user"],
@@ -247,11 +261,16 @@ def test_full_restore_swap_keeps_data_owners_grants_and_objects(unusual):
                                                                         sql.Identifier(WEIRD_TABLE)))
         conn.execute("DROP TABLE public.zero_cols")
         conn.execute("SELECT lo_unlink(body) FROM public.docs WHERE id = 1")
+    settings = db_settings(server, name)
+    assert len(settings) == 2 and ['work_mem=7MB'] in [s[1] for s in settings]
     out = engine.run(engine.Request(database=name, confirm=name, safety_snapshot=False), u["storage"], u["admin"],
                      u["keys"])
     assert out["old_database"].startswith(name[:20]) and not [w for w in out["warnings"] if "schema hash" in w]
     assert own_counts(server, name) == EXPECTED
+    # before the fix the search_path came back as ONE schema named '"UPPER", public, ...', the role's was lost
+    assert db_settings(server, name) == settings
     with connect(server, name) as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0] == '"UPPER", public, "We.ird ""Sch"" %ü"'
         weird = sql.SQL("{}.{}").format(sql.Identifier(WEIRD_SCHEMA), sql.Identifier(WEIRD_TABLE))
         owner = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = %s AND tablename = %s",
                              (WEIRD_SCHEMA, WEIRD_TABLE)).fetchone()[0]
@@ -336,6 +355,30 @@ def test_partial_restore_of_an_unknown_table_names_it(unusual):
     u = unusual
     with pytest.raises(engine.NotFound, match=r"tables: 'public\.\"nope\"' matches no table in the backup"):
         partial(u, ['public."nope"'])
+
+
+def test_side_schema_of_partitions_and_an_inheritance_child_leaves_the_live_tables_alone(unusual):
+    """Copied alone, a partition or an inheritance child becomes a plain table in the side schema (before the fix
+    the partitions overlapped the live ones, and the child attached itself to the live parent)."""
+    u = unusual
+    server, name = u["server"], u["name"]
+    side = 'Recovered "S" ü.1'
+    req = engine.Request(database=name, confirm=name, mode="side_schema", side_schema=side,
+                         tables=['"UPPER"."Events"', "public.car", WEIRD_PATTERN], safety_snapshot=False)
+    out = engine.run(req, u["storage"], u["admin"], u["keys"])
+    assert out["row_counts"] == {f"{side}.Events 2025": 365, f"{side}.Events 2026": 365,
+                                 f"{side}.Events default": 70, f"{side}.car": 2, f"{side}.{WEIRD_TABLE}": 37}
+    try:
+        with connect(server, name) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                "WHERE c.relnamespace = %s::regnamespace",
+                                (sql.Identifier(side).as_string(conn),)).fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM public.vehicle").fetchone()[0] == 5
+            assert conn.execute('SELECT count(*) FROM "UPPER"."Events"').fetchone()[0] == 800
+    finally:
+        with connect(server, name) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(side)))
+    assert own_counts(server, name) == EXPECTED
 
 
 # ------------------------------------------------------------------ the backup role's privileges
