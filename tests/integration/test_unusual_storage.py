@@ -335,8 +335,18 @@ def test_other_tools_multipart_objects_everywhere_and_idempotent(lab, tmp_path):
                              CacheControl="max-age=60", Metadata={"origin": "other-tool"})
         assert etag.endswith("-3")
         sc.put_object(Bucket=src, Key="v/zero", Body=b"")
+        single = os.urandom(9_000_000)                       # one PUT, above the threshold below
+        sc.put_object(Bucket=src, Key="v/single.bin", Body=single)
         res = sync(f"s3://{src}", f"s3://{dst}", ps, bs, SyncOptions(multipart_threshold=8 * MIB))
-        assert res.copied == 2
+        assert res.copied == 3
+        assert dc.head_object(Bucket=dst, Key="v/single.bin")["ETag"].strip('"').endswith("-1")
+        assert not sync(f"s3://{src}", f"s3://{dst}", ps, bs, SyncOptions(multipart_threshold=8 * MIB)).changed
+        # the copy (a 1-part multipart ETag) into a directory, twice
+        assert sync(f"s3://{dst}", str(tmp_path / "from-copy"), bs, None).copied == 3
+        assert (tmp_path / "from-copy" / "v" / "single.bin").read_bytes() == single
+        assert not sync(f"s3://{dst}", str(tmp_path / "from-copy"), bs, None).changed
+        dc.delete_object(Bucket=dst, Key="v/single.bin")
+        sc.delete_object(Bucket=src, Key="v/single.bin")
         h = dc.head_object(Bucket=dst, Key="v/big clip.mp4")
         assert h["ETag"].strip('"') == etag, "same part boundaries as the source"
         assert (h["ContentType"], h["CacheControl"], h["Metadata"]["origin"]) == ("video/mp4", "max-age=60",
@@ -345,6 +355,9 @@ def test_other_tools_multipart_objects_everywhere_and_idempotent(lab, tmp_path):
         # server-side, same endpoint
         assert sync(f"s3://{dst}", f"s3://{third}", bs, bs).copied == 2
         assert tc.get_object(Bucket=third, Key="v/big clip.mp4")["Body"].read() == data
+        h = tc.head_object(Bucket=third, Key="v/big clip.mp4")
+        assert (h["ContentType"], h["CacheControl"], h["Metadata"]["origin"]) == ("video/mp4", "max-age=60",
+                                                                                 "other-tool")
         assert not sync(f"s3://{dst}", f"s3://{third}", bs, bs).changed
 
         # into a directory and compared again: the part size (6,000,000 bytes) must be found
