@@ -19,12 +19,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound, RestoreError
 from ansible.module_utils.lifeboat.s3 import S3Settings
@@ -62,35 +64,96 @@ class Version:
     delete_marker: bool
     size: int = 0
     etag: str | None = None
+    rank: int = 0             # position in the server's listing (newest first within a key): breaks LastModified ties
 
 
 def _dump_version(v: Version) -> list:
-    return [v.key, v.version_id, v.last_modified, v.is_latest, v.delete_marker, v.size, v.etag]
+    return [v.key, v.version_id, v.last_modified, v.is_latest, v.delete_marker, v.size, v.etag, v.rank]
 
 
 def _load_version(x: list) -> Version:
     return Version(*x)
 
 
+_raw_pages = threading.local()
+
+
+def _keep_raw_page(http_response: Any = None, **_: Any) -> None:
+    if getattr(_raw_pages, "active", False) and http_response is not None:
+        _raw_pages.content = http_response.content
+
+
+def _listing_order(raw: bytes | None) -> dict[str, int]:
+    """VersionId -> position of its <Version>/<DeleteMarker> element in the raw ListObjectVersions XML.
+
+    S3 lists a key's versions and delete markers interleaved, newest first; botocore parses them into two
+    separate lists, which loses that order. LastModified is often kept to the second only (SeaweedFS), so
+    without it a delete marker and a version written within the same second could not be ordered.
+    Empty (no tie-breaking) when the page cannot be read; ambiguous ids ('null', repeated) are left out.
+    """
+    if not raw:
+        return {}
+    try:
+        root = ET.fromstring(raw)  # noqa: S314 - the same S3 response botocore just parsed with ElementTree
+    except ET.ParseError:
+        return {}
+    order: dict[str, int] = {}
+    seen: set[str] = set()
+    for n, el in enumerate(root):
+        if not el.tag.endswith(("}Version", "}DeleteMarker")) and el.tag not in ("Version", "DeleteMarker"):
+            continue
+        vid = next((c.text for c in el if c.tag.endswith("VersionId")), None)
+        if not vid or vid == "null":
+            continue
+        if vid in seen:
+            order.pop(vid, None)
+            continue
+        seen.add(vid)
+        order[vid] = n
+    return order
+
+
 def list_versions(side: S3Side) -> Iterator[Version]:
     prefix = side.prefix + "/" if side.prefix else ""
     paginator = side.client.get_paginator("list_object_versions")
+    events = side.client.meta.events
+    events.register("after-call.s3.ListObjectVersions", _keep_raw_page, unique_id="lifeboat-raw-versions")
+    base = 0
     try:
-        for page in paginator.paginate(Bucket=side.bucket, Prefix=prefix):
+        for page in _pages_with_raw(paginator.paginate(Bucket=side.bucket, Prefix=prefix)):
+            page, raw = page
+            order = _listing_order(raw)
             for v in page.get("Versions", []) or []:
-                yield Version(v["Key"][len(prefix):], v.get("VersionId") or "null", v["LastModified"].timestamp(),
+                vid = v.get("VersionId") or "null"
+                yield Version(v["Key"][len(prefix):], vid, v["LastModified"].timestamp(),
                               bool(v.get("IsLatest")), False, int(v.get("Size", 0)),
-                              (v.get("ETag") or "").strip('"') or None)
+                              (v.get("ETag") or "").strip('"') or None, base + order.get(vid, 0))
             for m in page.get("DeleteMarkers", []) or []:
-                yield Version(m["Key"][len(prefix):], m.get("VersionId") or "null", m["LastModified"].timestamp(),
-                              bool(m.get("IsLatest")), True)
+                vid = m.get("VersionId") or "null"
+                yield Version(m["Key"][len(prefix):], vid, m["LastModified"].timestamp(),
+                              bool(m.get("IsLatest")), True, rank=base + order.get(vid, 0))
+            base += 1_000_000  # past any page's element count: later pages rank after earlier ones
     except Exception as exc:  # noqa: BLE001
         raise side.error(exc, f"list versions of s3://{side.bucket}/{prefix}") from None
 
 
+def _pages_with_raw(pages: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """Each page with the raw XML it was parsed from (captured by the after-call hook, this thread only)."""
+    it = iter(pages)
+    while True:
+        _raw_pages.active, _raw_pages.content = True, None
+        try:
+            page = next(it)
+        except StopIteration:
+            return
+        finally:
+            raw, _raw_pages.active = _raw_pages.content, False
+        yield page, raw
+
+
 def grouped_versions(side: S3Side, tmp: str, chunk: int) -> Iterator[tuple[str, list[Version]]]:
     """(key, versions newest first) for every key under the side's prefix, keys in sorted order."""
-    items = external_sort(list_versions(side), lambda v: (v.key, -v.last_modified, not v.is_latest),
+    items = external_sort(list_versions(side), lambda v: (v.key, -v.last_modified, not v.is_latest, v.rank),
                           _dump_version, _load_version, tmp, "versions", chunk)
     key = None
     group: list[Version] = []
