@@ -10,7 +10,7 @@ PYTEST   := $(BIN)/pytest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lab lab-down lab-purge backup restore verify lint unit integration molecule test bench
+.PHONY: help setup lab lab-down lab-purge backup restore verify lint unit integration molecule test bench wheelhouse
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ unit: ## Unit tests (no servers)
 
 integration: ## Integration tests (need `make lab`)
 	$(PYTEST) -q tests/integration
+
+wheelhouse: setup ## Wheels of requirements-runtime.txt in .cache/wheelhouse (lifeboat_install offline mode)
+	bash scripts/wheelhouse.sh
 
 molecule: ## Molecule scenarios on podman
 	bash scripts/molecule.sh

@@ -44,6 +44,9 @@ fi
 log "CONTAINERS_CONF=${CONTAINERS_CONF}"
 
 
+# The runner scenario installs Lifeboat from a wheelhouse (no index needed in containers).
+bash "${repo_root}/scripts/wheelhouse.sh" || { log "wheelhouse download failed"; exit 1; }
+
 image_start="$(date +%s)"
 bash "${repo_root}/scripts/build-image.sh" || { log "image build failed"; exit 1; }
 log "image ready in $(( $(date +%s) - image_start ))s"

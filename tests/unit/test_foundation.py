@@ -100,3 +100,30 @@ def test_lab_secrets_never_reach_argv_in_the_role():
             assert "lab_secrets" not in argv, f"{path.name}: {task['name']} puts a secret in argv"
             if "lifeboat_lab_service" not in task:  # that module marks env no_log itself
                 assert task.get("no_log") is True, f"{path.name}: {task['name']} needs no_log"
+
+
+def _pins(path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert "==" in line, f"{path.name}: '{line}' is not pinned with =="
+            name, version = line.split("==", 1)
+            pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-")] = version
+    return pins
+
+
+def test_runtime_requirements_are_the_tested_pins():
+    """requirements-runtime.txt (what lifeboat_install puts on job hosts) pins exactly what the tests ran."""
+    full = _pins(REPO / "requirements.txt")
+    runtime = _pins(REPO / "requirements-runtime.txt")
+    full.setdefault("psycopg-binary", full["psycopg"])  # installed by the psycopg[binary] extra
+    assert {"ansible-core", "boto3", "psycopg", "zstandard"} <= set(runtime)
+    assert {n: v for n, v in runtime.items() if full.get(n) != v} == {}
+
+
+def test_install_role_argument_specs_cover_every_default():
+    defaults = yaml.safe_load((REPO / "roles/lifeboat_install/defaults/main.yml").read_text())
+    spec = yaml.safe_load((REPO / "roles/lifeboat_install/meta/argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(options)
