@@ -951,7 +951,12 @@ def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str],
 # ------------------------------------------------------------------ partial restores
 
 def _fk_checks(conn: Any, tables: list[tuple[str, str]]) -> list[tuple[str, Any]]:
-    """(constraint label, query counting violating rows) for every FK from or to the tables."""
+    """(constraint label, query counting violating rows) for every FK from or to the tables.
+
+    A foreign key from or to a partitioned table is checked once, on the partitioned tables (its copies on
+    each partition, ``conparentid <> 0``, would each see only one partition's rows); a partition counts as
+    its partitioned ancestors.
+    """
     from psycopg import sql
 
     rows = conn.execute(
@@ -964,8 +969,8 @@ def _fk_checks(conn: Any, tables: list[tuple[str, str]]) -> list[tuple[str, Any]
              JOIN pg_catalog.pg_class c ON c.oid = k.conrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
              JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
              JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
-            WHERE k.contype = 'f'""").fetchall()
-    wanted = set(tables)
+            WHERE k.contype = 'f' AND k.conparentid = 0""").fetchall()
+    wanted = set(tables) | set(_partition_ancestors(conn, tables))
     checks = []
     for conname, cs, cr, ps, pr, ccols, pcols in rows:
         if (cs, cr) not in wanted and (ps, pr) not in wanted:
@@ -1128,21 +1133,26 @@ def copy_to_side_schema(admin: Admin, staging: str, database: str, tables: list[
         for schema, table in tables:
             if not _table_exists(conn, schema, table):
                 raise NotFound(f"tables: table {schema}.{table} is not in the backup", "tables")
-            fks = conn.execute(
-                "SELECT k.conname FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'f' "
-                "AND n.nspname = %s AND c.relname = %s", (schema, table)).fetchall()
-            for (fk,) in fks:
-                conn.execute(sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
-                    _ident(schema), _ident(table), _ident(fk)))
+            # a partition's foreign keys are copies of its partitioned ancestors' (they cannot be dropped alone):
+            # drop the ancestors' (staging is scratch)
+            for fs, ft in [(schema, table)] + _partition_ancestors(conn, [(schema, table)]):
+                fks = conn.execute(
+                    "SELECT k.conname FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c "
+                    "ON c.oid = k.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE k.contype = 'f' AND k.conparentid = 0 AND n.nspname = %s AND c.relname = %s",
+                    (fs, ft)).fetchall()
+                for (fk,) in fks:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
+                        _ident(fs), _ident(ft), _ident(fk)))
         # foreign keys from other tables would stop the move; they stay behind in staging
         for schema, table in tables:
-            refs = conn.execute(
+            refs = [r for ps_, pt_ in [(schema, table)] + _partition_ancestors(conn, [(schema, table)])
+                    for r in conn.execute(
                 "SELECT cn.nspname, c.relname, k.conname FROM pg_catalog.pg_constraint k "
                 "JOIN pg_catalog.pg_class c ON c.oid = k.conrelid JOIN pg_catalog.pg_namespace cn "
                 "ON cn.oid = c.relnamespace JOIN pg_catalog.pg_class p ON p.oid = k.confrelid "
                 "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace WHERE k.contype = 'f' "
-                "AND pn.nspname = %s AND p.relname = %s", (schema, table)).fetchall()
+                "AND k.conparentid = 0 AND pn.nspname = %s AND p.relname = %s", (ps_, pt_)).fetchall()]
             for cs, cr, conname in refs:
                 conn.execute(sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
                     _ident(cs), _ident(cr), _ident(conname)))

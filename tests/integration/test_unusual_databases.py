@@ -67,6 +67,9 @@ CREATE TABLE "UPPER"."Events 2025" PARTITION OF "UPPER"."Events" FOR VALUES FROM
 CREATE TABLE "UPPER"."Events 2026" PARTITION OF "UPPER"."Events" FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE "UPPER"."Events default" PARTITION OF "UPPER"."Events" DEFAULT;
 INSERT INTO "UPPER"."Events" SELECT DATE '2024-12-25' + i, 'k' || (i % 4), i FROM generate_series(0, 799) i;
+ALTER TABLE "UPPER"."Events" ADD PRIMARY KEY (at, kind);
+CREATE TABLE "UPPER".event_ref (at date, kind text, FOREIGN KEY (at, kind) REFERENCES "UPPER"."Events");
+INSERT INTO "UPPER".event_ref SELECT at, kind FROM "UPPER"."Events" WHERE v % 100 = 0;
 CREATE MATERIALIZED VIEW "UPPER"."Event Kinds" AS SELECT kind, count(*) AS n FROM "UPPER"."Events" GROUP BY kind;
 CREATE TABLE public.regions (code text NOT NULL, n int) PARTITION BY LIST (code);
 CREATE TABLE public."regions.eu" PARTITION OF public.regions FOR VALUES IN ('de', 'fr');
@@ -103,7 +106,7 @@ GRANT UPDATE ("Mixed Col") ON "We.ird ""Sch"" %ü"."Tab.le ""Q"" % ü*?" TO :"re
 # table -> rows of its own (FROM ONLY): what the backup's manifest must say
 EXPECTED = {
     f"{WEIRD_SCHEMA}.{WEIRD_TABLE}": 37, f"{WEIRD_SCHEMA}.{SIBLING}": 6, "public.user": 11, "public.order": 23,
-    "UPPER.Events 2025": 365, "UPPER.Events 2026": 365, "UPPER.Events default": 70,
+    "UPPER.Events 2025": 365, "UPPER.Events 2026": 365, "UPPER.Events default": 70, "UPPER.event_ref": 8,
     "public.regions.eu": 101, "public.regions.us.low": 25, "public.regions.us.high": 26, "public.regions other": 51,
     "public.vehicle": 3, "public.car": 2, "public.docs": 4, "public.secrets_rls": 9, "public.cache_unlogged": 5,
     "public.empty_one": 0, "public.zero_cols": 3,
@@ -325,7 +328,7 @@ def test_partial_restore_of_an_inheritance_parent_keeps_its_children_rows(unusua
         conn.execute("DELETE FROM ONLY public.vehicle WHERE id = 1")
         conn.execute("INSERT INTO public.car VALUES (12, 'c3', 5)")
         conn.execute("DELETE FROM public.zero_cols")
-        conn.execute("""DELETE FROM "UPPER"."Events 2025" WHERE v % 2 = 0""")
+        conn.execute("""DELETE FROM "UPPER"."Events 2025" WHERE v % 2 = 1""")  # not referenced
     out = partial(u, ["public.vehicle", "public.zero_cols", '"UPPER"."Events 2025"'])
     assert out["row_counts"] == {"public.vehicle": 3, "public.zero_cols": 3, "UPPER.Events 2025": 365}
     with connect(server, name) as conn:
@@ -348,6 +351,28 @@ def test_partial_restore_of_a_dropped_partitioned_table_restores_all_partitions(
         assert conn.execute("SELECT count(*) FROM public.regions").fetchone()[0] == 203
         assert conn.execute("SELECT tableoid = 'public.\"regions.us.high\"'::regclass FROM public.regions "
                             "WHERE code = 'us' AND n = 150").fetchone()[0] is True
+    assert own_counts(server, name) == EXPECTED
+
+
+def test_partial_restore_checks_a_foreign_key_to_a_partitioned_table_once(unusual):
+    """"UPPER".event_ref references the partitioned "UPPER"."Events": its copies on each partition are not checked
+    alone (before the fix every partial restore of a partition failed on rows of the other partitions), and a
+    real violation is still found and named."""
+    u = unusual
+    server, name = u["server"], u["name"]
+    out = partial(u, ['"UPPER"."Events 2026"'])
+    assert out["row_counts"] == {"UPPER.Events 2026": 365}
+    with connect(server, name) as conn:
+        conn.execute("""INSERT INTO "UPPER"."Events" VALUES ('2026-12-31', 'new', 1)""")
+        conn.execute("""INSERT INTO "UPPER".event_ref VALUES ('2026-12-31', 'new')""")
+    try:
+        with pytest.raises(engine.RestoreError, match=r'break foreign keys.*UPPER\.event_ref\.event_ref_at_kind_fkey '
+                                                      r'-> UPPER\.Events: 1 rows'):
+            partial(u, ['"UPPER"."Events"'])
+    finally:
+        with connect(server, name) as conn:
+            conn.execute("""DELETE FROM "UPPER".event_ref WHERE kind = 'new'""")
+            conn.execute("""DELETE FROM "UPPER"."Events" WHERE kind = 'new'""")
     assert own_counts(server, name) == EXPECTED
 
 
