@@ -232,7 +232,8 @@ def check_integrity(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, resu
         good_tail = PLAIN_TAIL in bytes(tail)
         ok &= result.check("sql", good_head and good_tail,
                            "plain SQL dump with pg_dump's header and 'dump complete' trailer" if good_head
-                           and good_tail else ("the dump does not start like a pg_dump SQL script" if not
+                           and good_tail else ("the dump is empty (0 bytes of SQL)" if not head else
+                                               "the dump does not start like a pg_dump SQL script" if not
                                                good_head else "the dump has no 'PostgreSQL database dump "
                                                "complete' trailer: it is truncated"))
     elif tar is not None:
@@ -306,7 +307,8 @@ def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admi
                          f"stored object sha256 {run.decode.stored_sha256} "
                          + ("matches the manifest" if src.sha256 else "(older-procedure dump: nothing to compare)"))
             result.check("restore", True, f"restored into scratch database {scratch}: {run.decode.dump_size} "
-                                          f"bytes in {result.restore_duration_s:.1f}s")
+                                          f"bytes in {result.restore_duration_s:.1f}s"
+                         + "".join(f"; {note}" for note in run.notes))
             # the schema hash first (pg_amcheck --install-missing adds an extension), then pg_amcheck runs in
             # parallel with the exact row counts and the assertions (all read the freshly restored tables)
             hash_check: tuple[bool | None, str] | None = None
