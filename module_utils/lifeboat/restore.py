@@ -843,8 +843,11 @@ def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin,
         guard.close()
 
     _run_restore_process(admin, src, database, argv, produce, app_name)
-    return RestoreRun(holder["dec"], time.monotonic() - started,
-                      notes=guards[0].notes(database) if guards else [])
+    notes = guards[0].notes(database) if guards else []
+    if no_owner and src.fmt == "plain":
+        notes.append(f"no_owner: true does not apply to {src.backup_id}, a plain SQL dump: psql runs its OWNER TO "
+                     "and GRANT statements as written (the roles they name must exist on this server)")
+    return RestoreRun(holder["dec"], time.monotonic() - started, notes=notes)
 
 
 def _run_restore_process(admin: Admin, src: Source, database: str, argv: list[str],

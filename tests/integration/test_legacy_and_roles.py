@@ -391,3 +391,15 @@ def test_partial_restore_of_one_table_from_a_legacy_dump(pg, lab, world):
     assert rows(pg, db, "SELECT count(*) FROM app.orders") == [(900,)]
     assert rows(pg, db, "SELECT count(*) FROM app.users") == [(301,)]  # other tables untouched
     assert dbs_like(pg, out["staging_database"]) == []  # the staging database is dropped
+
+
+def test_no_owner_on_a_plain_dump_is_reported_not_silently_ignored(pg, lab, world):
+    """psql cannot skip OWNER/GRANT of a plain dump: asking for no_owner gets a warning saying so."""
+    storage, db = world["storage"], world["db"]
+    before_acl = rows(pg, db, ACL_SQL)
+    key = put_legacy(storage, pg_dump(pg, pg["bin_dir"], db), T0)
+    out = restore(pg, lab, storage, db, backup_id=key, no_owner=True)
+    assert any("no_owner: true does not apply" in w and "plain SQL dump" in w for w in out["warnings"]), \
+        out["warnings"]
+    assert rows(pg, db, ACL_SQL) == before_acl  # owners and GRANTs ran as written
+    assert app_counts(out) == expected_counts()
