@@ -194,14 +194,6 @@ from ansible.module_utils.lifeboat import verify as engine  # noqa: E402
 from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
 
 
-def _masked(module: AnsibleModule, text: str) -> str:
-    for key in ("password", "s3_secret_key", "passphrase", "dsn"):
-        value = module.params.get(key)
-        if value:
-            text = text.replace(str(value), "***")
-    return text
-
-
 def argument_spec() -> dict:
     spec = rs.common_argument_spec()
     spec.pop("before")
@@ -245,9 +237,9 @@ def main() -> None:
         bin_dirs = [p["pg_bin_dir"]] if p["pg_bin_dir"] else None
         results = [engine.verify_one(storage, ref, keys, admin, options, bin_dirs) for ref in refs]
     except LifeboatError as exc:
-        module.fail_json(msg=_masked(module, str(exc)))
+        module.fail_json(msg=rs.mask_secrets(module.params, str(exc)))
     except Exception as exc:  # noqa: BLE001 - unforeseen: a clear message, never a traceback with values
-        module.fail_json(msg=_masked(module, f"verification failed: {exc.__class__.__name__}: {exc}"))
+        module.fail_json(msg=rs.mask_secrets(module.params, f"verification failed: {exc.__class__.__name__}: {exc}"))
     report = engine.write_reports(results, p["report_dir"], storage.url) if p["report_dir"] else None
     failures = [f"{r.backup_id}: {f}" for r in results for f in r.failures()]
     out = dict(changed=any(r.record_key for r in results), passed=not failures,

@@ -327,14 +327,6 @@ def render_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _masked(module: AnsibleModule, text: str) -> str:
-    for key in ("password", "s3_secret_key", "passphrase", "dsn"):
-        value = module.params.get(key)
-        if value:
-            text = text.replace(str(value), "***")
-    return text
-
-
 def argument_spec() -> dict:
     spec = engine.common_argument_spec()
     spec.update(
@@ -403,9 +395,9 @@ def main() -> None:
         msg = str(exc)
         if partial.get("note"):
             msg += f" ({partial['note']})"
-        module.fail_json(msg=_masked(module, msg), changed=bool(partial.get("changed")), **extra)
+        module.fail_json(msg=engine.mask_secrets(module.params, msg), changed=bool(partial.get("changed")), **extra)
     except Exception as exc:  # noqa: BLE001 - unforeseen: a clear message, never a traceback with values
-        module.fail_json(msg=_masked(module, f"restore failed: {exc.__class__.__name__}: {exc}"))
+        module.fail_json(msg=engine.mask_secrets(module.params, f"restore failed: {exc.__class__.__name__}: {exc}"))
     result["summary"] = render_summary(result)
     warnings = result.pop("warnings", [])
     for warning in warnings:

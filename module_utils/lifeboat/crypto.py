@@ -59,14 +59,7 @@ def private_gnupghome() -> str:
     # short base path: gpg-agent's socket path must stay under ~100 characters
     # (a killed run's home is swept here, its gpg-agent stopped first)
     base = "/tmp" if os.path.isdir("/tmp") else None
-    return tmpfiles.private_dir("lifeboat-gpg-", dir=base, on_stale=_kill_agents)
-
-
-def _kill_agents(home: str) -> None:
-    gpgconf = shutil.which("gpgconf")
-    if gpgconf:
-        subprocess.run([gpgconf, "--homedir", home, "--kill", "all"], capture_output=True, timeout=_TIMEOUT,
-                       check=False)
+    return tmpfiles.private_dir("lifeboat-gpg-", dir=base, on_stale=remove_gnupghome)
 
 
 def remove_gnupghome(home: str | None) -> None:

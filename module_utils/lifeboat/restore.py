@@ -1800,6 +1800,18 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
 
 # ------------------------------------------------------------------ module plumbing (plain dicts)
 
+SECRET_OPTIONS = ("password", "s3_secret_key", "passphrase", "dsn")
+
+
+def mask_secrets(params: dict[str, Any], text: str) -> str:
+    """``text`` with the value of every secret option of the common argument spec replaced by ``***``."""
+    for key in SECRET_OPTIONS:
+        value = params.get(key)
+        if value:
+            text = text.replace(str(value), "***")
+    return text
+
+
 def common_argument_spec() -> dict[str, dict[str, Any]]:
     """Options shared by lifeboat_pg_restore and lifeboat_backup_verify: storage, server, keys."""
     return {
