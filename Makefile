@@ -54,11 +54,12 @@ wheelhouse: setup ## Wheels of requirements-runtime.txt in .cache/wheelhouse (li
 	bash scripts/wheelhouse.sh
 
 molecule: ## Molecule scenarios on podman
+	bash scripts/setup.sh --test
 	bash scripts/molecule.sh
 
 # The lab stays up through the whole run (integration and molecule use it).
 test: ## setup, lab, lint, unit, integration, molecule (in that order)
-	$(MAKE) setup
+	bash scripts/setup.sh --test
 	$(MAKE) lab
 	$(MAKE) lint
 	$(MAKE) unit

@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
 # Lifeboat setup: Debian packages and the Python venv. Idempotent and fast on
-# rerun; run as root on Debian 12 (bookworm).
+# rerun; run as root on Debian 12 (bookworm). A fresh machine needs only git and
+# make besides (README: prerequisites).
+#
+#   bash scripts/setup.sh          # what `make backup` needs (make setup)
+#   bash scripts/setup.sh --test   # also what `make test` needs (molecule, fresh-check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the project needs (append only).
+# Debian packages, one per line; add new ones to the list that needs them.
+# Needed by the lab, `make backup`, `make verify` and the other playbooks:
 PACKAGES=(
-  postgresql postgresql-contrib zstd pigz gnupg age
-  podman runc debootstrap uidmap fuse-overlayfs slirp4netns
+  python3-venv          # `python3 -m venv` (a minimal Debian 12 lacks ensurepip)
+  postgresql
+  postgresql-contrib
+  zstd
+  pigz
+  gnupg
+  age
+)
+# Needed only by `make test` (molecule scenarios, make fresh-check):
+TEST_PACKAGES=(
+  podman
+  runc
+  debootstrap
+  uidmap
+  fuse-overlayfs
+  slirp4netns
 )
 
+wanted=("${PACKAGES[@]}")
+case "${1:-}" in
+  --test) wanted+=("${TEST_PACKAGES[@]}") ;;
+  "") ;;
+  *) echo "setup.sh: unknown argument '$1' (use --test or nothing)" >&2; exit 2 ;;
+esac
+
 missing=()
-for pkg in "${PACKAGES[@]}"; do
+for pkg in "${wanted[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
     missing+=("$pkg")
   fi
@@ -28,10 +54,13 @@ if ((${#missing[@]})); then
 fi
 
 # Python venv with the pinned requirements (skipped when the stamp is newer).
+# A venv whose creation failed half-way (python but no pip) is made again.
 VENV=.venv
 STAMP="$VENV/.requirements.stamp"
-if [[ ! -x "$VENV/bin/python" ]]; then
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
+  rm -f "$STAMP"
 fi
 if [[ ! -f "$STAMP" || requirements.txt -nt "$STAMP" ]]; then
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt

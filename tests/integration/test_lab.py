@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import time
+import uuid
 
 import psutil
 import psycopg
@@ -191,6 +192,38 @@ def test_postgres18_server_and_sample_db(lab):
         assert conn.info.server_version >= 180000
         assert conn.execute("SELECT count(*) FROM public.accounts").fetchone()[0] == 50
         assert conn.execute("SELECT count(*) FROM public.notes").fetchone()[0] == 200
+
+
+def recap_of(output: str) -> tuple[int, int, int, int]:
+    found = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert found, output[-2000:]
+    return tuple(map(int, found.groups()))
+
+
+def test_postgres18_first_run_on_a_never_started_data_directory(lab, tmp_path):
+    """A fresh machine: initdb has just made the data directory, the configuration tasks
+    notify the restart handler, and the server was never started (no postmaster.opts)."""
+    data_dir = f"/var/lib/postgresql/lifeboat-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    args = ("--tags", "postgres18", "-e", f"lab_pg18_data_dir={data_dir}", "-e", f"lab_pg18_port={port}")
+    env = {"LIFEBOAT_LAB_DIR": str(tmp_path / "lab")}
+    pg_ctl = os.path.join(lab["postgres18"]["bin_dir"], "pg_ctl")
+    try:
+        first = run_playbook("playbooks/lab.yml", *args, env=env)
+        output = first.stdout + first.stderr
+        assert first.returncode == 0, output[-3000:]
+        assert "postmaster.opts" not in output
+        assert os.path.exists(os.path.join(data_dir, "postmaster.pid"))
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        again = run_playbook("playbooks/lab.yml", *args, env=env)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        assert recap_of(again.stdout)[1:] == (0, 0, 0), again.stdout[-3000:]
+    finally:
+        if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+            subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl, "stop", "-D", data_dir, "-m", "immediate",
+                            "-t", "30"], capture_output=True, timeout=60, check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=True)
 
 
 # --- keys: stock tools round-trip ---------------------------------------------------------
