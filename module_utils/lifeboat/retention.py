@@ -105,6 +105,17 @@ def parse_duration(text: str | None, option: str = "keep_within") -> Duration | 
     return Duration(values["y"], values["m"], values["w"] * 7 + values["d"], values["h"])
 
 
+def parse_timedelta(text: str | None, option: str = "incomplete_grace") -> _dt.timedelta | None:
+    """Like parse_duration, for a fixed span: weeks, days and hours only."""
+    d = parse_duration(text, option)
+    if d is None:
+        return None
+    if d.years or d.months:
+        raise ConfigError(f"{option}: '{text}' uses years or months; give weeks, days or hours (e.g. '24h', '2d')",
+                          option)
+    return _dt.timedelta(days=d.days, hours=d.hours)
+
+
 @dataclass(frozen=True)
 class Policy:
     keep_last: int = 0

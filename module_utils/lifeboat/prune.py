@@ -1,0 +1,397 @@
+"""Apply a retention policy to a backup store (S3 prefix or local directory).
+
+1. ``scan`` lists every backup set under the storage root, whatever wrote it:
+
+   - database backups ``<db>/<db>-<YYYYmmddTHHMMSSZ>/`` (manifest ``lifeboat/backup-manifest/v1``),
+     one series per database and scope (a schema-only or partial backup never stands in for a
+     full one);
+   - directory and configuration archives ``<name>/<name>-<stamp>/`` (manifest ``lifeboat.archive/1``);
+   - a set without ``manifest.json`` is incomplete (running, or crashed); its open multipart
+     uploads (S3) or ``.partial`` files (directory) belong to it;
+   - the older procedure's flat dumps ``db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz`` and
+     ``backup_YYYYmmdd_HHMMSS.sql.gz`` (time from the name): left alone unless
+     ``include_legacy``; then they form their own series ``older-procedure``.
+     A flat dump with Lifeboat's ``.manifest.json`` (``naming: legacy``) belongs to its database.
+
+   The latest verification record of a set (``verify-*.json``) says whether it is verified.
+
+2. ``plan`` runs the pure policy (retention.apply_policy) on each series.
+
+3. ``execute`` deletes: open multipart uploads aborted first, then the manifest (so that an
+   interrupted delete leaves an *incomplete* set, never a manifest pointing at nothing), then
+   the other objects; empty directories of a local store are removed.
+
+Nothing is deleted before the whole store was listed: an unreachable bucket or a listing that
+fails half way deletes nothing.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.errors import LifeboatError, StorageError
+from ansible.module_utils.lifeboat.retention import BackupSet, Decision, Policy, apply_policy
+from ansible.module_utils.lifeboat.s3 import bucket_versioning, translate
+from ansible.module_utils.lifeboat.storage import LocalStorage, S3Storage, Storage
+
+ARCHIVE_SCHEMA = "lifeboat.archive/1"
+SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z))/(?P<rest>.+)$")
+LEGACY_DB_BACKUP_RE = re.compile(r"^db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz")
+LEGACY_BACKUP_RE = re.compile(r"^backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.gz")
+LEGACY_SERIES = "older-procedure"
+
+
+@dataclass
+class StoredSet:
+    """One backup set in a store: what it is, and every object that belongs to it."""
+
+    series: str
+    kind: str                                   # database | archive | older-procedure | incomplete
+    backup_id: str
+    time: _dt.datetime
+    complete: bool
+    verified: bool | None = None
+    manifest_key: str | None = None
+    keys: list[str] = field(default_factory=list)
+    uploads: list[tuple[str, str]] = field(default_factory=list)   # (key, UploadId)
+    partials: list[str] = field(default_factory=list)              # local .partial files
+    size: int = 0
+    left_alone: str | None = None               # why it is outside retention (e.g. older procedure)
+    set_dir: str | None = None                  # '<series>/<id>' for directory layouts
+
+    def as_backup_set(self) -> BackupSet:
+        return BackupSet(self.backup_id, self.time, self.complete, self.verified, self.series)
+
+
+def _stamp_time(stamp: str) -> _dt.datetime:
+    return _dt.datetime.strptime(stamp, mf.STAMP_FORMAT).replace(tzinfo=_dt.UTC)
+
+
+def _legacy_match(name: str) -> tuple[str, _dt.datetime] | None:
+    for rx in (LEGACY_DB_BACKUP_RE, LEGACY_BACKUP_RE):
+        m = rx.match(name)
+        if m:
+            try:
+                when = _dt.datetime(*(int(g) for g in m.groups()), tzinfo=_dt.UTC)
+            except ValueError:
+                return None
+            return m.group(0), when
+    return None
+
+
+def _read_json(storage: Storage, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(storage.get_bytes(key))
+    except (ValueError, LifeboatError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _verified(storage: Storage, keys: list[str]) -> bool | None:
+    records = [r for r in (_read_json(storage, k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
+    if not records:
+        return None
+    records.sort(key=lambda r: str(r.get("finished_at", "")))
+    return records[-1].get("outcome") == "passed"
+
+
+def _scope_label(manifest: dict[str, Any]) -> str:
+    scope = manifest.get("scope") or {}
+    if scope.get("schema_only"):
+        return ":schema-only"
+    if scope.get("data_only"):
+        return ":data-only"
+    if any(scope.get(k) for k in ("include_tables", "exclude_tables", "include_schemas", "exclude_schemas")):
+        return ":partial"
+    return ""
+
+
+def _open_uploads(storage: Storage) -> list[tuple[str, str]]:
+    if not isinstance(storage, S3Storage):
+        return []
+    prefix = storage.loc.prefix + "/" if storage.loc.prefix else ""
+    out: list[tuple[str, str]] = []
+    try:
+        paginator = storage.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
+            for up in page.get("Uploads", []) or []:
+                out.append((storage.rel_key(up["Key"]), up["UploadId"]))
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, f"list multipart uploads s3://{storage.bucket}/{prefix}", storage.settings,
+                        storage.bucket) from None
+    return out
+
+
+def _local_partials(storage: Storage) -> list[str]:
+    if not isinstance(storage, LocalStorage):
+        return []
+    out = []
+    for dirpath, _dirs, files in os.walk(storage.root):
+        for name in files:
+            if name.endswith(".partial"):
+                out.append(os.path.relpath(os.path.join(dirpath, name), storage.root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None = None) -> list[StoredSet]:
+    """Every backup set under the storage root (see the module docstring)."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    legacy: dict[str, dict[str, Any]] = {}
+    for obj in storage.list(""):
+        m = SET_RE.match(obj.key)
+        if m:
+            g = grouped.setdefault((m.group("series"), m.group("id")),
+                                   {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []})
+            g["keys"].append(obj.key)
+            g["size"] += obj.size
+            continue
+        if "/" in obj.key:
+            continue
+        hit = _legacy_match(obj.key)
+        if hit:
+            base, when = hit
+            entry = legacy.setdefault(base, {"when": when, "keys": [], "size": 0})
+            entry["keys"].append(obj.key)
+            if obj.key == base:
+                entry["size"] += obj.size
+    for key in _local_partials(storage):
+        m = SET_RE.match(key)
+        if m:
+            grouped.setdefault((m.group("series"), m.group("id")),
+                               {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []}
+                               )["partials"].append(key)
+    for key, upload_id in _open_uploads(storage):
+        m = SET_RE.match(key)
+        if m:
+            grouped.setdefault((m.group("series"), m.group("id")),
+                               {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []}
+                               )["uploads"].append((key, upload_id))
+
+    sets: list[StoredSet] = []
+    for (folder, backup_id), g in sorted(grouped.items()):
+        if names and folder not in names:
+            continue
+        keys = sorted(g["keys"])
+        manifest_key = f"{folder}/{backup_id}/{mf.MANIFEST_NAME}"
+        verify_keys = [k for k in keys if k.rsplit("/", 1)[-1].startswith("verify-") and k.endswith(".json")]
+        base = dict(backup_id=backup_id, keys=keys, uploads=g["uploads"], partials=g["partials"],
+                    size=g["size"], set_dir=f"{folder}/{backup_id}")
+        if manifest_key not in keys:
+            sets.append(StoredSet(series=folder, kind="incomplete", time=_stamp_time(g["stamp"]),
+                                  complete=False, **base))
+            continue
+        man = _read_json(storage, manifest_key)
+        if man is None or man.get("schema") not in (mf.SCHEMA, ARCHIVE_SCHEMA):
+            sets.append(StoredSet(series=folder, kind="unknown", time=_stamp_time(g["stamp"]), complete=True,
+                                  manifest_key=manifest_key,
+                                  left_alone="its manifest.json is not a readable Lifeboat manifest: check it by hand",
+                                  **base))
+            continue
+        if man["schema"] == mf.SCHEMA:
+            series = f"database:{man.get('database') or folder}{_scope_label(man)}"
+            kind = "database"
+            when_text = man.get("started_at")
+        else:
+            series = f"archive:{man.get('name') or folder}"
+            kind = "archive"
+            when_text = man.get("created_at")
+        try:
+            when = mf.parse_time(when_text) if when_text else _stamp_time(g["stamp"])
+        except ValueError:
+            when = _stamp_time(g["stamp"])
+        sets.append(StoredSet(series=series, kind=kind, time=when, complete=True,
+                              verified=_verified(storage, verify_keys), manifest_key=manifest_key, **base))
+
+    for base_key, entry in sorted(legacy.items()):
+        keys = sorted(entry["keys"])
+        if base_key not in keys:
+            continue   # a stray record without its dump
+        man_key = base_key + ".manifest.json"
+        verify_keys = [k for k in keys if ".verify-" in k and k.endswith(".json")]
+        backup_id = base_key[: -len(".sql.gz")]
+        if man_key in keys:
+            man = _read_json(storage, man_key)
+            db = (man or {}).get("database") or "unknown"
+            if names and db not in names:
+                continue
+            sets.append(StoredSet(series=f"database:{db}{_scope_label(man or {})}", kind="database",
+                                  backup_id=backup_id, time=entry["when"], complete=man is not None,
+                                  verified=_verified(storage, verify_keys), manifest_key=man_key, keys=keys,
+                                  size=entry["size"]))
+            continue
+        if names and LEGACY_SERIES not in names:
+            continue
+        sets.append(StoredSet(series=LEGACY_SERIES, kind="older-procedure", backup_id=backup_id,
+                              time=entry["when"], complete=True, verified=_verified(storage, verify_keys),
+                              keys=keys, size=entry["size"],
+                              left_alone=None if include_legacy else
+                              "older procedure's dump: left alone (include_legacy: true to apply the policy)"))
+    return sets
+
+
+@dataclass
+class Plan:
+    sets: list[StoredSet]
+    decisions: dict[tuple[str, str], Decision]
+
+    def keep(self, s: StoredSet) -> bool:
+        if s.left_alone:
+            return True
+        return self.decisions[(s.series, s.backup_id)].keep
+
+    def reasons(self, s: StoredSet) -> list[str]:
+        if s.left_alone:
+            return [s.left_alone]
+        return list(self.decisions[(s.series, s.backup_id)].reasons)
+
+    @property
+    def to_delete(self) -> list[StoredSet]:
+        return [s for s in self.sets if not self.keep(s)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for s in sorted(self.sets, key=lambda s: (s.series, s.time, s.backup_id), reverse=False):
+            out.append({
+                "series": s.series, "kind": s.kind, "backup_id": s.backup_id, "time": mf.iso(s.time),
+                "complete": s.complete, "verified": s.verified,
+                "action": "keep" if self.keep(s) else "delete", "reasons": self.reasons(s),
+                "objects": len(s.keys) + len(s.partials), "open_uploads": len(s.uploads), "size": s.size,
+            })
+        return out
+
+    def text(self, deleted_too: bool = True) -> str:
+        lines = []
+        for row in self.rows():
+            if row["action"] == "delete" and not deleted_too:
+                continue
+            why = "; ".join(row["reasons"]) if row["reasons"] else "no rule keeps it"
+            lines.append(f"{row['action']:6} {row['series']} {row['backup_id']} ({row['time']}): {why}")
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+def plan(sets: list[StoredSet], policy: Policy, now: _dt.datetime) -> Plan:
+    policy.validate()
+    groups: dict[str, list[StoredSet]] = {}
+    for s in sets:
+        if not s.left_alone:
+            groups.setdefault(s.series, []).append(s)
+    decisions: dict[tuple[str, str], Decision] = {}
+    for series, members in groups.items():
+        for d in apply_policy([m.as_backup_set() for m in members], policy, now):
+            decisions[(series, d.backup.backup_id)] = d
+    return Plan(sets, decisions)
+
+
+def versioning_note(storage: Storage) -> tuple[str, str | None]:
+    """The bucket's versioning status and what a delete leaves there (None for a directory)."""
+    if not isinstance(storage, S3Storage):
+        return "", None
+    try:
+        status = bucket_versioning(storage.client, storage.bucket, storage.settings)
+    except LifeboatError as exc:
+        # e.g. a least-privilege policy without s3:GetBucketVersioning: say so, do not fail the pruning
+        return "unknown", (f"versioning of bucket s3://{storage.bucket} could not be read ({exc}); if it is "
+                           "enabled, each delete leaves a delete marker and a noncurrent version until a lifecycle "
+                           "rule expires it")
+    if status in ("Enabled", "Suspended"):
+        return status, (
+            f"bucket s3://{storage.bucket} has versioning {status}: each delete adds a delete marker and keeps "
+            "the data as a noncurrent version, which still takes space (and can be restored) until a lifecycle "
+            "rule expires noncurrent versions (the s3_replication role sets one: "
+            "s3_replication_noncurrent_expire_days)")
+    return status, None
+
+
+@dataclass
+class Outcome:
+    deleted: list[str]
+    deleted_objects: int
+    aborted_uploads: int
+
+
+def execute(storage: Storage, the_plan: Plan) -> Outcome:
+    """Delete what the plan does not keep (see the module docstring for the order)."""
+    deleted: list[str] = []
+    objects = 0
+    aborted = 0
+    for s in the_plan.to_delete:
+        try:
+            for key, upload_id in s.uploads:
+                assert isinstance(storage, S3Storage)
+                try:
+                    storage.client.abort_multipart_upload(Bucket=storage.bucket, Key=storage.full_key(key),
+                                                          UploadId=upload_id)
+                except Exception as exc:  # noqa: BLE001
+                    err = translate(exc, f"abort upload {storage.uri(key)}", storage.settings, storage.bucket)
+                    if "NoSuchUpload" not in str(err):
+                        raise err from None
+                aborted += 1
+            order = ([s.manifest_key] if s.manifest_key and s.manifest_key in s.keys else []) + \
+                [k for k in s.keys if k != s.manifest_key] + s.partials
+            for key in order:
+                storage.delete(key)
+                objects += 1
+        except LifeboatError as exc:
+            raise StorageError(f"retention: deleting {s.backup_id} ({s.series}) failed after {len(deleted)} "
+                               f"backup(s) were deleted ({', '.join(deleted) or 'none'}): {exc}") from None
+        if isinstance(storage, LocalStorage) and s.set_dir:
+            _remove_empty_dirs(storage, s.set_dir)
+        deleted.append(s.backup_id)
+    return Outcome(deleted, objects, aborted)
+
+
+def _remove_empty_dirs(storage: LocalStorage, rel: str) -> None:
+    path = storage.path(rel)
+    while path != storage.root and path.startswith(storage.root + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)
+
+
+@dataclass
+class RetentionResult:
+    changed: bool
+    backups: list[dict[str, Any]]
+    deleted: list[str]
+    deleted_objects: int
+    aborted_uploads: int
+    versioning: str
+    warnings: list[str]
+    before: str
+    after: str
+    policy: dict[str, Any]
+
+
+def run_retention(storage: Storage, policy: Policy, include_legacy: bool = False, names: list[str] | None = None,
+                  check_mode: bool = False, now: _dt.datetime | None = None) -> RetentionResult:
+    """List, decide, and (unless check_mode) delete. The store is checked before anything else."""
+    policy.validate()
+    storage.check(write=False)
+    versioning, note = versioning_note(storage)
+    sets = scan(storage, include_legacy=include_legacy, names=names)
+    the_plan = plan(sets, policy, now or mf.utcnow())
+    warnings = [note] if note and the_plan.to_delete else []
+    series_seen = sorted({s.series for s in sets if s.complete and not s.left_alone})
+    for series in series_seen:
+        members = [s for s in sets if s.series == series and s.complete]
+        if policy.min_verified and not any(s.verified is True for s in members):
+            warnings.append(f"{series}: no backup has a passed verification, so min_verified protects none "
+                            "(only the newest complete backup is guaranteed); run verify.yml")
+    for s in sets:
+        if s.kind == "unknown":
+            warnings.append(f"{s.set_dir}: {s.left_alone}")
+    before = the_plan.text()
+    after = the_plan.text(deleted_too=False)
+    if check_mode or not the_plan.to_delete:
+        return RetentionResult(bool(the_plan.to_delete), the_plan.rows(), [], 0, 0, versioning, warnings,
+                               before, after, policy.describe())
+    outcome = execute(storage, the_plan)
+    return RetentionResult(True, the_plan.rows(), outcome.deleted, outcome.deleted_objects, outcome.aborted_uploads,
+                           versioning, warnings, before, after, policy.describe())
