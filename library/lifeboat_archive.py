@@ -69,6 +69,15 @@ options:
     description: Write a new archive even when the tree has not changed.
     type: bool
     default: false
+  run_record:
+    description:
+      - With O(state=archived), where to leave a record of this run (C(s3://bucket/prefix) reached with this
+        module's endpoint and credentials, or an absolute directory), read by the catalog and the monitor
+        (C(lifeboat_backup_status)). It writes C(last-run.json) after every run, C(last-success.json) after a
+        successful one. A run that finds the tree unchanged is a successful run.
+      - A record that cannot be written is a warning, not a failure. Empty writes none.
+    type: str
+    default: ""
   restore_to:
     description: Directory to extract into (O(state=restored)).
     type: path
@@ -194,6 +203,11 @@ paths:
   type: list
   elements: str
   sample: ["storage/app/face-sources/u1/face.png"]
+run_record_uri:
+  description: Where the run record went (C(last-run.json)); null when it could not be written.
+  returned: when O(run_record) is set, O(state=archived) and not in check mode
+  type: str
+  sample: s3://lifeboat-backups/runs/archive-uploads/last-run.json
 duration_s:
   description: Wall-clock duration in seconds.
   returned: always
@@ -202,6 +216,8 @@ duration_s:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.lifeboat import manifest as mf  # noqa: E402
+from ansible.module_utils.lifeboat import runrecord  # noqa: E402
 from ansible.module_utils.lifeboat.archive import ArchiveSpec, create_archive, restore_archive  # noqa: E402
 from ansible.module_utils.lifeboat.crypto import DecryptionSpec, EncryptionSpec  # noqa: E402
 from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
@@ -222,6 +238,7 @@ def argument_spec() -> dict:
         encryption_recipients=dict(type="list", elements="str", default=[]),
         encryption_passphrase=dict(type="str", no_log=True),
         force=dict(type="bool", default=False),
+        run_record=dict(type="str", default=""),
         restore_to=dict(type="path"),
         archive_id=dict(type="str"),
         patterns=dict(type="list", elements="str", default=[]),
@@ -249,6 +266,18 @@ def main() -> None:
     )
     p = module.params
     settings = settings_from(p, "")
+    started = mf.utcnow()
+
+    def record(ok: bool, counts: dict, error: str | None) -> dict:
+        if p["state"] != "archived" or not p["run_record"] or module.check_mode:
+            return {}
+        doc = runrecord.build("archive", p["name"], p["path"] or ", ".join(p["files"] or []), p["destination"], ok,
+                              started, mf.utcnow(), counts.get("duration_s", 0.0), counts, error)
+        uri, warning = runrecord.write_quietly(p["run_record"], settings, doc)
+        if warning:
+            module.warn(warning)
+        return {"run_record_uri": uri}
+
     try:
         if p["state"] == "archived":
             spec = ArchiveSpec(
@@ -258,9 +287,11 @@ def main() -> None:
                 encryption=EncryptionSpec(method=p["encryption"], recipients=p["encryption_recipients"],
                                           passphrase=p["encryption_passphrase"]))
             res = create_archive(spec, p["destination"], settings, check_mode=module.check_mode, force=p["force"])
+            extra = record(True, {"files": res.files, "bytes": res.bytes, "written": int(res.changed),
+                                  "duration_s": round(res.duration_s, 3)}, None)
             module.exit_json(changed=res.changed, archive_id=res.archive_id, artifact=res.artifact,
                              manifest=res.manifest, files=res.files, bytes=res.bytes,
-                             duration_s=round(res.duration_s, 3))
+                             duration_s=round(res.duration_s, 3), **extra)
         modes = {}
         for opt in ("file_mode", "dir_mode"):
             if p[opt] is not None:
@@ -278,7 +309,7 @@ def main() -> None:
         module.exit_json(changed=True, archive_id=res.archive_id, files=res.extracted,
                          skipped=res.skipped, paths=res.paths, duration_s=round(res.duration_s, 3))
     except LifeboatError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **record(False, {}, str(exc)))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,15 @@ options:
     description: Mode of directories created in a local destination.
     type: str
     default: "0700"
+  run_record:
+    description:
+      - Where to leave a record of this run (C(s3://bucket/prefix) reached with the destination's endpoint and
+        credentials, or an absolute directory), read by the catalog and the monitor (C(lifeboat_backup_status)).
+      - Writes C(last-run.json) after every run and C(last-success.json) after a successful one. Never inside the
+        mirrored destination (a propagated deletion would remove it, a restore would copy it back).
+      - A record that cannot be written is a warning, not a failure of the sync. Empty writes none.
+    type: str
+    default: ""
   source_endpoint:
     description: URL of the S3-compatible endpoint of the source (omit for AWS S3).
     type: str
@@ -219,9 +228,16 @@ destination:
   returned: always
   type: str
   sample: s3://app-storage-backup/app-storage
+run_record_uri:
+  description: Where the run record went (C(last-run.json)); null when it could not be written.
+  returned: when O(run_record) is set and not in check mode
+  type: str
+  sample: s3://lifeboat-backups/runs/storage-sync/last-run.json
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.lifeboat import manifest as mf  # noqa: E402
+from ansible.module_utils.lifeboat import runrecord  # noqa: E402
 from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
 from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
 from ansible.module_utils.lifeboat.s3sync import MIB, SyncError, SyncOptions, sync  # noqa: E402
@@ -240,6 +256,7 @@ def argument_spec() -> dict:
         retries=dict(type="int", default=3),
         file_mode=dict(type="str", default="0600"),
         dir_mode=dict(type="str", default="0700"),
+        run_record=dict(type="str", default=""),
     )
     spec.update(endpoint_spec("source_"))
     spec.update(endpoint_spec("destination_"))
@@ -267,14 +284,32 @@ def main() -> None:
         retries=p["retries"], check_mode=module.check_mode,
     )
     where = dict(source=p["source"], destination=p["destination"])
+    started = mf.utcnow()
+    dst_settings = settings_from(p, "destination_", p["concurrency"])
+
+    def record(ok: bool, counts: dict, error: str | None) -> None:
+        if not p["run_record"] or module.check_mode:
+            return
+        numbers = {k: v for k, v in counts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers["failed"] = len(counts.get("failed") or [])
+        doc = runrecord.build("sync", p["destination"], p["source"], p["destination"], ok, started, mf.utcnow(),
+                              counts.get("duration_s", 0.0), numbers, error)
+        uri, warning = runrecord.write_quietly(p["run_record"], dst_settings, doc)
+        if warning:
+            module.warn(warning)
+        where["run_record_uri"] = uri
+
     try:
         result = sync(p["source"], p["destination"], settings_from(p, "source_", p["concurrency"]),
-                      settings_from(p, "destination_", p["concurrency"]), opts,
+                      dst_settings, opts,
                       file_mode=_mode(module, "file_mode"), dir_mode=_mode(module, "dir_mode"))
     except SyncError as exc:
+        record(False, exc.result.as_dict(), str(exc))
         module.fail_json(msg=str(exc), changed=exc.result.changed, **where, **exc.result.as_dict())
     except LifeboatError as exc:
+        record(False, {}, str(exc))
         module.fail_json(msg=str(exc), changed=False, **where)
+    record(True, result.as_dict(), None)
     module.exit_json(changed=result.changed, **where, **result.as_dict())
 
 

@@ -13,7 +13,9 @@ The older procedure's naming (``naming: legacy``) keeps its flat names::
     db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz.verify-<stamp>.json
 
 Dumps written by the older procedure itself have no manifest; they are still
-listed (``legacy: true``) so they can be verified and restored.
+listed (``legacy: true``) so they can be verified and restored. Both of its names
+are recognised (``legacy_time``): ``db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz`` and
+``backup_YYYYmmdd_HHMMSS.sql.gz``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ SCHEMA = "lifeboat/backup-manifest/v1"
 VERIFY_SCHEMA = "lifeboat/verification/v1"
 MANIFEST_NAME = "manifest.json"
 LEGACY_RE = re.compile(r"(?:^|/)db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz$")
+#: the older procedure's other name: backup_YYYYmmdd_HHMMSS.sql.gz
+LEGACY_RE2 = re.compile(r"(?:^|/)backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.gz$")
+LEGACY_PATTERNS = (LEGACY_RE, LEGACY_RE2)
+#: how many ids a "no such backup" message names (the newest)
+SUGGEST_IDS = 5
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 FORMAT_EXT = {"custom": "dump", "plain": "sql", "directory": "tar"}
@@ -71,6 +78,18 @@ def backup_id_for(database: str, when: _dt.datetime) -> str:
 
 def artifact_name(database: str, fmt: str, compression: str, encryption: str) -> str:
     return f"{safe_name(database)}.{FORMAT_EXT[fmt]}{COMPRESSION_EXT[compression]}{ENCRYPTION_EXT[encryption]}"
+
+
+def legacy_time(key: str) -> _dt.datetime | None:
+    """The time in an older-procedure dump's name (either of its two names), else None."""
+    for pattern in LEGACY_PATTERNS:
+        m = pattern.search(key)
+        if m is not None:
+            try:
+                return _dt.datetime(*(int(g) for g in m.groups()), tzinfo=_dt.UTC)
+            except ValueError:  # 2026-13-45: not a time, not a dump name
+                return None
+    return None
 
 
 def legacy_name(when: _dt.datetime) -> str:
@@ -172,19 +191,19 @@ def iter_backups(storage: Storage, database: str | None = None, prefix: str = ""
                             parse_time(manifest["started_at"]), art.get("size"), False)
         elif key.endswith(".sql.gz.manifest.json"):
             legacy_manifests.add(key[: -len(".manifest.json")])
-        elif LEGACY_RE.search(key):
+        elif legacy_time(key) is not None:
             legacy_objects[key] = obj
     if database:
         # legacy names live flat at the root, not under the database folder
-        for obj in storage.list(pre + "db-backup-"):
-            if LEGACY_RE.search(obj.key) and "/" not in obj.key[len(pre):]:
-                legacy_objects[obj.key] = obj
-            elif obj.key.endswith(".sql.gz.manifest.json"):
-                legacy_manifests.add(obj.key[: -len(".manifest.json")])
+        for start in ("db-backup-", "backup_"):
+            for obj in storage.list(pre + start):
+                if legacy_time(obj.key) is not None and "/" not in obj.key[len(pre):]:
+                    legacy_objects[obj.key] = obj
+                elif obj.key.endswith(".sql.gz.manifest.json"):
+                    legacy_manifests.add(obj.key[: -len(".manifest.json")])
     for key, obj in sorted(legacy_objects.items()):
-        m = LEGACY_RE.search(key)
-        assert m is not None
-        created = _dt.datetime(*(int(g) for g in m.groups()), tzinfo=_dt.UTC)
+        created = legacy_time(key)
+        assert created is not None
         has_manifest = key in legacy_manifests
         bid = key.rsplit("/", 1)[-1][: -len(".sql.gz")]
         if has_manifest:
@@ -199,6 +218,21 @@ def iter_backups(storage: Storage, database: str | None = None, prefix: str = ""
             yield BackupRef(bid, None, key, None, created, obj.size, True)
 
 
+def newest_ids(refs: list[BackupRef], count: int = SUGGEST_IDS) -> list[str]:
+    """The ids of the newest ``count`` backups, newest first."""
+    ordered = sorted(refs, key=lambda r: (r.created_at, r.backup_id), reverse=True)
+    return [r.backup_id for r in ordered[:count]]
+
+
+def describe_ids(refs: list[BackupRef], count: int = SUGGEST_IDS) -> str:
+    """'the newest backups are: a, b, c (of 12)' or 'there is no backup there': for "no such id" messages."""
+    if not refs:
+        return "there is no complete backup there (check destination/prefix, or run the backup first)"
+    ids = newest_ids(refs, count)
+    more = f" (newest {len(ids)} of {len(refs)}; playbooks/list.yml lists them all)" if len(refs) > len(ids) else ""
+    return "the backups that exist are: " + ", ".join(ids) + more
+
+
 def select_backup(storage: Storage, database: str | None = None, backup_id: str | None = None,
                   before: _dt.datetime | None = None, prefix: str = "",
                   include_legacy: bool = True) -> BackupRef:
@@ -209,7 +243,8 @@ def select_backup(storage: Storage, database: str | None = None, backup_id: str 
             if backup_id in (ref.backup_id, ref.artifact_key, ref.artifact_key.rsplit("/", 1)[-1]):
                 return ref
         raise NotFound(f"backup_id: no backup '{backup_id}' under {storage.url}"
-                       + (f" for database '{database}'" if database else ""), "backup_id")
+                       + (f" for database '{database}'" if database else "") + "; " + describe_ids(refs),
+                       "backup_id")
     if before is not None:
         refs = [r for r in refs if r.created_at < before]
     if not refs:
