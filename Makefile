@@ -10,7 +10,7 @@ PYTEST   := $(BIN)/pytest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lab lab-down lab-purge backup restore verify lint unit integration molecule test bench wheelhouse
+.PHONY: help setup lab lab-down lab-purge backup restore verify list monitor lint unit integration molecule test bench wheelhouse
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ restore: lab ## Restore into the lab (playbooks/restore.yml)
 
 verify: lab ## Verify the latest backups (playbooks/verify.yml)
 	$(PLAYBOOK) playbooks/verify.yml
+
+list: lab ## List every backup, newest first (playbooks/list.yml; JSON: ARGS='-e lifeboat_list_format=json')
+	$(PLAYBOOK) playbooks/list.yml $(ARGS)
+
+monitor: lab ## Check every backup, write metrics and the HTML report, send alerts (playbooks/monitor.yml)
+	$(PLAYBOOK) playbooks/monitor.yml $(ARGS)
 
 # Runs all three linters, then fails if any of them failed.
 lint: ## ansible-lint (production profile), yamllint, ruff
