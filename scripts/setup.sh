@@ -27,6 +27,7 @@ TEST_PACKAGES=(
   uidmap
   fuse-overlayfs
   slirp4netns
+  prometheus chromium   # promtool and headless Chromium: the monitor's metrics and report tests
 )
 
 wanted=("${PACKAGES[@]}")
