@@ -2,7 +2,7 @@
 """Restore benchmark (issue 3, "Performance"): one run, side by side, on the benchmark database.
 
 (a) existing   ``gunzip -c db-backup.sql.gz | psql`` into a fresh database
-(b) lifeboat   full restore from the lab's S3 (module_utils/lifeboat/restore.py):
+(b) lifeboat   full restore from the lab's S3 (module_utils/lifeboat/restore/):
                fetch -> sha256 -> gpg -> zstd -> pg_restore into a new database
 (c) drill      the verification drill (module_utils/lifeboat/verify.py): restore into a
                scratch database, row counts + schema hash vs the manifest, pg_amcheck

@@ -48,7 +48,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.pipeline import Compression, open_restore_stream, run_backup_stream
 from ansible.module_utils.lifeboat.s3 import S3Settings
-from ansible.module_utils.lifeboat.s3sync import _makedirs
+from ansible.module_utils.lifeboat.sides import makedirs
 from ansible.module_utils.lifeboat.storage import Storage, open_storage
 
 SCHEMA = "lifeboat.archive/1"
@@ -361,7 +361,7 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
                           f"(decryption method is '{dspec.method}')", "decryption")
     decryptor = prepare_decryptor(dspec if enc != "none" else DecryptionSpec())
     comp = Compression(man.get("compression", {}).get("algorithm", "none"))
-    _makedirs(target_dir, 0o700)
+    makedirs(target_dir, 0o700)
     is_root = os.geteuid() == 0
     extracted = skipped = 0
     paths: list[str] = []
@@ -393,7 +393,7 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
             if not os.path.isdir(path):
                 if patterns:
                     continue  # nothing extracted below it
-                _makedirs(path, 0o700)
+                makedirs(path, 0o700)
             os.chmod(path, dir_mode if dir_mode is not None else info.mode)
             if is_root:
                 os.chown(path, owner if owner is not None else info.uid, group if group is not None else info.gid)
@@ -506,4 +506,4 @@ def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 def _make_parents(root: str, name: str, dir_mode: int | None) -> None:
     parent = os.path.dirname(os.path.join(root, name))
     if not os.path.isdir(parent):
-        _makedirs(parent, dir_mode if dir_mode is not None else 0o700)
+        makedirs(parent, dir_mode if dir_mode is not None else 0o700)

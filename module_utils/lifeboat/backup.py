@@ -22,10 +22,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
@@ -127,14 +130,14 @@ def _user_schemas(conn: Any) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _scope_schemas(conn: Any, req: BackupRequest,
+def scope_schemas(conn: Any, req: BackupRequest,
                    tables: list[tuple[str, str]]) -> tuple[list[str] | None, list[tuple[str, str]] | None]:
     """(schemas, tables) for pgmeta.schema_hash: what the dump contains."""
     if req.include_tables:
         return sorted({s for s, _ in tables}), tables
     if req.include_schemas or req.exclude_schemas:
         def matches(schema: str, patterns: list[str]) -> bool:
-            return any(pgmeta._match(schema, pgmeta._split_pattern(p)[1]) for p in patterns)
+            return any(pgmeta.match_pattern(schema, pgmeta.split_pattern(p)[1]) for p in patterns)
 
         schemas = [s for s in _user_schemas(conn)
                    if (not req.include_schemas or matches(s, req.include_schemas))
@@ -146,8 +149,6 @@ def _scope_schemas(conn: Any, req: BackupRequest,
 def _connect(req: BackupRequest) -> Any:
     conn = req.target.connect(autocommit=False)
     try:
-        import psycopg
-
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
     except BaseException:
@@ -233,8 +234,6 @@ def _pg_dump_argv(req: BackupRequest, pg_dump: str, snapshot: str, out_dir: str 
 
 def _run_directory_dump(argv: list[str], env: dict[str, str], secrets: list[str]) -> None:
     """pg_dump -Fd -j N into a private directory (the only format that needs a temporary dir)."""
-    import subprocess
-
     proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, check=False)
     err = proc.stderr.decode(errors="replace")
@@ -242,7 +241,7 @@ def _run_directory_dump(argv: list[str], env: dict[str, str], secrets: list[str]
     if proc.returncode != 0 or errors:
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
         detail = "; ".join(errors[:3] or [ln for ln in err.splitlines() if ln.strip()][-3:])
-        raise DumpError(pipeline._mask(f"pg_dump failed ({status})" + (f": {detail}" if detail else ""), secrets))
+        raise DumpError(pipeline.mask(f"pg_dump failed ({status})" + (f": {detail}" if detail else ""), secrets))
 
 
 def run(req: BackupRequest) -> dict[str, Any]:
@@ -277,7 +276,7 @@ def run(req: BackupRequest) -> dict[str, Any]:
                 tables = [] if req.schema_only else pgmeta.list_tables(
                     conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
                 facts["tables"] = pgmeta.row_counts(conn, tables)
-                schemas, scope_tables = _scope_schemas(conn, req, tables)
+                schemas, scope_tables = scope_schemas(conn, req, tables)
                 facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 facts["error"] = exc
@@ -377,7 +376,7 @@ def _privilege_hint(text: str, user: str | None) -> str:
 def _facts_error(exc: BaseException, req: BackupRequest) -> LifeboatError:
     if isinstance(exc, LifeboatError):
         return exc
-    text = pipeline._mask(f"{exc.__class__.__name__}: {exc}", req.secrets())
+    text = pipeline.mask(f"{exc.__class__.__name__}: {exc}", req.secrets())
     return DumpError(f"PostgreSQL at {req.target.describe()}: counting rows in the dump's snapshot failed: {text}")
 
 

@@ -14,6 +14,8 @@ import hashlib
 import json
 from typing import Any
 
+from psycopg import sql
+
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
@@ -24,13 +26,13 @@ def server_version(conn: Any) -> tuple[int, str]:
     return int(row[0]), str(row[1]).split()[0]
 
 
-def _split_pattern(pattern: str) -> tuple[str | None, str]:
+def split_pattern(pattern: str) -> tuple[str | None, str]:
     """psql-style 'schema.table' pattern -> (schema glob or None, name glob).
 
     Unquoted parts are folded to lower case, double-quoted parts are kept
     as written (``"Audit Log"``, ``app."MixedCase"``); ``*`` and ``?`` are wildcards,
     except inside double quotes where, as in psql, they are literal characters
-    (``"Tab*le?"`` matches only that table). The globs are for :func:`_match`.
+    (``"Tab*le?"`` matches only that table). The globs are for :func:`match_pattern`.
     """
     parts: list[str] = []
     buf: list[str] = []
@@ -58,8 +60,8 @@ def _split_pattern(pattern: str) -> tuple[str | None, str]:
     return parts[-2], parts[-1]
 
 
-def _match(value: str, glob: str) -> bool:
-    """``glob`` from :func:`_split_pattern` (``[`` and quoted wildcards already escaped)."""
+def match_pattern(value: str, glob: str) -> bool:
+    """``glob`` from :func:`split_pattern` (``[`` and quoted wildcards already escaped)."""
     return fnmatch.fnmatchcase(value, glob)
 
 
@@ -89,13 +91,13 @@ def list_tables(conn: Any, include_schemas: list[str] | None = None, exclude_sch
 
     def table_matches(schema: str, name: str, patterns: list[str]) -> bool:
         for pat in patterns:
-            sch, tab = _split_pattern(pat)
-            if (sch is None or _match(schema, sch)) and _match(name, tab):
+            sch, tab = split_pattern(pat)
+            if (sch is None or match_pattern(schema, sch)) and match_pattern(name, tab):
                 return True
         return False
 
     def schema_matches(schema: str, patterns: list[str]) -> bool:
-        return any(_match(schema, _split_pattern(p)[1]) for p in patterns)
+        return any(match_pattern(schema, split_pattern(p)[1]) for p in patterns)
 
     result = []
     for schema, name in rows:
@@ -121,8 +123,6 @@ def row_counts(conn: Any, tables: list[tuple[str, str]]) -> list[dict[str, Any]]
     (pg_dump dumps each table's own rows; a parent counted with its children
     would count those rows twice).
     """
-    from psycopg import sql
-
     counts = []
     for schema, name in tables:
         query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(name))

@@ -53,18 +53,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ansible.module_utils.lifeboat.errors import (
-    ConfigError,
     DumpError,
     EncryptionError,
     IntegrityError,
@@ -72,183 +70,13 @@ from ansible.module_utils.lifeboat.errors import (
     StorageError,
 )
 
-try:
-    import zstandard
-
-    HAS_ZSTANDARD = True
-except ImportError:  # pragma: no cover - the zstd binary is used instead
-    HAS_ZSTANDARD = False
+from ansible.module_utils.lifeboat.compression import Compression, ProcSpec
 
 CHUNK = 1024 * 1024
-ZSTD_JOB_SIZE = 2 * 1024 * 1024
 STDERR_LINES = 200
-ALGORITHMS = ("zstd", "gzip", "none")
-
-
-# ------------------------------------------------------------------ compression
-
-def _check_complete(algorithm: str, partial: bool) -> None:
-    """A compressed stream must end with a complete frame/member: a partial one means it is truncated.
-
-    (An empty input is left to the consumer: it is also what a failed decryption produces, whose own error
-    must name the cause.)
-    """
-    if partial:
-        raise StorageError(f"{algorithm} decompression failed: unexpected end of the compressed stream (the "
-                           "artifact is truncated)")
-
-
-@dataclass
-class Compression:
-    """A compression choice; ``impl`` is filled by :meth:`resolve` ("zstandard", "zstd", "pigz", "gzip", "zlib")."""
-
-    algorithm: str = "zstd"
-    level: int | None = None
-    threads: int = 0
-    impl: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ConfigError(f"compression: '{self.algorithm}' is not one of {', '.join(ALGORITHMS)}",
-                              "compression")
-        if self.level is None:
-            # zstd 1: on pg_dump output (hex, uuids, jsonb, text) it is ~3x cheaper than level 3 and as small
-            # or smaller (measured on the lab and bench databases), and still smaller than gzip -6
-            self.level = {"zstd": 1, "gzip": 6, "none": 0}[self.algorithm]
-        if self.algorithm == "zstd" and not 1 <= int(self.level) <= 19:
-            raise ConfigError(f"compression_level: {self.level} is outside zstd's 1..19", "compression_level")
-        if self.algorithm == "gzip" and not 1 <= int(self.level) <= 9:
-            raise ConfigError(f"compression_level: {self.level} is outside gzip's 1..9", "compression_level")
-        if self.threads < 0:
-            raise ConfigError("compression_threads: must be 0 (automatic) or more", "compression_threads")
-
-    @property
-    def extension(self) -> str:
-        return {"zstd": ".zst", "gzip": ".gz", "none": ""}[self.algorithm]
-
-    def effective_threads(self) -> int:
-        return self.threads or max(1, min(4, os.cpu_count() or 1))
-
-    def resolve(self) -> "Compression":
-        if self.impl:
-            return self
-        if self.algorithm == "zstd":
-            self.impl = "zstandard" if HAS_ZSTANDARD else ("zstd" if shutil.which("zstd") else None)
-            if not self.impl:
-                raise ConfigError("compression: zstd needs the python 'zstandard' package or the zstd binary",
-                                  "compression")
-        elif self.algorithm == "gzip":
-            self.impl = "pigz" if shutil.which("pigz") else ("gzip" if shutil.which("gzip") else "zlib")
-        else:
-            self.impl = "none"
-        return self
-
-    def manifest(self) -> dict[str, Any]:
-        if self.algorithm == "none":
-            return {"algorithm": "none"}
-        out: dict[str, Any] = {"algorithm": self.algorithm, "level": int(self.level or 0)}
-        if self.algorithm == "zstd" or self.impl == "pigz":
-            out["threads"] = self.effective_threads()
-        return out
-
-    def stock_decompress(self) -> str | None:
-        return {"zstd": "zstd -d", "gzip": "gzip -d", "none": None}[self.algorithm]
-
-    # in-process transforms ---------------------------------------------------
-    def compressor(self) -> "Transform | None":
-        self.resolve()
-        if self.impl == "zstandard":
-            # multithreaded zstd with 2 MiB jobs: ~25 MB of buffers instead of ~85 MB with the default job
-            # size (4x the window), for the same ratio
-            params = zstandard.ZstdCompressionParameters.from_level(
-                int(self.level or 1), threads=self.effective_threads(), job_size=ZSTD_JOB_SIZE, write_checksum=True)
-            cctx = zstandard.ZstdCompressor(compression_params=params)
-            obj = cctx.compressobj(size=-1)
-            return Transform("zstd", obj.compress, lambda: obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
-        if self.impl == "zlib":
-            zobj = zlib.compressobj(int(self.level or 6), zlib.DEFLATED, 31)
-            return Transform("gzip", zobj.compress, zobj.flush)
-        return None
-
-    def compressor_proc(self) -> "ProcSpec | None":
-        self.resolve()
-        if self.impl == "zstd":
-            return ProcSpec("zstd", [shutil.which("zstd") or "zstd", "-q", "-c", f"-{self.level}",
-                                     f"-T{self.effective_threads()}"], error_prefixes=("zstd: error",))
-        if self.impl == "pigz":
-            return ProcSpec("pigz", [shutil.which("pigz") or "pigz", "-c", f"-{self.level}",
-                                     "-p", str(self.effective_threads())])
-        if self.impl == "gzip":
-            return ProcSpec("gzip", [shutil.which("gzip") or "gzip", "-c", f"-{self.level}"])
-        return None
-
-    def decompressor(self) -> "Transform | None":
-        """In-process decompression (zstandard / zlib); None for 'none'."""
-        if self.algorithm == "zstd":
-            if not HAS_ZSTANDARD:
-                return None
-            dctx = zstandard.ZstdDecompressor()
-            state = {"obj": dctx.decompressobj(), "fed": False}
-
-            def dec(data: bytes) -> bytes:
-                out = []
-                while data:
-                    obj = state["obj"]
-                    state["fed"] = True
-                    out.append(obj.decompress(data))
-                    data = obj.unused_data if obj.eof else b""
-                    if obj.eof:
-                        state.update(obj=dctx.decompressobj(), fed=False)
-                return b"".join(out)
-
-            def zflush() -> bytes:
-                _check_complete("zstd", state["fed"])
-                return b""
-
-            return Transform("zstd -d", dec, zflush)
-        if self.algorithm == "gzip":
-            state = {"obj": zlib.decompressobj(47), "fed": False}
-
-            def gdec(data: bytes) -> bytes:
-                out = []
-                while data:
-                    obj = state["obj"]
-                    state["fed"] = True
-                    try:
-                        out.append(obj.decompress(data))
-                    except zlib.error as exc:
-                        raise StorageError(f"gzip decompression failed: {exc} - the data is not gzip or is "
-                                           "damaged") from None
-                    data = obj.unused_data if obj.eof else b""
-                    if obj.eof:  # concatenated gzip members (pigz, appended files)
-                        state.update(obj=zlib.decompressobj(47), fed=False)
-                return b"".join(out)
-
-            def gflush() -> bytes:
-                rest = state["obj"].flush()
-                _check_complete("gzip", state["fed"] and not state["obj"].eof)
-                return rest
-
-            return Transform("gzip -d", gdec, gflush)
-        return None
-
-    def decompressor_proc(self) -> "ProcSpec | None":
-        if self.algorithm == "zstd" and not HAS_ZSTANDARD:
-            return ProcSpec("zstd -d", [shutil.which("zstd") or "zstd", "-q", "-d", "-c"],
-                            error_prefixes=("zstd: error",))
-        return None
 
 
 # --------------------------------------------------------------- building blocks
-
-@dataclass
-class Transform:
-    """An in-process byte transform: ``fn(chunk) -> bytes`` then ``finish() -> bytes`` at EOF."""
-
-    name: str
-    fn: Callable[[bytes], bytes]
-    finish: Callable[[], bytes] = field(default=lambda: b"")
-
 
 class Tap:
     """Counts and hashes the bytes that pass (sha256)."""
@@ -267,23 +95,6 @@ class Tap:
     def sha256(self) -> str:
         return self._h.hexdigest()
 
-
-@dataclass
-class ProcSpec:
-    """A child process of a pipeline: argv list (never a secret), env, and stderr error prefixes."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] | None = None
-    error_prefixes: tuple[str, ...] = ()
-    cwd: str | None = None
-    pass_fds: tuple[int, ...] = ()
-    #: a prepared crypto Filter (its spawn() handles passphrase fds and GNUPGHOME)
-    filter: Any = None
-
-    @classmethod
-    def from_filter(cls, flt: Any) -> "ProcSpec":
-        return cls(flt.name, list(flt.argv), error_prefixes=tuple(flt.error_patterns), filter=flt)
 
 
 class _Child:
@@ -327,7 +138,7 @@ def _grow_pipe(stream: Any) -> None:
         pass  # above /proc/sys/fs/pipe-max-size or not a pipe: the default 64 KiB works too
 
 
-def _mask(text: str, secrets: list[str]) -> str:
+def mask(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
@@ -506,7 +317,7 @@ class Pipeline:
                 if not isinstance(e, (BrokenPipeError,))]
         for exc in real:
             if isinstance(exc, LifeboatError):
-                return type(exc)(_mask(str(exc), self.secrets), exc.option)
+                return type(exc)(mask(str(exc), self.secrets), exc.option)
         for child in self.children:
             if child.killed_by_us:
                 continue  # we killed it because something else failed
@@ -514,7 +325,7 @@ class Pipeline:
             if rc != 0 or child.error_lines:
                 return self._child_error(child, rc)
         for exc in real:
-            return self.error_class(_mask(f"pipeline failed: {exc.__class__.__name__}: {exc}", self.secrets))
+            return self.error_class(mask(f"pipeline failed: {exc.__class__.__name__}: {exc}", self.secrets))
         if self.errors:
             return self.error_class("pipeline failed: a stage closed its input early (broken pipe)")
         return None
@@ -538,7 +349,7 @@ class Pipeline:
         cls = self.error_class
         if child.spec.filter is not None:
             cls = EncryptionError
-        return cls(_mask(msg, self.secrets))
+        return cls(mask(msg, self.secrets))
 
 
 # ------------------------------------------------------------------- backup side

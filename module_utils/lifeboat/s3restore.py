@@ -11,7 +11,7 @@
   missing from the target and restore exactly those from the newest
   non-deleted version in the backup; report the ones found nowhere.
 
-Listings are streamed and externally sorted (see s3sync.external_sort), so
+Listings are streamed and externally sorted (see extsort.external_sort), so
 memory stays bounded by the sort chunk, not by the object count.
 """
 from __future__ import annotations
@@ -29,19 +29,19 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound, RestoreError
+from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat.s3 import S3Settings
-from ansible.module_utils.lifeboat.s3sync import (
+from ansible.module_utils.lifeboat.sides import (
     MIB,
     SOURCE_ETAG_META,
     Entry,
     LocalSide,
     S3Side,
-    _content_args,
-    _makedirs,
-    _marker_dir_exists,
-    _sorted,
-    _unlink,
-    external_sort,
+    content_args,
+    makedirs,
+    marker_dir_exists,
+    sorted_entries,
+    unlink_quiet,
     first_part_size,
     is_marker,
     local_etag,
@@ -280,11 +280,11 @@ class _Restorer:
         meta.pop(SOURCE_ETAG_META, None)
         if v.size <= 64 * MIB:
             t.client.put_object(Bucket=t.bucket, Key=t.full(v.key), Body=obj["Body"].read(), Metadata=meta,
-                                **_content_args(obj))
+                                **content_args(obj))
             return
         meta[SOURCE_ETAG_META] = v.etag or ""
         up = t.client.create_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), Metadata=meta,
-                                              **_content_args(obj))
+                                              **content_args(obj))
         try:
             parts = []
             n = 0
@@ -314,7 +314,7 @@ class _Restorer:
         obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
         partial = path + ".lifeboat-partial"
         try:
-            _makedirs(os.path.dirname(path), t.dir_mode)
+            makedirs(os.path.dirname(path), t.dir_mode)
             fd = open_partial(partial, t.file_mode)
             with os.fdopen(fd, "wb") as fh:
                 for chunk in obj["Body"].iter_chunks(MIB):
@@ -325,7 +325,7 @@ class _Restorer:
             os.utime(partial, (v.last_modified, v.last_modified))
             os.replace(partial, path)
         except OSError as exc:
-            _unlink(partial)
+            unlink_quiet(partial)
             raise local_write_error(t, v.key, path, exc) from None
 
     def run_jobs(self, jobs: Iterable[tuple[str, Any]]) -> None:
@@ -393,7 +393,7 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
         with tempfile.TemporaryDirectory(prefix="lifeboat-pitr-") as tmp:
             os.chmod(tmp, 0o700)
             groups = grouped_versions(b, tmp, sort_chunk)
-            have_it = _sorted(t.list(markers=True) if isinstance(t, S3Side) else t.list(), tmp, "target",
+            have_it = sorted_entries(t.list(markers=True) if isinstance(t, S3Side) else t.list(), tmp, "target",
                               sort_chunk)
             g = next(groups, None)
             h = next(have_it, None)
@@ -402,7 +402,7 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
                     key, versions = g  # type: ignore[misc]
                     want = version_at(versions, at_ts)
                     if want is not None and isinstance(t, LocalSide) and is_marker(want.key, want.size) \
-                            and _marker_dir_exists(t, want.key):
+                            and marker_dir_exists(t, want.key):
                         res.unchanged += 1  # a folder marker: its directory is there
                     elif want is not None:
                         yield "copy", want
@@ -464,7 +464,7 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
             os.chmod(tmp, 0o700)
             wanted = external_sort((k.lstrip("/") for k in keys if k), lambda k: k,
                                    lambda k: [k], lambda x: x[0], tmp, "wanted", sort_chunk)
-            have_it = _sorted(t.list(), tmp, "target", sort_chunk)
+            have_it = sorted_entries(t.list(), tmp, "target", sort_chunk)
             h = next(have_it, None)
             last = None
             for k in wanted:

@@ -33,9 +33,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import TOOL_VERSION
 from ansible.module_utils.lifeboat import manifest as mf
-from ansible.module_utils.lifeboat import restore as rs
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound
+from ansible.module_utils.lifeboat.pgconn import find_client
+from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_counts, schema_hash_for
+from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decode
+from ansible.module_utils.lifeboat.restore.load import GIB, restore_into
+from ansible.module_utils.lifeboat.restore.pgadmin import Admin, scratch_database, sweep_scratch
+from ansible.module_utils.lifeboat.restore.selection import Source, source_for
 from ansible.module_utils.lifeboat.storage import Storage
 
 LEVELS = ("integrity", "drill")
@@ -93,11 +99,9 @@ class Result:
     def rto_s_per_gib(self) -> float | None:
         if not self.restore_duration_s or not self.restored_bytes:
             return None
-        return round(self.restore_duration_s / (self.restored_bytes / rs.GIB), 1)
+        return round(self.restore_duration_s / (self.restored_bytes / GIB), 1)
 
     def record(self) -> dict[str, Any]:
-        from ansible.module_utils.lifeboat import TOOL_VERSION
-
         return {
             "schema": mf.VERIFY_SCHEMA, "backup_id": self.backup_id, "database": self.database,
             "artifact_key": self.artifact, "legacy": self.legacy, "level": self.level, "outcome": self.outcome,
@@ -157,17 +161,15 @@ class _TocLister:
         return rc, entries, b"".join(self.err).decode("utf-8", "replace").strip()
 
 
-def _pg_restore_for(src: rs.Source, admin: rs.Admin | None, bin_dirs: list[str] | None) -> str:
+def _pg_restore_for(src: Source, admin: Admin | None, bin_dirs: list[str] | None) -> str:
     if admin is not None:
         return admin.client("pg_restore")
-    from ansible.module_utils.lifeboat.pgconn import find_client
-
     major = int(((src.manifest or {}).get("pg_dump") or {}).get("major") or 10)
     return find_client("pg_restore", major, bin_dirs)[0]
 
 
-def check_integrity(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, result: Result,
-                    admin: rs.Admin | None = None, bin_dirs: list[str] | None = None) -> bool:
+def check_integrity(storage: Storage, src: Source, keys: DecryptKeys, result: Result,
+                    admin: Admin | None = None, bin_dirs: list[str] | None = None) -> bool:
     """Level 1: checksum, full decode, TOC / plain-SQL shape. Adds checks to ``result``."""
     lister = None
     tar = None
@@ -200,7 +202,7 @@ def check_integrity(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, resu
 
     started = time.monotonic()
     try:
-        dec = rs.decode(storage, src, keys, sink)
+        dec = decode(storage, src, keys, sink)
     except LifeboatError as exc:
         name = "sha256" if "checksum mismatch" in str(exc) or "sha256" in str(exc) else "decode"
         result.check(name, False, str(exc))
@@ -249,7 +251,7 @@ def check_integrity(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, resu
 
 # ------------------------------------------------------------------ drill
 
-def _run_amcheck(admin: rs.Admin, database: str, heapallindexed: bool) -> tuple[bool | None, str]:
+def _run_amcheck(admin: Admin, database: str, heapallindexed: bool) -> tuple[bool | None, str]:
     with admin.connect(database) as conn:
         if conn.execute("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'").fetchone() \
                 is None:
@@ -285,17 +287,17 @@ def _run_assertion(conn: Any, assertion: Assertion) -> tuple[bool, str]:
     return False, f"returned {len(rows)} row(s), e.g. {str(rows[0])[:200]}"
 
 
-def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admin, options: Options,
+def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, options: Options,
           result: Result) -> None:
     """Level 2: restore into a scratch database, compare, check, assert; the scratch database is always dropped."""
     with admin.connect() as conn:
-        result.swept = rs.sweep_scratch(conn, options.sweep_hours)
+        result.swept = sweep_scratch(conn, options.sweep_hours)
     try:
-        with rs.scratch_database(admin, "drill") as scratch:
+        with scratch_database(admin, "drill") as scratch:
             result.scratch_database = scratch
             started = time.monotonic()
             try:
-                run = rs.restore_into(storage, src, keys, admin, scratch, no_owner=options.no_owner,
+                run = restore_into(storage, src, keys, admin, scratch, no_owner=options.no_owner,
                                       app_name="lifeboat-drill")
             except LifeboatError as exc:
                 name = "sha256" if "checksum mismatch" in str(exc) else "restore"
@@ -316,7 +318,7 @@ def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admi
                 expected = (src.manifest or {}).get("schema_hash")
                 if expected:
                     with admin.connect(scratch) as conn:
-                        got = rs.schema_hash_for(conn, src)
+                        got = schema_hash_for(conn, src)
                     hash_check = (got == expected, "schema hash matches the manifest" if got == expected
                                   else f"schema hash {got} != manifest {expected}")
                 else:
@@ -335,12 +337,12 @@ def drill(storage: Storage, src: rs.Source, keys: rs.DecryptKeys, admin: rs.Admi
             try:
                 with admin.connect(scratch) as conn:
                     if src.legacy:
-                        result.row_counts = rs.report_counts(conn)
+                        result.row_counts = report_counts(conn)
                         result.check("row_counts", None, f"older-procedure dump: {len(result.row_counts)} tables, "
                                                          f"{sum(result.row_counts.values())} rows (reported, no "
                                                          "manifest to compare with)")
                     else:
-                        cmp = rs.compare_counts(conn, src)
+                        cmp = compare_counts(conn, src)
                         result.row_counts = cmp["counts"]
                         result.check("row_counts", cmp["ok"],
                                      f"{cmp['tables']} tables match the manifest's exact row counts" if cmp["ok"]
@@ -379,13 +381,13 @@ def targets(storage: Storage, databases: list[str], backup_id: str | None, prefi
     return [latest[k] for k in sorted(latest)]
 
 
-def verify_one(storage: Storage, ref: mf.BackupRef, keys: rs.DecryptKeys, admin: rs.Admin | None,
+def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptKeys, admin: Admin | None,
                options: Options, bin_dirs: list[str] | None = None) -> Result:
     if options.level not in LEVELS:
         raise ConfigError(f"level: must be one of {', '.join(LEVELS)}", "level")
     result = Result(ref.backup_id, ref.database, ref.artifact_key, ref.legacy, options.level, mf.utcnow())
     try:
-        src = rs.source_for(storage, ref)
+        src = source_for(storage, ref)
     except LifeboatError as exc:
         result.check("manifest", False, str(exc))
         src = None

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from conftest import VENV_BIN
+from testlib import VENV_BIN
 
 
 def free_port() -> int:

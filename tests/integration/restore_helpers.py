@@ -18,8 +18,7 @@ import subprocess
 import tempfile
 
 import psycopg
-import pytest
-from conftest import _dsn, unique
+from testlib import dsn, run_playbook, unique
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import manifest as mf
@@ -29,14 +28,14 @@ from ansible.module_utils.lifeboat.storage import S3Storage
 
 
 def admin_conn(pg: dict, database: str = "postgres"):
-    return psycopg.connect(_dsn(pg, "admin_user", "admin_password", database), autocommit=True)
+    return psycopg.connect(dsn(pg, "admin_user", "admin_password", database), autocommit=True)
 
 
 SAMPLE_SQL = pathlib.Path(__file__).resolve().parents[2] / "roles" / "lab" / "files" / "sample_app.sql"
 
 
-@pytest.fixture(scope="session")
-def source_template(pg):
+@contextlib.contextmanager
+def template_database(pg: dict):
     """A private template database loaded from the lab's sample SQL (the shared appdb is never touched:
     CREATE DATABASE ... TEMPLATE appdb would fail whenever another engineer is connected to it)."""
     name = unique("lbtpl").replace("-", "_")
@@ -199,8 +198,6 @@ def backup_with_playbook(pg: dict, bucket: str, database: str, workdir) -> dict:
     """
     import json
     import pathlib
-
-    from conftest import run_playbook
 
     path = pathlib.Path(workdir) / "backup-vars.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 
-from conftest import empty_bucket, s3_client, unique
+from testlib import empty_bucket, s3_client, unique
 
 from ansible.module_utils.lifeboat.s3 import S3Settings
 

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import LAB_DIR, REPO, VENV_BIN, run_playbook
+from testlib import LAB_DIR, REPO, VENV_BIN, run_playbook
 
 PG15_PIDFILE = "/var/lib/postgresql/15/lifeboat/postmaster.pid"
 SAMPLE_COUNTS = {

@@ -14,7 +14,7 @@ import tempfile
 
 import psycopg
 import pytest
-from conftest import unique
+from testlib import unique
 from psycopg import sql
 from restore_helpers import backup_with_engine, make_backup, storage_for
 

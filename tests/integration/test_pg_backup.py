@@ -21,7 +21,7 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import admin_sql, empty_bucket, run_playbook, s3_client, unique
+from testlib import admin_sql, empty_bucket, run_playbook, s3_client, unique
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import manifest as mf

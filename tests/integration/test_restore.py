@@ -13,18 +13,16 @@ import time
 
 import psycopg
 import pytest
-from conftest import run_playbook
+from testlib import run_playbook
 from restore_helpers import (
     admin_conn,
     backup_with_engine,
-    backup_with_playbook,
     counts,
     flip_byte,
     make_backup,
     make_legacy_backup,
     manifest_counts,
     source_database,
-    source_template,  # noqa: F401 - a pytest fixture
     storage_for,
     truncate,
 )
@@ -76,27 +74,6 @@ def admin(pg) -> engine.Admin:
 
 def keys(lab) -> engine.DecryptKeys:
     return engine.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"], age_identity_file=lab["age"]["identity_file"])
-
-
-@pytest.fixture
-def backed_up(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
-    """(database copy, bucket, storage, manifest): a private source database with one Lifeboat backup."""
-    bucket, endpoint = scratch_bucket
-    storage = storage_for(bucket, endpoint)
-    with source_database(pg, source_template) as db:
-        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
-        yield db, bucket, storage, manifest
-
-
-@pytest.fixture
-def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
-    """Like backed_up, but the backup is made by playbooks/backup.yml."""
-    bucket, endpoint = scratch_bucket
-    storage = storage_for(bucket, endpoint)
-    with source_database(pg, source_template) as db:
-        backup_with_playbook(pg, bucket, db, tmp_path)
-        ref = mf.select_backup(storage, db)
-        yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
 
 
 # --------------------------------------------------------------------------- the "done when" tests
@@ -305,7 +282,7 @@ def test_parallel_restore_stages_locally(pg, lab, backed_up, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the staged dump is removed
 
 
-def test_connection_lost_mid_restore(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
+def test_connection_lost_mid_restore(pg, lab, scratch_bucket, source_template):
     """pg_terminate_backend on the restore session: the original database stays as it was."""
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
@@ -414,7 +391,7 @@ def test_restore_before_time_and_latest_verified(pg, lab, backed_up):
         engine.choose_backup(storage, db, require_verified=True)
 
 
-def test_legacy_sql_gz_restore(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
+def test_legacy_sql_gz_restore(pg, lab, scratch_bucket, source_template):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg, source_template) as db:
@@ -427,7 +404,7 @@ def test_legacy_sql_gz_restore(pg, lab, scratch_bucket, source_template):  # noq
         assert "older-procedure" in proc.stdout
 
 
-def test_age_encrypted_backup_restores(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
+def test_age_encrypted_backup_restores(pg, lab, scratch_bucket, source_template):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg, source_template) as db:
@@ -493,7 +470,7 @@ def test_bad_credentials_fail_clearly_without_echoing_the_secret(pg, backed_up, 
 
 
 def test_partial_backup_is_never_swapped_in_but_restores_partially(pg, lab, scratch_bucket,
-                                                                   source_template):  # noqa: F811 - fixture
+                                                                   source_template):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg, source_template) as db:

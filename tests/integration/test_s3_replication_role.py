@@ -6,7 +6,7 @@ import json
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import run_playbook
+from testlib import run_playbook
 from moto_helpers import moto_server
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/lifeboat-replication"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import run_playbook
+from testlib import run_playbook
 from storage_helpers import bucket, contents
 
 PLAY = """

@@ -6,7 +6,7 @@ import json
 import time
 
 import psycopg
-from conftest import run_playbook
+from testlib import run_playbook
 from storage_helpers import bucket, contents
 
 QUERY = "select storage_path from videos order by storage_path limit 30"

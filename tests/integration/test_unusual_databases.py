@@ -18,14 +18,14 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import empty_bucket, run_playbook, s3_client, unique
+from testlib import empty_bucket, run_playbook, s3_client, unique
 from psycopg import sql
 from restore_helpers import storage_for
 
 from ansible.module_utils.lifeboat import backup, crypto, pgmeta, verify
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import restore as engine
-from ansible.module_utils.lifeboat.errors import DumpError
+from ansible.module_utils.lifeboat.errors import DumpError, NotFound, RestoreError
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.s3 import S3Settings
 
@@ -366,7 +366,7 @@ def test_partial_restore_checks_a_foreign_key_to_a_partitioned_table_once(unusua
         conn.execute("""INSERT INTO "UPPER"."Events" VALUES ('2026-12-31', 'new', 1)""")
         conn.execute("""INSERT INTO "UPPER".event_ref VALUES ('2026-12-31', 'new')""")
     try:
-        with pytest.raises(engine.RestoreError, match=r'break foreign keys.*UPPER\.event_ref\.event_ref_at_kind_fkey '
+        with pytest.raises(RestoreError, match=r'break foreign keys.*UPPER\.event_ref\.event_ref_at_kind_fkey '
                                                       r'-> UPPER\.Events: 1 rows'):
             partial(u, ['"UPPER"."Events"'])
     finally:
@@ -378,7 +378,7 @@ def test_partial_restore_checks_a_foreign_key_to_a_partitioned_table_once(unusua
 
 def test_partial_restore_of_an_unknown_table_names_it(unusual):
     u = unusual
-    with pytest.raises(engine.NotFound, match=r"tables: 'public\.\"nope\"' matches no table in the backup"):
+    with pytest.raises(NotFound, match=r"tables: 'public\.\"nope\"' matches no table in the backup"):
         partial(u, ['public."nope"'])
 
 

@@ -183,7 +183,7 @@ def test_archive_unreadable_file_is_named(tmp_path):
     secret.chmod(0)
     store = tmp_path / "store"
     code = ("import sys; sys.path.insert(0, sys.argv[3]);"
-            "import conftest;"
+            "import testlib;"
             "from ansible.module_utils.lifeboat.archive import ArchiveSpec, create_archive;"
             "from ansible.module_utils.lifeboat.errors import LifeboatError\n"
             "try:\n create_archive(ArchiveSpec(name='t', path=sys.argv[1]), sys.argv[2])\n"

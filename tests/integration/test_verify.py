@@ -6,17 +6,15 @@ import os
 import stat
 
 import pytest
-from conftest import run_playbook
+from testlib import run_playbook
 from restore_helpers import (
     admin_conn,
     backup_with_engine,
-    backup_with_playbook,
     counts,
     flip_byte,
     make_legacy_backup,
     manifest_counts,
     source_database,
-    source_template,  # noqa: F401 - a pytest fixture
     storage_for,
     truncate,
 )
@@ -50,26 +48,6 @@ def admin(pg) -> rs.Admin:
 def records(storage, db) -> list[dict]:
     ref = mf.select_backup(storage, db)
     return rs.verification_records(storage, ref)
-
-
-@pytest.fixture
-def backed_up(pg, lab, scratch_bucket, source_template):  # noqa: F811 - fixture
-    bucket, endpoint = scratch_bucket
-    storage = storage_for(bucket, endpoint)
-    with source_database(pg, source_template) as db:
-        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db)
-        yield db, bucket, storage, manifest
-
-
-@pytest.fixture
-def backed_up_by_playbook(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
-    """Like backed_up, but the backup is made by playbooks/backup.yml."""
-    bucket, endpoint = scratch_bucket
-    storage = storage_for(bucket, endpoint)
-    with source_database(pg, source_template) as db:
-        backup_with_playbook(pg, bucket, db, tmp_path)
-        ref = mf.select_backup(storage, db)
-        yield db, bucket, storage, mf.read_manifest(storage, ref.manifest_key)
 
 
 def read_report(proc_stdout: str, report_dir) -> tuple[str, dict]:
@@ -199,7 +177,7 @@ def test_scratch_database_dropped_when_the_drill_fails(pg, lab, backed_up, tmp_p
     assert res.scratch_database and scratch_dbs(pg) == []
 
 
-def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path, source_template):  # noqa: F811 - fixture
+def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path, source_template):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg, source_template) as db:
@@ -226,7 +204,7 @@ def test_legacy_sql_gz_verifies(pg, lab, scratch_bucket, tmp_path, source_templa
 
 
 @pytest.mark.parametrize("fmt", ["plain", "directory"])
-def test_other_formats_verify_and_restore(pg, lab, scratch_bucket, source_template, fmt):  # noqa: F811 - fixture
+def test_other_formats_verify_and_restore(pg, lab, scratch_bucket, source_template, fmt):
     bucket, endpoint = scratch_bucket
     storage = storage_for(bucket, endpoint)
     with source_database(pg, source_template) as db:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, VENV_BIN
+from testlib import REPO, VENV_BIN
 
 MODULE_FILES = sorted((REPO / "library").glob("lifeboat_*.py"))
 SECRET_WORDS = ("password", "secret", "passphrase", "token", "dsn")

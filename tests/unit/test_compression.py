@@ -1,4 +1,4 @@
-"""A truncated gzip/zstd stream is an error, not a shorter dump (older-procedure .sql.gz files have no checksum)."""
+"""module_utils/lifeboat/compression.py: validation, complete and truncated streams."""
 from __future__ import annotations
 
 import gzip
@@ -6,11 +6,29 @@ import gzip
 import pytest
 import zstandard
 
-from ansible.module_utils.lifeboat.errors import StorageError
+from ansible.module_utils.lifeboat import pipeline
+from ansible.module_utils.lifeboat.errors import (
+    ConfigError,
+    StorageError,
+)
+
+
+
+
 from ansible.module_utils.lifeboat.pipeline import Compression
 
-DATA = b"".join(b"COPY public.t (id) FROM stdin;\n%d\n\\.\n" % i for i in range(20000))
 
+def test_compression_validation():
+    with pytest.raises(ConfigError, match="compression_level"):
+        pipeline.Compression("zstd", level=25)
+    with pytest.raises(ConfigError, match="compression_level"):
+        pipeline.Compression("gzip", level=0)
+    with pytest.raises(ConfigError, match="not one of"):
+        pipeline.Compression("lz4")
+    assert pipeline.Compression("zstd").manifest()["algorithm"] == "zstd"
+    assert pipeline.Compression("gzip").stock_decompress() == "gzip -d"
+
+DATA = b"".join(b"COPY public.t (id) FROM stdin;\n%d\n\\.\n" % i for i in range(20000))
 
 def _decode(algorithm: str, stored: bytes, step: int = 4096) -> bytes:
     dec = Compression(algorithm).decompressor()
@@ -18,13 +36,11 @@ def _decode(algorithm: str, stored: bytes, step: int = 4096) -> bytes:
     out.append(dec.finish())
     return b"".join(out)
 
-
 @pytest.mark.parametrize("algorithm,pack", [("gzip", gzip.compress),
                                             ("zstd", lambda b: zstandard.ZstdCompressor().compress(b))])
 def test_complete_streams_and_concatenated_members_decode(algorithm, pack):
     assert _decode(algorithm, pack(DATA)) == DATA
     assert _decode(algorithm, pack(DATA) + pack(b"tail\n")) == DATA + b"tail\n"
-
 
 @pytest.mark.parametrize("algorithm,pack", [("gzip", gzip.compress),
                                             ("zstd", lambda b: zstandard.ZstdCompressor().compress(b))])
@@ -34,7 +50,6 @@ def test_truncated_stream_is_named(algorithm, pack):
         _decode(algorithm, stored[: len(stored) // 2])
     with pytest.raises(StorageError, match="truncated"):  # a second member cut short
         _decode(algorithm, stored + stored[:100])
-
 
 def test_not_gzip_is_named():
     with pytest.raises(StorageError, match="gzip decompression failed: .*not gzip"):

@@ -9,7 +9,7 @@ import subprocess
 
 import yaml
 
-from conftest import REPO, VENV_BIN
+from testlib import REPO, VENV_BIN
 
 EXAMPLE_VAULT_PASSWORD = "lifeboat-example-vault"  # throwaway, documented in README.md
 

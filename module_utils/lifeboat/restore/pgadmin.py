@@ -1,0 +1,243 @@
+"""PostgreSQL administration for restores: databases (create, drop, properties, swap, sessions),
+scratch databases, the administrative connection (``Admin``) and client binaries.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.errors import (
+    NotFound,
+    SafetyError,
+)
+from ansible.module_utils.lifeboat.pgconn import find_client, server_major
+from ansible.module_utils.lifeboat.restore.names import scratch_age, scratch_name
+
+
+def ident(name: str):
+    return sql.Identifier(name)
+
+
+def database_exists(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def other_sessions(conn: Any, name: str) -> list[dict[str, Any]]:
+    """Other sessions on ``name`` that would block a restore into it.
+
+    Autovacuum workers are left out: the server cancels them itself for DROP and
+    RENAME, and one often starts right after an incident deleted rows.
+    """
+    rows = conn.execute(
+        "SELECT pid, usename, application_name, client_addr::text FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() "
+        "AND backend_type IS DISTINCT FROM 'autovacuum worker'", (name,)).fetchall()
+    return [{"pid": r[0], "user": r[1], "application": r[2], "client": r[3]} for r in rows]
+
+
+def create_database(conn: Any, name: str, owner: str | None = None) -> None:
+    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident(name))
+    if owner:
+        query = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(name), ident(owner))
+    conn.execute(query)
+
+
+def drop_database(conn: Any, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(name)))
+
+
+def database_properties(conn: Any, name: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(d.datdba), d.datacl IS NULL FROM pg_catalog.pg_database d "
+        "WHERE d.datname = %s", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"database '{name}' does not exist", "database")
+    acl = conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END, "
+        "a.privilege_type, a.is_grantable FROM pg_catalog.pg_database d, "
+        "LATERAL pg_catalog.aclexplode(d.datacl) a WHERE d.datname = %s ORDER BY 1, 2", (name,)).fetchall()
+    settings = conn.execute(
+        "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d "
+        "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (name,)).fetchall()
+    # ALTER ROLE ... IN DATABASE ... SET: tied to the database's oid, they would stay with the old one
+    role_settings = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(s.setrole), unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0 "
+        "ORDER BY 1", (name,)).fetchall()
+    return {"owner": row[0], "default_acl": bool(row[1]), "acl": [list(r) for r in acl],
+            "settings": [r[0] for r in settings], "role_settings": [list(r) for r in role_settings]}
+
+
+# settings whose value is a list of names, each double-quoted when needed (pg_dump's variable_is_guc_list_quote):
+# their stored text is a list, to be set back as one literal per element
+_GUC_LIST_QUOTE = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                             "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def split_guc_list(value: str) -> list[str]:
+    """``"UPPER", public`` -> ['UPPER', 'public'] (the server's SplitGUCList: "" inside quotes is one ")."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            i += 1
+            buf: list[str] = []
+            while i < n:
+                if value[i] == '"':
+                    if i + 1 < n and value[i + 1] == '"':
+                        buf.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                buf.append(value[i])
+                i += 1
+            items.append("".join(buf))
+        else:
+            start = i
+            while i < n and value[i] != ",":
+                i += 1
+            items.append(value[start:i].rstrip())
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == ",":
+            i += 1
+            continue
+        return items
+
+
+def _setting(item: str):
+    """``name=value`` from pg_db_role_setting -> ``name = 'value'`` (a list setting: one literal per element)."""
+    key, _, value = item.partition("=")
+    if key.lower() in _GUC_LIST_QUOTE:
+        return sql.SQL("{} = {}").format(ident(key), sql.SQL(", ").join(sql.Literal(v)
+                                                                          for v in split_guc_list(value)))
+    return sql.SQL("{} = {}").format(ident(key), sql.Literal(value))
+
+
+def apply_database_properties(conn: Any, name: str, props: dict[str, Any]) -> None:
+    """Give database ``name`` the owner, ACL and settings captured from another database."""
+    db = ident(name)
+    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, ident(props["owner"])))
+    if not props["default_acl"]:
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        for grantee, priv, grantable in props["acl"]:
+            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else ident(grantee)
+            conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(priv), db, who, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+    for item in props["settings"]:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET {}").format(db, _setting(item)))
+    for role, item in props.get("role_settings", []):
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(ident(role), db, _setting(item)))
+
+
+def terminate_sessions(conn: Any, name: str, timeout: float = 30.0) -> int:
+    """Terminate every other session on ``name`` and wait until they are gone."""
+    rows = conn.execute(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()", (name,)).fetchall()
+    deadline = time.monotonic() + timeout
+    while other_sessions(conn, name):
+        if time.monotonic() > deadline:
+            raise SafetyError(f"sessions on database '{name}' did not end within {timeout:.0f}s after "
+                              "pg_terminate_backend")
+        time.sleep(0.1)
+    return len(rows)
+
+
+def swap_databases(conn: Any, database: str, new_name: str, old_name: str) -> int:
+    """Put ``new_name`` in place of ``database``; the previous one becomes ``old_name``.
+
+    New connections to the original are refused first (ALLOW_CONNECTIONS false),
+    its sessions terminated, then both renames happen in one transaction: either
+    both or none. Returns the number of sessions terminated.
+    """
+    if database_exists(conn, old_name):
+        raise SafetyError(f"cannot swap: database '{old_name}' already exists")
+    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(database)))
+    try:
+        terminated = terminate_sessions(conn, database)
+        with conn.transaction():
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(database), ident(old_name)))
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new_name), ident(database)))
+    finally:
+        # whichever name the previous database has now, let the operator in again
+        for name in (old_name, database):
+            if database_exists(conn, name):
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(name)))
+    return terminated
+
+
+def reopen_connections(admin: "Admin", *names: str) -> None:
+    """Best effort, on a fresh connection: ALLOW_CONNECTIONS true for the databases that exist."""
+    with contextlib.suppress(Exception), admin.connect() as conn:
+        for name in names:
+            if database_exists(conn, name):
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(name)))
+
+
+def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None = None) -> list[str]:
+    """Drop scratch databases (drill/staging) older than the given age and not in use; returns their names."""
+    now = now or mf.utcnow()
+    dropped = []
+    names = [r[0] for r in conn.execute(
+        "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE 'lifeboat\\_drill\\_%' "
+        "OR datname LIKE 'lifeboat\\_stage\\_%'").fetchall()]
+    for name in names:
+        age = scratch_age(name, now)
+        # a scratch database still in use (a long drill or partial restore) is left alone
+        if age is not None and age >= _dt.timedelta(hours=older_than_hours) and not other_sessions(conn, name):
+            drop_database(conn, name)
+            dropped.append(name)
+    return dropped
+
+
+@contextlib.contextmanager
+def scratch_database(admin, kind: str = "drill", owner: str | None = None) -> Iterator[str]:
+    """A database with a unique scratch name, ALWAYS dropped on exit (also on failure)."""
+    name = scratch_name(kind, mf.utcnow())
+    with admin.connect("postgres" if not admin.maintenance_db else admin.maintenance_db) as conn:
+        create_database(conn, name, owner)
+    try:
+        yield name
+    finally:
+        with admin.connect(admin.maintenance_db or "postgres") as conn:
+            drop_database(conn, name)
+
+
+@dataclass
+class Admin:
+    """An administrative connection target (PgTarget) plus the maintenance database and client binaries."""
+
+    target: Any                     # pgconn.PgTarget
+    maintenance_db: str = "postgres"
+    bin_dirs: list[str] | None = None
+    _major: int | None = None
+
+    def connect(self, database: str | None = None):
+        return self.target.connect(database or self.maintenance_db)
+
+    def server_major(self) -> int:
+        if self._major is None:
+            with self.connect() as conn:
+                num = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])
+            self._major = server_major(num)
+        return self._major
+
+    def client(self, name: str) -> str:
+        return find_client(name, self.server_major(), self.bin_dirs)[0]
+
+
+def dbname_arg(database: str) -> str:
+    """``-d`` value naming exactly this database: a conninfo string, so that a name holding ``=`` or
+    starting with ``postgresql://`` is never parsed as connection options by pg_restore/psql/pg_dump."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"

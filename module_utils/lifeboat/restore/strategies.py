@@ -1,0 +1,180 @@
+"""The restore strategies: swap (restore into a new database, then rename), in place, partial
+(staging, then rows replaced or copied into a side schema).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from psycopg import sql
+
+from ansible.module_utils.lifeboat.errors import (
+    IntegrityError,
+    LifeboatError,
+    SafetyError,
+)
+from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_counts, schema_hash_for
+from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
+from ansible.module_utils.lifeboat.restore.load import restore_into
+from ansible.module_utils.lifeboat.restore.partial import copy_schema, copy_tables, copy_to_side_schema, resolve_tables
+from ansible.module_utils.lifeboat.restore.pgadmin import (
+    Admin,
+    apply_database_properties,
+    create_database,
+    database_exists,
+    database_properties,
+    drop_database,
+    ident,
+    reopen_connections,
+    scratch_database,
+    swap_databases,
+    terminate_sessions,
+)
+from ansible.module_utils.lifeboat.restore.request import Request, Steps
+from ansible.module_utils.lifeboat.restore.selection import Source, partial_scope_of
+from ansible.module_utils.lifeboat.storage import Storage
+
+
+def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+              result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
+    new, old = names["new"], names["old"]
+    with admin.connect() as conn:
+        props = database_properties(conn, req.database) if target_exists else None
+        if database_exists(conn, new):
+            raise SafetyError(f"database '{new}' already exists; wait a second and retry")
+        create_database(conn, new, props["owner"] if props else None)
+    swapped = False
+    try:
+        with steps.step("fetch, decrypt, decompress, restore", f"into new database '{new}'") as item:
+            run_ = restore_into(storage, src, keys, admin, new, no_owner=req.no_owner, schema_only=req.schema_only,
+                                jobs=req.jobs, staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
+            item["detail"] += f"; {run_.decode.stored_size} bytes fetched, {run_.decode.dump_size} bytes restored"
+            result["restored_bytes"] = run_.decode.dump_size
+            result["warnings"] += run_.notes
+        with steps.step("check against the manifest") as item:
+            _check_result(admin, new, src, req, result, item)
+        with admin.connect() as conn:
+            if props:
+                apply_database_properties(conn, new, props)
+            with steps.step("swap", f"'{req.database}' -> '{old}', '{new}' -> '{req.database}'") as item:
+                if target_exists:
+                    item["terminated_sessions"] = swap_databases(conn, req.database, new, old)
+                    result["old_database"] = old
+                else:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(req.database)))
+                swapped = True
+    finally:
+        if not swapped:
+            reopen_connections(admin, req.database, old)
+            with contextlib.suppress(Exception), admin.connect() as conn:
+                drop_database(conn, new)
+            result["note"] = (f"the original database '{req.database}' was not touched; the partial new database "
+                              f"'{new}' was dropped")
+
+
+def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+                  result: dict[str, Any]) -> None:
+    result["warnings"].append(f"in-place restore of '{req.database}' is NOT atomic: a failure leaves it partially "
+                              "restored")
+    with admin.connect() as conn:
+        exists = database_exists(conn, req.database)
+        props = database_properties(conn, req.database) if exists else None
+        if not req.data_only:
+            with steps.step("drop and recreate", f"'{req.database}'"):
+                if exists:
+                    if req.terminate_sessions:
+                        terminate_sessions(conn, req.database)
+                    conn.execute(sql.SQL("DROP DATABASE {}").format(ident(req.database)))
+                create_database(conn, req.database, props["owner"] if props else None)
+                if props:
+                    apply_database_properties(conn, req.database, props)
+    try:
+        with steps.step("fetch, decrypt, decompress, restore", f"into '{req.database}' (in place)") as item:
+            run_ = restore_into(storage, src, keys, admin, req.database, no_owner=req.no_owner,
+                                schema_only=req.schema_only, data_only=req.data_only, jobs=req.jobs,
+                                staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
+            item["detail"] += f"; {run_.decode.dump_size} bytes restored"
+            result["restored_bytes"] = run_.decode.dump_size
+            result["warnings"] += run_.notes
+    except LifeboatError as exc:
+        snap = (result.get("safety_snapshot") or {}).get("backup_id")
+        raise type(exc)(f"{exc} -- the in-place restore did not complete: database '{req.database}' is PARTIALLY "
+                        "restored" + (f"; its previous state is in safety snapshot {snap}" if snap else "")) from None
+    with steps.step("check against the manifest") as item:
+        _check_result(admin, req.database, src, req, result, item)
+
+
+def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+                 result: dict[str, Any]) -> None:
+    scoped = bool(partial_scope_of(src)) and src.fmt != "plain"
+    with scratch_database(admin, "stage") as stage:
+        result["staging_database"] = stage
+        if scoped:
+            # a backup limited to some tables/schemas is not self-contained (a column default may use a
+            # sequence it does not hold, a foreign key may point outside it): staging gets the current
+            # database's definitions, then only the backup's rows
+            with steps.step("copy the current schema into staging", f"'{req.database}' -> '{stage}'"):
+                copy_schema(admin, req.database, stage)
+        with steps.step("fetch, decrypt, decompress, restore", f"into staging database '{stage}'"
+                        + (" (data only)" if scoped else "")) as item:
+            run_ = restore_into(storage, src, keys, admin, stage, no_owner=False, data_only=scoped, jobs=req.jobs,
+                                staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
+            item["detail"] += f"; {run_.decode.dump_size} bytes restored"
+            result["warnings"] += run_.notes
+        with admin.connect(stage) as conn:
+            tables = resolve_tables(conn, req.tables, req.schemas)
+            if not src.legacy:
+                with steps.step("check staging against the manifest") as item:
+                    check = compare_counts(conn, src, only=tables)
+                    item["detail"] = f"{len(check['counts'])} tables"
+                    if not check["ok"]:
+                        raise IntegrityError("the staged tables do not match the manifest: "
+                                             + "; ".join(check["mismatches"] + check["missing"]))
+        if req.mode == "partial":
+            with steps.step("replace rows", ", ".join(f"{s}.{t}" for s, t in tables)) as item:
+                copied = copy_tables(admin, stage, req.database, tables, req.check_foreign_keys)
+                item["detail"] += f" ({sum(copied['rows'].values())} rows)"
+        else:
+            with steps.step("copy into side schema", req.side_schema or "") as item:
+                copied = copy_to_side_schema(admin, stage, req.database, tables, req.side_schema or "")
+        result["restored_tables"] = copied
+    with steps.step("check against the manifest") as item:
+        if src.legacy:
+            result["row_counts"] = copied["rows"]
+            item["detail"] = "older-procedure dump: counts reported"
+            return
+        expected = {f"{t['schema']}.{t['name']}": int(t["rows"]) for t in src.manifest.get("tables", [])}
+        bad = []
+        # side schema: "<side>.<table>" was "<schema>.<table>" (names may hold dots: map, do not split)
+        origin = {} if req.mode == "partial" else {f"{req.side_schema}.{t}": f"{s}.{t}" for s, t in tables}
+        for name, rows in copied["rows"].items():
+            key = origin.get(name, name)
+            if key in expected and expected[key] != rows:
+                bad.append(f"{name}: {rows} rows, manifest {expected[key]}")
+        result["row_counts"] = copied["rows"]
+        if bad:
+            raise IntegrityError("restored tables do not match the manifest: " + "; ".join(bad))
+        item["detail"] = f"{len(copied['rows'])} tables match the manifest"
+
+
+def _check_result(admin: Admin, database: str, src: Source, req: Request, result: dict[str, Any],
+                  item: dict[str, Any]) -> None:
+    with admin.connect(database) as conn:
+        if src.legacy:
+            result["row_counts"] = report_counts(conn)
+            item["detail"] = f"older-procedure dump: {len(result['row_counts'])} tables counted (no manifest)"
+            return
+        if req.schema_only:
+            item["detail"] = "schema only: no rows to count"
+            return
+        check = compare_counts(conn, src)
+        result["row_counts"] = check["counts"]
+        if not check["ok"]:
+            raise IntegrityError(f"the restored database '{database}' does not match the manifest of "
+                                 f"{src.backup_id}: " + "; ".join(check["mismatches"] + check["missing"]))
+        item["detail"] = f"{check['tables']} tables match the manifest's exact row counts"
+        if src.manifest and src.manifest.get("schema_hash"):
+            got = schema_hash_for(conn, src)
+            if got != src.manifest["schema_hash"]:
+                result["warnings"].append(f"the schema hash of '{database}' differs from the manifest's "
+                                          f"({got[:12]} != {src.manifest['schema_hash'][:12]})")

@@ -1,0 +1,44 @@
+"""module_utils/lifeboat/sides.py: S3 ETag arithmetic, local directory keys and modes."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from ansible.module_utils.lifeboat.errors import ConfigError
+from ansible.module_utils.lifeboat.sides import LocalSide, candidate_part_sizes, makedirs, md5_etag_of_file
+
+
+MIB = 1024 * 1024
+
+def test_multipart_etag_matches_s3_arithmetic(tmp_path):
+    data = random.randbytes(11 * MIB + 5)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    parts = [data[i:i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
+    want = hashlib.md5(b"".join(hashlib.md5(x).digest() for x in parts)).hexdigest() + "-3"
+    assert md5_etag_of_file(str(p), len(data), 5 * MIB) == want
+    assert 5 * MIB in candidate_part_sizes(len(data), 3)
+    assert md5_etag_of_file(str(p), len(data), None) == hashlib.md5(data).hexdigest()
+
+@pytest.mark.parametrize("key", ["/lead.txt", "a//b", "./x", "a/./b", "a/../b", "../x", "a/..", "..", "a/b/../../../x",
+                                 "nul\x00.txt", "//"])
+def test_keys_that_name_no_file_are_refused_in_a_directory(tmp_path, key):
+    """S3 keys a directory cannot hold as themselves (a leading '/', empty, '.' or '..' segments) are
+    refused by name, never mapped onto another file or outside the directory."""
+    side = LocalSide(str(tmp_path / "root"), "destination")
+    with pytest.raises(ConfigError, match=r"destination: key '.*' (escapes|is not a plain path below) the directory"):
+        side.path(key)
+
+def test_plain_keys_and_folder_markers_map_inside(tmp_path):
+    side = LocalSide(str(tmp_path / "root"), "destination")
+    assert side.path("a/b c/é+%?#&.txt") == str(tmp_path / "root" / "a" / "b c" / "é+%?#&.txt")
+    assert side.path("folder/") == str(tmp_path / "root" / "folder")
+    assert side.path("...") == str(tmp_path / "root" / "...")
+    assert LocalSide("/", "destination").path("srv/x") == "/srv/x"
+
+def test_makedirs_gives_every_new_directory_the_mode(tmp_path):
+    makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
+    for p in ("a", "a/b", "a/b/c"):
+        assert (tmp_path / p).stat().st_mode & 0o777 == 0o700, p

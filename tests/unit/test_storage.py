@@ -1,0 +1,43 @@
+"""module_utils/lifeboat/storage.py: the local directory store (atomic writes, private modes, refusals)."""
+from __future__ import annotations
+
+import stat
+
+import pytest
+from ansible.module_utils.lifeboat.errors import ConfigError, NotFound
+from ansible.module_utils.lifeboat.storage import LocalStorage, open_storage
+
+
+def test_local_writer_commits_atomically_with_private_modes(tmp_path):
+    root = tmp_path / "dest"
+    store = LocalStorage(str(root))
+    store.check(write=True)
+    w = store.open_writer("appdb/b1/appdb.dump")
+    w.write(b"abc")
+    assert not (root / "appdb/b1/appdb.dump").exists(), "nothing final before close()"
+    assert (root / "appdb/b1/appdb.dump.partial").exists()
+    w.close()
+    final = root / "appdb/b1/appdb.dump"
+    assert final.read_bytes() == b"abc"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "appdb").stat().st_mode) == 0o700
+    assert [o.key for o in store.list()] == ["appdb/b1/appdb.dump"]
+
+def test_local_writer_abort_leaves_nothing(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    w = store.open_writer("x/y.bin")
+    w.write(b"partial data")
+    w.abort()
+    assert list(store.list()) == []
+    assert not any(p.name.endswith(".partial") for p in tmp_path.rglob("*"))
+
+def test_local_storage_refuses_escaping_keys_and_relative_roots(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    with pytest.raises(ConfigError, match="escapes"):
+        store.path("../etc/passwd")
+    with pytest.raises(ConfigError, match="absolute"):
+        LocalStorage("relative/dir")
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        open_storage("gs://bucket/x")
+    with pytest.raises(NotFound):
+        store.get_bytes("missing.json")
