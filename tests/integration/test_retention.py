@@ -13,7 +13,7 @@ import os
 import socket
 
 import pytest
-from conftest import run_playbook
+from testlib import run_playbook
 from storage_helpers import bucket, settings
 
 from ansible.module_utils.lifeboat import archive, backup
