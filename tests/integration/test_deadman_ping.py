@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import REPO, run_playbook
+from testlib import REPO, run_playbook
 from monitor_helpers import free_port, http_receiver, vars_file
 
 

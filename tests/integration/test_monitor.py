@@ -18,9 +18,9 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import empty_bucket, run_playbook, s3_client, unique
+from testlib import empty_bucket, run_playbook, s3_client, unique
 from monitor_helpers import chromium, engine_clock, http_receiver, png_colours, smtp_server, vars_file
-from restore_helpers import admin_conn, source_database, source_template  # noqa: F401 - a pytest fixture
+from restore_helpers import admin_conn, source_database
 
 from ansible.module_utils.lifeboat import backup, crypto
 from ansible.module_utils.lifeboat import manifest as mf
@@ -71,7 +71,7 @@ def _target(name: str, lab: dict, destination: str, db: str | None = None) -> di
 
 
 @pytest.fixture(scope="module")
-def scenario(pg, lab, source_template):  # noqa: F811 - fixture
+def scenario(pg, lab, source_template):
     client = s3_client(lab["s3"]["backup"])
     bucket = unique("lbmon")
     client.create_bucket(Bucket=bucket)
