@@ -12,6 +12,7 @@
 #
 # Environment:
 #   LIFEBOAT_IMAGE          image name (default localhost/lifeboat-debian12)
+#   LIFEBOAT_IMAGE_PACKAGES comma-separated --include list replacing the default one
 #   LIFEBOAT_DEBIAN_MIRROR  mirror URL (default: first Debian URI of this machine's apt sources)
 #   LIFEBOAT_IMAGE_FORCE    1 = rebuild even when the hash matches
 #   CONTAINERS_CONF         passed through to podman (scripts/molecule.sh sets it)
@@ -20,15 +21,19 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 image="${LIFEBOAT_IMAGE:-localhost/lifeboat-debian12}"
 suite="bookworm"
-cache_dir="${repo_root}/.cache/image"
+cache_dir="${repo_root}/.cache/image/${image##*/}"
 
 # Everything the roles' package tasks expect, so containers never need apt's network.
+# LIFEBOAT_IMAGE_PACKAGES (comma-separated) replaces the list (fresh-check.sh: python3,ca-certificates).
 packages=(
   python3 python3-apt python3-venv
   cron sudo logrotate procps util-linux
   ca-certificates gnupg age zstd pigz gzip tar
   postgresql-client
 )
+if [[ -n "${LIFEBOAT_IMAGE_PACKAGES:-}" ]]; then
+  IFS=, read -r -a packages <<< "${LIFEBOAT_IMAGE_PACKAGES}"
+fi
 
 log() { printf '%s build-image: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 

@@ -26,21 +26,8 @@ if [[ ! -x "${molecule}" ]]; then
 fi
 export PATH="${venv}/bin:${PATH}"
 
-# Podman facts of this machine: crun fails on its cgroup setup, and rlimits above
-# 4096 cannot be raised. Keep an operator's own CONTAINERS_CONF if one is set.
-if [[ -z "${CONTAINERS_CONF:-}" ]]; then
-  conf_dir="${repo_root}/.cache/podman"
-  mkdir -p "${conf_dir}"
-  cat > "${conf_dir}/containers.conf" <<'CONF'
-# Written by scripts/molecule.sh
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-CONF
-  export CONTAINERS_CONF="${conf_dir}/containers.conf"
-fi
+# shellcheck source=scripts/podman-env.sh
+source "${repo_root}/scripts/podman-env.sh"
 log "CONTAINERS_CONF=${CONTAINERS_CONF}"
 
 

@@ -226,6 +226,47 @@ def test_postgres18_first_run_on_a_never_started_data_directory(lab, tmp_path):
         subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=True)
 
 
+def test_lab_names_the_port_and_the_process_that_took_it(lab, tmp_path):
+    """Something else listens on the PostgreSQL 18 port: the lab stops before initdb and names both."""
+    port = free_port()
+    data_dir = f"/var/lib/postgresql/lifeboat-test-{uuid.uuid4().hex[:8]}"
+    squatter = subprocess.Popen(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the squatter did not listen"
+                time.sleep(0.2)
+        proc = run_playbook("playbooks/lab.yml", "--tags", "postgres18", "-e", f"lab_pg18_port={port}",
+                            "-e", f"lab_pg18_data_dir={data_dir}", env={"LIFEBOAT_LAB_DIR": str(tmp_path / "lab")})
+        output = " ".join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0
+        assert f"PostgreSQL 18 cannot start: port {port} is in use by pid {squatter.pid}" in output, output[-3000:]
+        assert "http.server" in output
+        assert not os.path.exists(data_dir)
+    finally:
+        squatter.terminate()
+        squatter.wait(timeout=10)
+        subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=True)
+
+
+def test_a_second_lab_directory_does_not_take_over_the_running_lab(lab, tmp_path):
+    """A lab started from another checkout (another LIFEBOAT_LAB_DIR) finds this lab's SeaweedFS on
+    its ports and stops, naming them, instead of starting beside it or sharing it."""
+    weed_pid = first_pid(LAB_DIR / "seaweed-primary.pid")
+    proc = run_playbook("playbooks/lab.yml", "--tags", "seaweedfs", env={"LIFEBOAT_LAB_DIR": str(tmp_path / "other")})
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert "SeaweedFS cannot start: ports 40000, 40001" in output, output[-3000:]
+    assert f"in use by pid {weed_pid} (" in output and "weed mini" in output
+    assert not (tmp_path / "other" / "seaweed-primary.pid").exists()
+    assert first_pid(LAB_DIR / "seaweed-primary.pid") == weed_pid
+
+
 # --- keys: stock tools round-trip ---------------------------------------------------------
 
 def test_gpg_and_age_keys_round_trip(lab, tmp_path):
