@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import REPO
+from testlib import REPO
 
 spec = importlib.util.spec_from_file_location("lab_ports", REPO / "roles/lab/files/lab_ports.py")
 lab_ports = importlib.util.module_from_spec(spec)
