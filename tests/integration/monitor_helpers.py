@@ -9,6 +9,7 @@ import email.policy
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -100,12 +101,24 @@ def engine_clock(when):
 
 
 def vars_file(tmp_path, values: dict) -> list[str]:
-    """Extra vars (with the lab's throwaway secrets) through a 0600 file, never argv."""
-    path = tmp_path / f"vars-{os.getpid()}-{len(list(tmp_path.iterdir()))}.json"
+    """Extra vars (with the lab's throwaway secrets) through a 0600 file in ``tmp_path/vars``, never argv.
+
+    The test modules remove ``tmp_path/vars`` after each test (forget_secrets): nothing outlives the run."""
+    folder = tmp_path / "vars"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"vars-{len(list(folder.iterdir()))}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(values, fh)
     return ["-e", f"@{path}"]
+
+
+@contextlib.contextmanager
+def forgetting(tmp_path):
+    try:
+        yield
+    finally:
+        shutil.rmtree(tmp_path / "vars", ignore_errors=True)
 
 
 def chromium(page: str, workdir: str) -> tuple[str, str, bytes]:

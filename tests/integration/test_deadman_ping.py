@@ -7,8 +7,16 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from testlib import REPO, run_playbook
-from monitor_helpers import free_port, http_receiver, vars_file
+from monitor_helpers import forgetting, free_port, http_receiver, vars_file
+
+
+@pytest.fixture(autouse=True)
+def forget_secrets(tmp_path):
+    """The vars files carry the lab's secrets: removed after each test."""
+    with forgetting(tmp_path):
+        yield
 
 
 def render_wrapper(tmp_path, commands: dict) -> str:

@@ -19,7 +19,15 @@ import subprocess
 
 import pytest
 from testlib import empty_bucket, run_playbook, s3_client, unique
-from monitor_helpers import chromium, engine_clock, http_receiver, png_colours, smtp_server, vars_file
+from monitor_helpers import (
+    chromium,
+    engine_clock,
+    forgetting,
+    http_receiver,
+    png_colours,
+    smtp_server,
+    vars_file,
+)
 from restore_helpers import admin_conn, source_database
 
 from ansible.module_utils.lifeboat import backup, crypto
@@ -36,6 +44,13 @@ INSERT INTO public.payload
   SELECT g, (SELECT string_agg(md5(random()::text || g::text || i::text), '') FROM generate_series(1, 16) i)
   FROM generate_series(1, 4000) g;
 """
+
+
+@pytest.fixture(autouse=True)
+def forget_secrets(tmp_path):
+    """The vars files carry the lab's secrets: removed after each test."""
+    with forgetting(tmp_path):
+        yield
 
 
 def _settings(ep: dict) -> S3Settings:
@@ -276,3 +291,31 @@ def test_storage_jobs_leave_run_records_the_catalog_reads(tmp_path, lab):
         assert proc.returncode != 0
         assert re.search(r"storage-sync: last sync run FAILED at \S+: .*does not exist", proc.stdout), proc.stdout
         assert "storage-sync: stale" not in proc.stdout      # the earlier successful run is recent
+
+
+def test_incomplete_sets_and_open_uploads(tmp_path, scenario, lab):
+    """A set whose manifest never came and a multipart upload left open (a crashed run) are alerts."""
+    client = s3_client(lab["s3"]["backup"])
+    bucket = scenario["bucket"]
+    client.put_object(Bucket=bucket, Key="leftovers/appdb/appdb-20261201T031500Z/appdb.dump.zst.gpg", Body=b"x")
+    up = client.create_multipart_upload(Bucket=bucket, Key="leftovers/appdb/appdb-20261202T031500Z/appdb.dump.zst")
+    try:
+        target = _target("leftovers", lab, f"s3://{bucket}/leftovers")
+        with smtp_server() as (port, box), http_receiver() as (url, _):
+            proc, metrics, _ = _monitor(tmp_path, [target], port, url,
+                                        lifeboat_monitor_thresholds={"incomplete_grace_hours": 0})
+        assert proc.returncode != 0
+        assert re.search(r"leftovers: 1 backup set\(s\) without a manifest older than 0h: appdb-20261201T031500Z",
+                         proc.stdout), proc.stdout
+        assert re.search(r"leftovers: 1 multipart upload\(s\) open for more than 0h under s3://\S+/leftovers: "
+                         r"leftovers/appdb/appdb-20261202T031500Z/appdb.dump.zst", proc.stdout), proc.stdout
+        assert "no complete backup (with a manifest) found; 1 incomplete" in box.messages[0]["body"]
+        text = metrics.read_text()
+        assert 'lifeboat_backup_alert{target="leftovers",alert="incomplete"} 1' in text
+        assert 'lifeboat_backup_alert{target="leftovers",alert="open_uploads"} 1' in text
+        assert 'lifeboat_backup_open_uploads{target="leftovers"} 1' in text
+        proc = run_playbook("playbooks/list.yml", *vars_file(tmp_path, {"lifeboat_monitor_targets": [target]}))
+        assert re.search(r"appdb-20261201T031500Z .* MISSING \(incomplete\)", proc.stdout), proc.stdout
+        assert "open multipart uploads: 1" in proc.stdout
+    finally:
+        client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
