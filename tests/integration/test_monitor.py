@@ -319,3 +319,18 @@ def test_incomplete_sets_and_open_uploads(tmp_path, scenario, lab):
         assert "open multipart uploads: 1" in proc.stdout
     finally:
         client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+
+
+def test_a_notification_that_fails_is_reported_and_the_alerts_still_fail_the_play(tmp_path):
+    from monitor_helpers import free_port
+
+    gone = {"name": "gone", "destination": str(tmp_path / "never-made")}
+    with http_receiver(status=500) as (url, requests):
+        proc, metrics, _ = _monitor(tmp_path, [gone], free_port(), url + "/services/T0/B0/secret-token-123")
+    assert proc.returncode != 0
+    assert len(requests) == 1                                   # the webhook was tried once, answered 500
+    assert "webhook: not sent: HTTP status 500" in proc.stdout, proc.stdout
+    assert re.search(r"mail: not sent: .*(refused|Connection|connect)", proc.stdout, re.I), proc.stdout
+    assert "1 ALERT(S): gone: cannot check " in proc.stdout and "does not exist" in proc.stdout
+    assert "secret-token-123" not in proc.stdout + proc.stderr  # the webhook URL is a secret
+    assert 'lifeboat_backup_alert{target="gone",alert="unreachable"} 1' in metrics.read_text()
