@@ -127,3 +127,18 @@ def test_install_role_argument_specs_cover_every_default():
     spec = yaml.safe_load((REPO / "roles/lifeboat_install/meta/argument_specs.yml").read_text())
     options = spec["argument_specs"]["main"]["options"]
     assert set(defaults) == set(options)
+
+
+def test_module_arguments_are_never_written_to_a_temporary_file(tmp_path):
+    """Pipelining reaches the local connection: while a module runs, the remote tmp dir holds no AnsiballZ
+    file carrying its arguments (passwords included)."""
+    remote_tmp = tmp_path / "remote-tmp"
+    remote_tmp.mkdir(mode=0o700)
+    env = dict(os.environ, ANSIBLE_REMOTE_TMP=str(remote_tmp), ANSIBLE_FORCE_COLOR="0")
+    env.pop("ANSIBLE_PIPELINING", None)
+    proc = subprocess.run([str(VENV_BIN / "ansible"), "localhost", "-m", "ansible.builtin.find", "-a",
+                           f"paths={remote_tmp} recurse=true file_type=any", "-o"],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"matched": 0' in proc.stdout, f"module files written to disk while it ran: {proc.stdout}"
+    assert "AnsiballZ" not in proc.stdout
