@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from testlib import REPO, VENV_BIN
@@ -142,3 +143,39 @@ def test_module_arguments_are_never_written_to_a_temporary_file(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"matched": 0' in proc.stdout, f"module files written to disk while it ran: {proc.stdout}"
     assert "AnsiballZ" not in proc.stdout
+
+
+def _lifeboat_vars_filter():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lifeboat_vars", REPO / "playbooks/filter_plugins/lifeboat_vars.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_playbook_checks_its_variables_first():
+    for path in sorted((REPO / "playbooks").glob("*.yml")):
+        for play in yaml.safe_load(path.read_text()):
+            first = (play.get("pre_tasks") or [{}])[0]
+            assert first.get("ansible.builtin.import_tasks") == "tasks/lifeboat_check_vars.yml", (
+                f"{path.name}: play '{play.get('name')}' does not start with tasks/lifeboat_check_vars.yml")
+
+
+@pytest.mark.parametrize("inventory", ["inventories/local", "inventories/example"])
+def test_every_variable_the_inventories_define_is_known(inventory):
+    module = _lifeboat_vars_filter()
+    defined = set()
+    for path in (REPO / inventory).rglob("*.yml"):
+        defined.update(re.findall(r"^(lifeboat_[a-z0-9_]+):", path.read_text(), flags=re.M))
+    assert defined
+    assert module.unknown_vars(defined, [str(REPO / inventory)]) == []
+
+
+def test_an_unknown_variable_names_the_closest_known_one_or_none():
+    module = _lifeboat_vars_filter()
+    messages = module.unknown_vars(["lifeboat_restore_backup_ld", "lifeboat_qqqq", "ansible_x"])
+    assert len(messages) == 2
+    assert messages[0].startswith("unknown variable lifeboat_qqqq: no known variable is close")
+    assert messages[1].startswith(
+        "unknown variable lifeboat_restore_backup_ld: did you mean lifeboat_restore_backup_id?")
+    assert module.unknown_vars(["lifeboat_qqqq"], allowed=["lifeboat_qqqq"]) == []
