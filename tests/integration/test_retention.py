@@ -308,5 +308,50 @@ def test_playbook_check_diff_run_rerun_and_bad_policy(tmp_path, lab):
         assert "retention policy keeps nothing" in proc.stdout
         neg = json.dumps({"lifeboat_retention_targets": targets, "lifeboat_retention_keep_daily": -2})
         proc = run_playbook("playbooks/retention.yml", "-e", neg)
-        assert proc.returncode != 0 and "keep_daily: must be a whole number >= 0, got -2" in proc.stdout
+        assert proc.returncode != 0
+        assert "keep_* and min_verified must be whole numbers >= 0, got 0, 0, -2, 4, 12, 0, 1" in proc.stdout
+        typo = json.dumps({"lifeboat_retention_targets": [{"destination": str(local), "keep_dayly": 3}]})
+        proc = run_playbook("playbooks/retention.yml", "-e", typo)
+        assert proc.returncode != 0 and "unknown key(s) keep_dayly (known: destination, credentials" in proc.stdout
         assert {k.split("/")[2] for k in s3_state(client, name)[0]} == {mid, new}
+
+
+def test_weekly_schema_backup_goes_to_its_own_prefix_with_the_schema_files(tmp_path, lab):
+    from ansible.module_utils.lifeboat.crypto import DecryptionSpec
+
+    b = lab["s3"]["backup"]
+    app = tmp_path / "app" / "prisma"
+    app.mkdir(parents=True)
+    schema_file = app / "schema.prisma"
+    schema_file.write_text('model Video {\n  id String @id\n}\n')
+    env_file = tmp_path / "app" / ".env"
+    env_file.write_text("APP_SECRET=not-real\n")
+    with bucket(b) as (name, client):
+        extra = json.dumps({"lifeboat_backup_destination": f"s3://{name}/db",
+                            "lifeboat_backup_schema_destination": f"s3://{name}/db-schema",
+                            "lifeboat_storage_archive_url": f"s3://{name}/files",
+                            "lifeboat_storage_config_files": [str(env_file)],
+                            "lifeboat_storage_schema_files": [str(schema_file)]})
+        proc = run_playbook("playbooks/schema_backup.yml", "-e", extra)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        keys, _ = s3_state(client, name)
+        assert not any(k.startswith("db/") for k in keys), "a schema-only dump landed where restore.yml looks"
+        man_key = next(k for k in keys if k.startswith("db-schema/") and k.endswith("/manifest.json"))
+        man = json.loads(client.get_object(Bucket=name, Key=man_key)["Body"].read())
+        assert man["scope"]["schema_only"] is True and man["tables"] == []
+        assert len(man["schema_hash"]) == 64
+
+        out = tmp_path / "restored"
+        out.mkdir()
+        archive.restore_archive("config", f"s3://{name}/files", str(out), settings(b),
+                                DecryptionSpec(method="gpg", secret_key_file=lab["gpg"]["secret_key_file"]))
+        restored = out / str(schema_file).lstrip("/")
+        assert restored.read_text() == schema_file.read_text()
+        assert (out / str(env_file).lstrip("/")).read_text() == "APP_SECRET=not-real\n"
+        art = next(k for k in keys if k.startswith("files/config/") and not k.endswith(".json"))
+        assert art.endswith(".gpg")
+
+        # retention sees the schema-only series apart from the full backups
+        res = run_retention(S3Storage(f"s3://{name}/db-schema", settings(b)), Policy(keep_last=1), check_mode=True)
+        assert {r["series"] for r in res.backups} == {f"database:{lab['postgres']['app_database']}:schema-only"}
+
