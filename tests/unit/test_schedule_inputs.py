@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, VENV_BIN
+from testlib import REPO, VENV_BIN
 
 GATE = REPO / "roles" / "backup_schedule" / "files" / "lifeboat-utc-gate"
 

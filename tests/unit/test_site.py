@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import yaml
-from conftest import REPO, VENV_BIN
+from testlib import REPO, VENV_BIN
 
 EXAMPLE_VAULT_PASSWORD = "lifeboat-example-vault"  # throwaway, documented in README.md
 
