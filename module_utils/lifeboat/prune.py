@@ -41,8 +41,6 @@ from ansible.module_utils.lifeboat.storage import LocalStorage, S3Storage, Stora
 
 ARCHIVE_SCHEMA = "lifeboat.archive/1"
 SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z))/(?P<rest>.+)$")
-LEGACY_DB_BACKUP_RE = re.compile(r"^db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz")
-LEGACY_BACKUP_RE = re.compile(r"^backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.gz")
 LEGACY_SERIES = "older-procedure"
 
 
@@ -73,15 +71,10 @@ def _stamp_time(stamp: str) -> _dt.datetime:
 
 
 def _legacy_match(name: str) -> tuple[str, _dt.datetime] | None:
-    for rx in (LEGACY_DB_BACKUP_RE, LEGACY_BACKUP_RE):
-        m = rx.match(name)
-        if m:
-            try:
-                when = _dt.datetime(*(int(g) for g in m.groups()), tzinfo=_dt.UTC)
-            except ValueError:
-                return None
-            return m.group(0), when
-    return None
+    """(dump name, time) for an older-procedure dump or a file next to it (``.manifest.json``, ``.verify-*``)."""
+    base = name if name.endswith(".sql.gz") else (name[: name.index(".sql.gz.") + 7] if ".sql.gz." in name else None)
+    when = mf.legacy_time(base) if base else None
+    return (base, when) if base and when else None
 
 
 def _read_json(storage: Storage, key: str) -> dict[str, Any] | None:
