@@ -278,6 +278,7 @@ def run(req: BackupRequest) -> dict[str, Any]:
                 facts["tables"] = pgmeta.row_counts(conn, tables)
                 schemas, scope_tables = scope_schemas(conn, req, tables)
                 facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
+                facts["database_properties"] = pgmeta.database_facts(conn)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 facts["error"] = exc
 
@@ -411,6 +412,7 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
         "snapshot": snapshot,
         "tables": facts.get("tables", []),
         "schema_hash": facts.get("schema_hash"),
+        "database_properties": facts.get("database_properties") or {},
         "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         "tags": dict(req.tags or {}),
         "restore": restore,

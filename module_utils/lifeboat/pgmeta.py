@@ -236,3 +236,52 @@ def schema_hash(conn: Any, schemas: list[str] | None = None, tables: list[tuple[
         with contextlib.suppress(Exception):  # an aborted transaction rolls the setting back by itself
             conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (previous,))
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def database_facts(conn: Any, name: str | None = None) -> dict[str, Any]:
+    """The database's own state that pg_dump leaves out without ``--create``: encoding and locale (provider,
+    collation, ctype, ICU locale), owner, ACL, settings (``pg_db_role_setting``: the database's and its roles'
+    in it) and comment. ``name`` defaults to the connected database.
+
+    The locale decides what ``lower()``, ``ORDER BY`` and stored generated columns compute: a restore creates the
+    new database with the same one (restore.pgadmin.create_database).
+    """
+    major = int(conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0])
+    # PG 15/16: daticulocale; PG 17+: datlocale (also the builtin provider's locale); PG 16+: daticurules
+    locale_col = "d.datlocale" if major >= 17 else "d.daticulocale" if major >= 15 else "NULL::text"
+    provider_col = "d.datlocprovider::text" if major >= 15 else "'c'"
+    rules_col = "d.daticurules" if major >= 16 else "NULL::text"
+    row = conn.execute(
+        f"""SELECT d.datname, pg_catalog.pg_encoding_to_char(d.encoding), {provider_col}, d.datcollate, d.datctype,
+                   {locale_col}, {rules_col}, pg_catalog.pg_get_userbyid(d.datdba), d.datacl IS NULL,
+                   pg_catalog.shobj_description(d.oid, 'pg_database')
+              FROM pg_catalog.pg_database d
+             WHERE d.datname = coalesce(%s, current_database())""",  # noqa: S608 - constant text
+        (name,)).fetchone()
+    if row is None:
+        return {}
+    acl = conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END, "
+        "a.privilege_type, a.is_grantable FROM pg_catalog.pg_database d, "
+        "LATERAL pg_catalog.aclexplode(d.datacl) a WHERE d.datname = %s ORDER BY 1, 2", (row[0],)).fetchall()
+    settings = conn.execute(
+        "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d "
+        "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (row[0],)).fetchall()
+    role_settings = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(s.setrole), unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0 "
+        "ORDER BY 1, 2", (row[0],)).fetchall()
+    provider = {"c": "libc", "i": "icu", "b": "builtin"}.get(row[2], row[2])
+    return {"encoding": row[1], "locale_provider": provider, "collate": row[3], "ctype": row[4],
+            "icu_locale" if provider == "icu" else "locale": row[5], "icu_rules": row[6],
+            "owner": row[7], "default_acl": bool(row[8]), "acl": [list(r) for r in acl],
+            "settings": sorted(r[0] for r in settings), "role_settings": [list(r) for r in role_settings],
+            "comment": row[9]}
+
+
+LOCALE_KEYS = ("encoding", "locale_provider", "collate", "ctype", "icu_locale", "locale", "icu_rules")
+
+
+def locale_of(facts: dict[str, Any]) -> dict[str, Any]:
+    """The encoding/locale part of :func:`database_facts` (what CREATE DATABASE must be given)."""
+    return {k: facts.get(k) for k in LOCALE_KEYS if facts.get(k) is not None}

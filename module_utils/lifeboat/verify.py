@@ -41,7 +41,7 @@ from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decode
 from ansible.module_utils.lifeboat.restore.load import GIB, restore_into
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, scratch_database, sweep_scratch
-from ansible.module_utils.lifeboat.restore.selection import Source, source_for
+from ansible.module_utils.lifeboat.restore.selection import Source, recorded_locale, source_for
 from ansible.module_utils.lifeboat.storage import Storage
 
 LEVELS = ("integrity", "drill")
@@ -293,7 +293,7 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
     with admin.connect() as conn:
         result.swept = sweep_scratch(conn, options.sweep_hours)
     try:
-        with scratch_database(admin, "drill") as scratch:
+        with scratch_database(admin, "drill", locale=recorded_locale(src)) as scratch:
             result.scratch_database = scratch
             started = time.monotonic()
             try:

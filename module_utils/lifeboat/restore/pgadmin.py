@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.errors import (
     NotFound,
+    RestoreError,
     SafetyError,
 )
 from ansible.module_utils.lifeboat.pgconn import find_client, server_major
@@ -42,11 +45,45 @@ def other_sessions(conn: Any, name: str) -> list[dict[str, Any]]:
     return [{"pid": r[0], "user": r[1], "application": r[2], "client": r[3]} for r in rows]
 
 
-def create_database(conn: Any, name: str, owner: str | None = None) -> None:
+def create_database(conn: Any, name: str, owner: str | None = None, locale: dict[str, Any] | None = None) -> None:
+    """CREATE DATABASE from template0, with the encoding and locale of the backup's database when known.
+
+    A target server that cannot provide that locale fails here, before any data moves, naming it: a database
+    created with another locale would silently compute other values (``lower()``, stored generated columns,
+    ``ORDER BY``) than the source did.
+    """
     query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident(name))
     if owner:
-        query = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(name), ident(owner))
-    conn.execute(query)
+        query += sql.SQL(" OWNER {}").format(ident(owner))
+    loc = locale or {}
+    if loc.get("encoding"):
+        query += sql.SQL(" ENCODING {}").format(sql.Literal(loc["encoding"]))
+    provider = loc.get("locale_provider")
+    if provider:
+        query += sql.SQL(" LOCALE_PROVIDER {}").format(sql.SQL(provider))
+    if loc.get("collate"):
+        query += sql.SQL(" LC_COLLATE {}").format(sql.Literal(loc["collate"]))
+    if loc.get("ctype"):
+        query += sql.SQL(" LC_CTYPE {}").format(sql.Literal(loc["ctype"]))
+    if provider == "icu" and loc.get("icu_locale"):
+        query += sql.SQL(" ICU_LOCALE {}").format(sql.Literal(loc["icu_locale"]))
+    if provider == "icu" and loc.get("icu_rules"):
+        query += sql.SQL(" ICU_RULES {}").format(sql.Literal(loc["icu_rules"]))
+    if provider == "builtin" and loc.get("locale"):
+        query += sql.SQL(" BUILTIN_LOCALE {}").format(sql.Literal(loc["locale"]))
+    try:
+        conn.execute(query)
+    except psycopg.Error as exc:
+        if not loc:
+            raise
+        wanted = ", ".join(f"{k} {v}" for k, v in loc.items())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise RestoreError(
+            f"the target server cannot create database '{name}' with the backup's encoding and locale ({wanted}): "
+            f"{first}. Nothing was restored. Install or generate that locale on the target server (e.g. "
+            "locale-gen, or a server built with ICU), or restore onto a server that has it: a database with "
+            "another locale would compute other values for lower(), ORDER BY and stored generated columns",
+            "database") from None
 
 
 def drop_database(conn: Any, name: str) -> None:
@@ -54,25 +91,11 @@ def drop_database(conn: Any, name: str) -> None:
 
 
 def database_properties(conn: Any, name: str) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT pg_catalog.pg_get_userbyid(d.datdba), d.datacl IS NULL FROM pg_catalog.pg_database d "
-        "WHERE d.datname = %s", (name,)).fetchone()
-    if row is None:
+    """Owner, ACL, settings, comment, encoding and locale of database ``name`` (pgmeta.database_facts)."""
+    facts = pgmeta.database_facts(conn, name)
+    if not facts:
         raise NotFound(f"database '{name}' does not exist", "database")
-    acl = conn.execute(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END, "
-        "a.privilege_type, a.is_grantable FROM pg_catalog.pg_database d, "
-        "LATERAL pg_catalog.aclexplode(d.datacl) a WHERE d.datname = %s ORDER BY 1, 2", (name,)).fetchall()
-    settings = conn.execute(
-        "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d "
-        "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (name,)).fetchall()
-    # ALTER ROLE ... IN DATABASE ... SET: tied to the database's oid, they would stay with the old one
-    role_settings = conn.execute(
-        "SELECT pg_catalog.pg_get_userbyid(s.setrole), unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s "
-        "JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0 "
-        "ORDER BY 1", (name,)).fetchall()
-    return {"owner": row[0], "default_acl": bool(row[1]), "acl": [list(r) for r in acl],
-            "settings": [r[0] for r in settings], "role_settings": [list(r) for r in role_settings]}
+    return facts
 
 
 # settings whose value is a list of names, each double-quoted when needed (pg_dump's variable_is_guc_list_quote):
@@ -125,19 +148,23 @@ def _setting(item: str):
 
 
 def apply_database_properties(conn: Any, name: str, props: dict[str, Any]) -> None:
-    """Give database ``name`` the owner, ACL and settings captured from another database."""
+    """Give database ``name`` the owner, ACL, settings and comment captured from another database (or recorded in
+    a manifest's ``database`` section)."""
     db = ident(name)
-    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, ident(props["owner"])))
-    if not props["default_acl"]:
+    if props.get("owner"):
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, ident(props["owner"])))
+    if not props.get("default_acl", True):
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
         for grantee, priv, grantable in props["acl"]:
             who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else ident(grantee)
             conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
                 sql.SQL(priv), db, who, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-    for item in props["settings"]:
+    for item in props.get("settings", []):
         conn.execute(sql.SQL("ALTER DATABASE {} SET {}").format(db, _setting(item)))
     for role, item in props.get("role_settings", []):
         conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(ident(role), db, _setting(item)))
+    if props.get("comment"):
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(props["comment"])))
 
 
 def terminate_sessions(conn: Any, name: str, timeout: float = 30.0) -> int:
@@ -202,11 +229,13 @@ def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None =
 
 
 @contextlib.contextmanager
-def scratch_database(admin, kind: str = "drill", owner: str | None = None) -> Iterator[str]:
-    """A database with a unique scratch name, ALWAYS dropped on exit (also on failure)."""
+def scratch_database(admin, kind: str = "drill", owner: str | None = None,
+                     locale: dict[str, Any] | None = None) -> Iterator[str]:
+    """A database with a unique scratch name (and the backup's encoding and locale, when given), ALWAYS dropped
+    on exit (also on failure)."""
     name = scratch_name(kind, mf.utcnow())
     with admin.connect("postgres" if not admin.maintenance_db else admin.maintenance_db) as conn:
-        create_database(conn, name, owner)
+        create_database(conn, name, owner, locale)
     try:
         yield name
     finally:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.errors import (
     LifeboatError,
     NotFound,
@@ -123,3 +124,17 @@ def partial_scope_of(src: Source) -> str:
                                                            "exclude_schemas") if scope.get(key)]
     parts += [key.replace("_", "-") for key in ("schema_only", "data_only") if scope.get(key)]
     return "; ".join(parts)
+
+
+def recorded_properties(src: Source) -> dict[str, Any] | None:
+    """The source database's encoding, locale, owner, ACL, settings and comment as the manifest recorded them
+    (``database_properties``; None for manifests written before they were recorded, and for older dumps)."""
+    props = (src.manifest or {}).get("database_properties")
+    return dict(props) if isinstance(props, dict) and props else None
+
+
+def recorded_locale(src: Source) -> dict[str, Any] | None:
+    props = recorded_properties(src)
+    if not props:
+        return None
+    return {k: props[k] for k in pgmeta.LOCALE_KEYS if props.get(k) is not None} or None

@@ -31,7 +31,12 @@ from ansible.module_utils.lifeboat.restore.pgadmin import (
     terminate_sessions,
 )
 from ansible.module_utils.lifeboat.restore.request import Request, Steps
-from ansible.module_utils.lifeboat.restore.selection import Source, partial_scope_of
+from ansible.module_utils.lifeboat.restore.selection import (
+    Source,
+    partial_scope_of,
+    recorded_locale,
+    recorded_properties,
+)
 from ansible.module_utils.lifeboat.storage import Storage
 
 
@@ -39,10 +44,12 @@ def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, adm
               result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
     new, old = names["new"], names["old"]
     with admin.connect() as conn:
-        props = database_properties(conn, req.database) if target_exists else None
+        # swap over an existing database: it keeps its owner, grants, settings and comment; a new database gets
+        # the ones the manifest recorded. The encoding and locale are always the backup's: they decide the values
+        props = database_properties(conn, req.database) if target_exists else recorded_properties(src)
         if database_exists(conn, new):
             raise SafetyError(f"database '{new}' already exists; wait a second and retry")
-        create_database(conn, new, props["owner"] if props else None)
+        create_database(conn, new, props.get("owner") if props else None, recorded_locale(src))
     swapped = False
     try:
         with steps.step("fetch, decrypt, decompress, restore", f"into new database '{new}'") as item:
@@ -78,14 +85,14 @@ def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys,
                               "restored")
     with admin.connect() as conn:
         exists = database_exists(conn, req.database)
-        props = database_properties(conn, req.database) if exists else None
+        props = database_properties(conn, req.database) if exists else recorded_properties(src)
         if not req.data_only:
             with steps.step("drop and recreate", f"'{req.database}'"):
                 if exists:
                     if req.terminate_sessions:
                         terminate_sessions(conn, req.database)
                     conn.execute(sql.SQL("DROP DATABASE {}").format(ident(req.database)))
-                create_database(conn, req.database, props["owner"] if props else None)
+                create_database(conn, req.database, props.get("owner") if props else None, recorded_locale(src))
                 if props:
                     apply_database_properties(conn, req.database, props)
     try:
@@ -107,7 +114,7 @@ def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys,
 def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
                  result: dict[str, Any]) -> None:
     scoped = bool(partial_scope_of(src)) and src.fmt != "plain"
-    with scratch_database(admin, "stage") as stage:
+    with scratch_database(admin, "stage", locale=recorded_locale(src)) as stage:
         result["staging_database"] = stage
         if scoped:
             # a backup limited to some tables/schemas is not self-contained (a column default may use a
