@@ -153,7 +153,17 @@ options:
     type: int
     default: 268435456
   no_owner:
-    description: Restore without owners and privileges (C(--no-owner --no-privileges)), e.g. on another server.
+    description:
+      - Restore without owners and privileges (C(--no-owner --no-privileges)). It LOSES them - everything is owned
+        by the restoring user, GRANTs and revoked privileges are not restored (a function whose EXECUTE was revoked
+        from PUBLIC becomes callable by everyone). Prefer O(create_roles) on a server that lacks the roles.
+    type: bool
+    default: false
+  create_roles:
+    description:
+      - Create the roles the backup needs that the target server lacks, from the roles file stored beside the
+        dump (C(pg_dumpall --roles-only --no-role-passwords)), without passwords, before any data moves.
+      - When false and roles are missing, the restore stops before any data moves and names all of them.
     type: bool
     default: false
   terminate_sessions:
@@ -344,6 +354,7 @@ def argument_spec() -> dict:
         staging_dir=dict(type="path"),
         staging_keep_free=dict(type="int", default=268435456),
         no_owner=dict(type="bool", default=False),
+        create_roles=dict(type="bool", default=False),
         terminate_sessions=dict(type="bool", default=False),
         check_foreign_keys=dict(type="bool", default=True),
         safety_snapshot=dict(type="bool", default=True),
@@ -370,7 +381,7 @@ def main() -> None:
         backup_id=p["backup_id"], before=p["before"], require_verified=p["require_verified"], prefix=p["prefix"],
         mode=p["mode"], tables=p["tables"], schemas=p["schemas"], side_schema=p["side_schema"],
         schema_only=p["schema_only"], data_only=p["data_only"], jobs=p["jobs"], staging_dir=p["staging_dir"],
-        staging_keep_free=p["staging_keep_free"], no_owner=p["no_owner"],
+        staging_keep_free=p["staging_keep_free"], no_owner=p["no_owner"], create_roles=p["create_roles"],
         terminate_sessions=p["terminate_sessions"], check_foreign_keys=p["check_foreign_keys"],
         safety_snapshot=p["safety_snapshot"], maintenance_on=p["maintenance_on"],
         maintenance_off=p["maintenance_off"], post_restore=p["post_restore"],

@@ -19,6 +19,7 @@ LifeboatError is raised; nothing that looks like a complete backup remains.
 """
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, tmpfiles
+from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
@@ -279,6 +280,7 @@ def run(req: BackupRequest) -> dict[str, Any]:
                 schemas, scope_tables = scope_schemas(conn, req, tables)
                 facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
                 facts["database_properties"] = pgmeta.database_facts(conn)
+                facts["required_roles"] = roles.required_roles(conn)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 facts["error"] = exc
 
@@ -314,6 +316,11 @@ def run(req: BackupRequest) -> dict[str, Any]:
             conn.rollback()
         except Exception:  # noqa: BLE001 - read-only transaction; closing is enough
             pass
+        try:
+            facts["roles"] = _store_roles(req, conn, storage, layout, comp, enc, secrets, facts, version_num)
+        except BaseException:
+            storage.delete(layout.artifact_key)  # no manifest will describe it
+            raise
         finished = manifest.utcnow()
         duration = round(time.monotonic() - t0, 3)
         doc = build_manifest(req, storage, layout, comp, enc, result, facts, snapshot, started, finished, duration,
@@ -348,6 +355,40 @@ def run(req: BackupRequest) -> dict[str, Any]:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
         enc.cleanup()
+
+
+def roles_key(layout: manifest.Layout, comp: pipeline.Compression, enc_method: str) -> str:
+    """The roles file beside the artifact: ``<database>/<backup_id>/roles.sql.zst.gpg``."""
+    base = layout.manifest_key[: -len(manifest.MANIFEST_NAME)]
+    return f"{base}roles.sql{comp.extension}{manifest.ENCRYPTION_EXT[enc_method]}"
+
+
+def _store_roles(req: BackupRequest, conn: Any, storage: Storage, layout: manifest.Layout,
+                 comp: pipeline.Compression, enc: crypto.Encryptor, secrets: list[str], facts: dict[str, Any],
+                 version_num: int) -> dict[str, Any]:
+    """Store the server's roles (pg_dumpall --roles-only --no-role-passwords, or the same statements from the
+    catalog where pg_dumpall may not run), compressed and encrypted like the dump, beside it."""
+    required = list(facts.get("required_roles") or [])
+    if req.naming == "legacy":
+        return {"required": required, "skipped": "naming: legacy keeps only the older procedure's .sql.gz"}
+    method, note = "pg_dumpall", None
+    try:
+        extra = [req.pg_bin_dir] if req.pg_bin_dir else None
+        pg_dumpall = find_client("pg_dumpall", server_major(version_num), extra)[0]
+        with req.target.child_env() as env:
+            env["LC_ALL"] = "C"
+            script = roles.dumpall_roles(pg_dumpall, env, req.target.database or "postgres")
+    except (LifeboatError, OSError, subprocess.SubprocessError) as exc:
+        method, note = "catalog", pipeline.mask(str(exc), secrets)[:300]
+        script = roles.catalog_roles_sql(conn)
+    key = roles_key(layout, comp, enc.method)
+    writer = storage.open_writer(key, metadata={"lifeboat-backup-id": layout.backup_id})
+    result = pipeline.run_backup_stream(io.BytesIO(script), writer, comp, enc, secrets=secrets)
+    doc = {"key": key, "uri": storage.uri(key), "method": method, "size": result.size, "sha256": result.sha256,
+           "names": roles.role_names(script.decode("utf-8", "replace")), "required": required}
+    if note:
+        doc["note"] = f"pg_dumpall could not run ({note}); the roles were written from the catalog"
+    return doc
 
 
 def _stop_counter(conn: Any, counter: threading.Thread) -> None:
@@ -413,6 +454,7 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
         "tables": facts.get("tables", []),
         "schema_hash": facts.get("schema_hash"),
         "database_properties": facts.get("database_properties") or {},
+        "roles": facts.get("roles") or {},
         "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         "tags": dict(req.tags or {}),
         "restore": restore,

@@ -275,7 +275,7 @@ def database_facts(conn: Any, name: str | None = None) -> dict[str, Any]:
     return {"encoding": row[1], "locale_provider": provider, "collate": row[3], "ctype": row[4],
             "icu_locale" if provider == "icu" else "locale": row[5], "icu_rules": row[6],
             "owner": row[7], "default_acl": bool(row[8]), "acl": [list(r) for r in acl],
-            "settings": sorted(r[0] for r in settings), "role_settings": [list(r) for r in role_settings],
+            "settings": [r[0] for r in settings], "role_settings": [list(r) for r in role_settings],
             "comment": row[9]}
 
 

@@ -126,7 +126,7 @@ def test_manifest_records_the_database_locale_owner_settings_acl_and_comment(c_l
     assert (props["encoding"], props["locale_provider"], props["collate"], props["ctype"]) == ("UTF8", "libc", "C",
                                                                                                 "C")
     assert props["owner"] == c_locale_source["owner"]
-    assert props["settings"] == ["app.settings.jwt_exp=3600", "search_path=public, extensions"]
+    assert sorted(props["settings"]) == ["app.settings.jwt_exp=3600", "search_path=public, extensions"]
     assert props["role_settings"] == [[c_locale_source["reader"], "work_mem=5MB"]]
     assert [c_locale_source["reader"], "CONNECT", False] in props["acl"]
     assert not any(grantee == "PUBLIC" for grantee, _p, _g in props["acl"])
@@ -161,3 +161,102 @@ def test_a_locale_the_target_server_lacks_fails_before_any_data_moves_naming_it(
             assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     finally:
         drop(pg, [name], [])
+
+
+@pytest.fixture
+def pg18_roles_source(lab, scratch_bucket):
+    """On the lab's PostgreSQL 18: a database owned by its own role, a function whose EXECUTE is revoked from
+    PUBLIC and granted to a second role, a table granted to it; backed up, then the database AND the roles dropped
+    (the fresh server of the worst day)."""
+    server = lab.get("postgres18")
+    if not server:
+        pytest.skip("the lab has no postgres18")
+    t = tag()
+    name, owner, reader = f"lbfid_r_{t}", f"lbfid_r_owner_{t}", f"Lbfid Reader {t}"
+    bucket, endpoint = scratch_bucket
+    try:
+        with connect(server) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(owner)))
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(reader), sql.Identifier(owner)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+        with connect(server, name) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+            conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+            conn.execute("INSERT INTO accounts SELECT i, i * 10 FROM generate_series(1, 50) i")
+            conn.execute("CREATE FUNCTION pay(int) RETURNS int LANGUAGE sql SECURITY DEFINER "
+                         "SET search_path = pg_catalog, public AS 'SELECT $1 * 2'")
+            conn.execute("REVOKE EXECUTE ON FUNCTION pay(int) FROM PUBLIC")
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pay(int) TO {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("GRANT SELECT ON accounts TO {}").format(sql.Identifier(reader)))
+        manifest = make_backup(server, lab, name, bucket, endpoint)
+        drop(server, [name], [owner, reader])
+        yield {"server": server, "name": name, "owner": owner, "reader": reader, "manifest": manifest,
+               "storage": storage_for(bucket, endpoint)}
+    finally:
+        drop(server, [name], [owner, reader])
+
+
+def test_backup_set_holds_the_roles_it_needs(pg18_roles_source):
+    doc = pg18_roles_source["manifest"]["roles"]
+    assert {pg18_roles_source["owner"], pg18_roles_source["reader"]} <= set(doc["required"])
+    assert {pg18_roles_source["owner"], pg18_roles_source["reader"]} <= set(doc["names"])
+    assert doc["method"] == "pg_dumpall" and doc["key"].endswith("/roles.sql.zst.gpg") and len(doc["sha256"]) == 64
+
+
+def test_fresh_server_names_all_missing_roles_then_creates_them_on_request(lab, pg18_roles_source):
+    """Fails on the old main: no roles in the backup set; the restore stopped at the first missing role."""
+    src, server = pg18_roles_source, pg18_roles_source["server"]
+    req = engine.Request(database=src["name"], confirm=src["name"], safety_snapshot=False)
+    with pytest.raises(RestoreError) as err:
+        engine.run(req, src["storage"], admin_for(server), keys(lab))
+    assert src["owner"] in str(err.value) and src["reader"] in str(err.value) and "create_roles" in str(err.value)
+    with connect(server) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (src["name"],)).fetchone()
+    req = engine.Request(database=src["name"], confirm=src["name"], safety_snapshot=False, create_roles=True)
+    out = engine.run(req, src["storage"], admin_for(server), keys(lab))
+    assert sorted(out["created_roles"]) == sorted([src["owner"], src["reader"]])
+    with connect(server, src["name"]) as conn:
+        roles = dict(conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)",
+                                  ([src["owner"], src["reader"]],)).fetchall())
+        assert roles == {src["owner"]: True, src["reader"]: False}
+        assert conn.execute("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = %s",
+                            (src["owner"],)).fetchone()[0]
+        assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+                            ).fetchone()[0] == src["owner"]
+        assert conn.execute("SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc WHERE proname = 'pay'"
+                            ).fetchone() == (src["owner"], True)
+        assert not conn.execute("SELECT has_function_privilege('public', 'pay(int)', 'EXECUTE')").fetchone()[0]
+        assert conn.execute("SELECT has_function_privilege(%s, 'pay(int)', 'EXECUTE'), "
+                            "has_table_privilege(%s, 'accounts', 'SELECT')", (src["reader"], src["reader"])
+                            ).fetchone() == (True, True)
+        assert conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (src["owner"], src["reader"])).fetchone()[0]
+
+
+def test_catalog_roles_script_recreates_a_role_like_pg_dumpall(pg):
+    """Where pg_dumpall may not run, the same statements come from pg_roles (readable by any role)."""
+    from ansible.module_utils.lifeboat import roles as rolemod
+    t = tag()
+    role, member = f"Lbfid Cat {t}", f"lbfid_cat_m_{t}"
+    try:
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN CREATEDB CONNECTION LIMIT 3").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(member),
+                                                                           sql.Identifier(role)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET work_mem = '3MB'").format(sql.Identifier(member)))
+        with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["backup_user"],
+                             password=pg["backup_password"], dbname=pg["app_database"]) as conn:
+            script = rolemod.catalog_roles_sql(conn).decode()
+        assert role in rolemod.role_names(script) and member in rolemod.role_names(script)
+        drop(pg, [], [member, role])
+        with connect(pg) as conn:
+            have = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+            assert rolemod.create_roles(conn, script, [role, member], have) == sorted([role, member])
+            got = conn.execute("SELECT rolcreatedb, rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = %s",
+                               (role,)).fetchone()
+            assert got == (True, False, 3)
+            assert conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (member, role)).fetchone()[0]
+            assert conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                                "WHERE r.rolname = %s", (member,)).fetchone()[0] == ["work_mem=3MB"]
+    finally:
+        drop(pg, [], [member, role])

@@ -39,6 +39,8 @@ class Request:
     staging_dir: str | None = None
     staging_keep_free: int = 256 * 1024 * 1024
     no_owner: bool = False
+    #: create the roles the backup needs that the target server lacks (from the backup's roles file, no passwords)
+    create_roles: bool = False
     terminate_sessions: bool = False
     check_foreign_keys: bool = True
     safety_snapshot: bool = True

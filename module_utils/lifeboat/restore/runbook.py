@@ -19,6 +19,7 @@ from ansible.module_utils.lifeboat.restore.hooks import describe_hook, run_hook
 from ansible.module_utils.lifeboat.restore.names import new_db_name, old_db_name, scratch_name
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, database_exists, other_sessions
 from ansible.module_utils.lifeboat.restore.request import Request, Steps
+from ansible.module_utils.lifeboat.restore.rolecheck import ensure_roles, missing_for, missing_message
 from ansible.module_utils.lifeboat.restore.selection import Choice, Source, choose_backup, partial_scope_of, source_for
 from ansible.module_utils.lifeboat.restore.strategies import run_in_place, run_partial, run_swap
 from ansible.module_utils.lifeboat.storage import Storage
@@ -103,6 +104,11 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
         raise NotFound(f"database: '{req.database}' does not exist; a {req.mode} restore needs the existing "
                        "database (use mode swap to restore the whole backup)", "database")
     result["plan"] = plan_lines(req, src, choice, target_exists, names)
+    missing = [] if src.legacy or req.no_owner or req.data_only else missing_for(admin, src)
+    result["missing_roles"] = missing
+    if missing:
+        result["plan"].insert(3, ("   roles: create " if req.create_roles else "   roles MISSING (the restore will "
+                                  "stop; set create_roles: true): ") + ", ".join(missing))
     if check_mode:
         result["steps"] = steps.items
         return result
@@ -112,6 +118,8 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
             + ", ".join(f"pid {s['pid']} {s['user']} {s['application'] or ''}".strip() for s in sessions[:5])
             + "); an in-place restore needs it idle: stop the application (maintenance_on), or set "
               "terminate_sessions: true, or use mode swap", "database")
+    if missing and not req.create_roles:
+        raise RestoreError(missing_message(src, missing, req.database), "create_roles")
     context = {"database": req.database, "backup_id": src.backup_id, "mode": req.mode}
     hooks: list[dict[str, Any]] = []
     try:
@@ -136,6 +144,9 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
                 result["safety_snapshot"] = snap
                 item["detail"] = str(snap.get("backup_id", ""))
         result["changed"] = True
+        if missing:
+            with steps.step("create roles", ", ".join(missing)):
+                result["created_roles"] = ensure_roles(storage, src, keys, admin, True, req.database)["created"]
         if req.mode == "swap":
             run_swap(req, storage, src, keys, admin, steps, result, names, target_exists)
         elif req.mode == "in_place":
