@@ -53,18 +53,7 @@ options:
     description: Compression level (zstd 1-19, gzip 1-9).
     type: int
   encryption:
-    description: C(gpg) (public keys in O(encryption_recipients) or O(encryption_passphrase)), C(age), or C(none).
-    type: str
-    choices: [gpg, age, none]
     default: gpg
-  encryption_recipients:
-    description: gpg public key files, or age recipients ("age1...") / recipients files.
-    type: list
-    elements: str
-    default: []
-  encryption_passphrase:
-    description: Symmetric gpg passphrase (passed to gpg through a file descriptor). Never logged or returned.
-    type: str
   force:
     description: Write a new archive even when the tree has not changed.
     type: bool
@@ -90,51 +79,20 @@ options:
     elements: str
     default: []
   file_mode:
-    description: Mode for every extracted file instead of the archived one (e.g. C("0640")).
-    type: str
+    default: null
   dir_mode:
-    description: Mode for every extracted directory instead of the archived one.
-    type: str
+    default: null
   owner:
     description: Numeric uid for every extracted file (root only).
     type: int
   group:
     description: Numeric gid for every extracted file (root only).
     type: int
-  secret_key_file:
-    description: ASCII-armored gpg secret key that decrypts the archive (imported into a private, temporary home).
-    type: path
-  gpg_homedir:
-    description: Existing gpg home directory holding the decryption key.
-    type: path
-  decryption_passphrase:
-    description: Passphrase of a symmetric gpg archive. Never logged or returned.
-    type: str
-  identity_file:
-    description: age identity file that decrypts the archive.
-    type: path
-  endpoint:
-    description: URL of the S3-compatible endpoint (omit for AWS S3).
-    type: str
-  region:
-    description: Region of the bucket.
-    type: str
-  access_key:
-    description: Access key id; with O(secret_key).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged or returned.
-    type: str
-  session_token:
-    description: Session token for temporary credentials. Never logged or returned.
-    type: str
-  profile:
-    description: Named AWS profile.
-    type: str
-  validate_certs:
-    description: Verify the endpoint's TLS certificate.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - lifeboat_s3
+  - lifeboat_encryption
+  - lifeboat_decryption
+  - lifeboat_file_modes
 requirements: [boto3, zstandard, gpg or age]
 author: Lifeboat
 """
@@ -215,13 +173,10 @@ duration_s:
   sample: 3.2
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.lifeboat import manifest as mf  # noqa: E402
-from ansible.module_utils.lifeboat import runrecord  # noqa: E402
+from ansible.module_utils.lifeboat import options, runrecord  # noqa: E402
 from ansible.module_utils.lifeboat.archive import ArchiveSpec, create_archive, restore_archive  # noqa: E402
-from ansible.module_utils.lifeboat.crypto import DecryptionSpec, EncryptionSpec  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
-from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 
 
 def argument_spec() -> dict:
@@ -234,38 +189,35 @@ def argument_spec() -> dict:
         destination=dict(type="str", required=True),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
         compression_level=dict(type="int"),
-        encryption=dict(type="str", default="gpg", choices=["gpg", "age", "none"]),
-        encryption_recipients=dict(type="list", elements="str", default=[]),
-        encryption_passphrase=dict(type="str", no_log=True),
         force=dict(type="bool", default=False),
         run_record=dict(type="str", default=""),
         restore_to=dict(type="path"),
         archive_id=dict(type="str"),
         patterns=dict(type="list", elements="str", default=[]),
-        file_mode=dict(type="str"),
-        dir_mode=dict(type="str"),
         owner=dict(type="int"),
         group=dict(type="int"),
-        secret_key_file=dict(type="path", no_log=False),
-        gpg_homedir=dict(type="path"),
-        decryption_passphrase=dict(type="str", no_log=True),
-        identity_file=dict(type="path"),
     )
-    spec.update(endpoint_spec(""))
+    spec.update(options.encryption_spec(default="gpg"))
+    spec.update(options.decryption_spec())
+    spec.update(options.file_modes_spec(file_mode=None, dir_mode=None))
+    spec.update(options.s3_spec())
     return spec
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
+def module_kwargs() -> dict:
+    return dict(
         supports_check_mode=True,
         required_if=[("state", "archived", ["path", "files"], True), ("state", "restored", ["restore_to"])],
         mutually_exclusive=[("path", "files"), ("encryption_recipients", "encryption_passphrase"),
-                            ("secret_key_file", "gpg_homedir", "identity_file")],
-        required_together=endpoint_together(""),
+                            ("gpg_key_file", "gpg_homedir", "age_identity_file")],
+        required_together=options.s3_together(),
     )
+
+
+def main() -> None:
+    module = LifeboatModule(argument_spec(), what="archive", **module_kwargs())
     p = module.params
-    settings = settings_from(p, "")
+    settings = options.s3_settings(p)
     started = mf.utcnow()
 
     def record(ok: bool, counts: dict, error: str | None) -> dict:
@@ -284,32 +236,21 @@ def main() -> None:
                 name=p["name"], kind="files" if p["files"] else "directory", path=p["path"],
                 files=p["files"] or [], exclude=p["exclude"], compression=p["compression"],
                 compression_level=p["compression_level"],
-                encryption=EncryptionSpec(method=p["encryption"], recipients=p["encryption_recipients"],
-                                          passphrase=p["encryption_passphrase"]))
+                encryption=options.encryption(p))
             res = create_archive(spec, p["destination"], settings, check_mode=module.check_mode, force=p["force"])
             extra = record(True, {"files": res.files, "bytes": res.bytes, "written": int(res.changed),
                                   "duration_s": round(res.duration_s, 3)}, None)
             module.exit_json(changed=res.changed, archive_id=res.archive_id, artifact=res.artifact,
                              manifest=res.manifest, files=res.files, bytes=res.bytes,
                              duration_s=round(res.duration_s, 3), **extra)
-        modes = {}
-        for opt in ("file_mode", "dir_mode"):
-            if p[opt] is not None:
-                try:
-                    modes[opt] = int(str(p[opt]), 8)
-                except ValueError:
-                    module.fail_json(msg=f"{opt}: '{p[opt]}' is not an octal mode such as \"0640\"")
-        method = "age" if p["identity_file"] else ("gpg" if (p["secret_key_file"] or p["gpg_homedir"]
-                                                          or p["decryption_passphrase"]) else "none")
-        dec = DecryptionSpec(method=method, secret_key_file=p["secret_key_file"], gpg_homedir=p["gpg_homedir"],
-                             passphrase=p["decryption_passphrase"], identity_file=p["identity_file"])
-        res = restore_archive(p["name"], p["destination"], p["restore_to"], settings, dec,
+        modes = options.file_modes(p)
+        res = restore_archive(p["name"], p["destination"], p["restore_to"], settings, options.decryption(p),
                               archive_id=p["archive_id"], patterns=p["patterns"], owner=p["owner"],
                               group=p["group"], check_mode=module.check_mode, **modes)
         module.exit_json(changed=True, archive_id=res.archive_id, files=res.extracted,
                          skipped=res.skipped, paths=res.paths, duration_s=round(res.duration_s, 3))
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc), **record(False, {}, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - named by fail_error, with the run record of the failure
+        module.fail_error(exc, **record(False, {}, str(exc)))
 
 
 if __name__ == "__main__":

@@ -226,18 +226,27 @@ report_file:
 
 import dataclasses  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.lifeboat import catalog, monitor, report  # noqa: E402
 from ansible.module_utils.lifeboat import manifest as mf  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 
 THRESHOLDS = dict(max_age_hours=26.0, window_days=7.0, min_count=7, median_of=7, size_change=0.5,
                   duration_change=0.5, duration_floor_s=60.0, row_loss=0.2, row_loss_min_rows=100,
                   verify_max_age_days=8.0, incomplete_grace_hours=6.0)
 
 
+def target_options() -> dict:
+    """Suboptions of ``targets``: the catalog's, and the S3 options of each target's store (unprefixed)."""
+    return {**catalog.target_options(), **options.s3_spec("")}
+
+
+def target_settings(item: dict):
+    return options.s3_settings(item, "", concurrency=4)
+
+
 def argument_spec() -> dict:
-    spec = dict(targets=dict(type="list", elements="dict", required=True, options=catalog.target_options()))
+    spec = dict(targets=dict(type="list", elements="dict", required=True, options=target_options()))
     for name, default in THRESHOLDS.items():
         spec[name] = dict(type="int" if isinstance(default, int) else "float", default=default)
     spec.update(
@@ -249,22 +258,14 @@ def argument_spec() -> dict:
     return spec
 
 
-def _mode(module: AnsibleModule, name: str) -> int:
-    try:
-        return int(str(module.params[name]), 8)
-    except ValueError:
-        module.fail_json(msg=f"{name}: '{module.params[name]}' is not an octal mode such as \"0644\"")
-        raise
-
-
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = LifeboatModule(argument_spec(), what="backup status")
     p = module.params
     th = monitor.Thresholds(**{k: p[k] for k in THRESHOLDS})
     now = mf.utcnow()
     try:
         th.validate()
-        found = catalog.scan_all(catalog.targets_from(p["targets"]), now)
+        found = catalog.scan_all(catalog.targets_from(p["targets"], target_settings), now)
         alerts = []
         for item, target in zip(p["targets"], found, strict=True):
             own = dataclasses.replace(th, max_age_hours=item["max_age_hours"]) if item.get("max_age_hours") else th
@@ -273,13 +274,14 @@ def main() -> None:
         if not module.check_mode:
             if p["metrics_file"]:
                 monitor.write_atomic(p["metrics_file"], monitor.metrics_text(found, alerts, th, now),
-                                     _mode(module, "metrics_mode"))
+                                     options.parse_mode(p["metrics_mode"], "metrics_mode"))
                 written["metrics_file"] = p["metrics_file"]
             if p["report_file"]:
-                monitor.write_atomic(p["report_file"], report.render(found, alerts, now), _mode(module, "report_mode"))
+                monitor.write_atomic(p["report_file"], report.render(found, alerts, now),
+                                     options.parse_mode(p["report_mode"], "report_mode"))
                 written["report_file"] = p["report_file"]
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure is named the same way (module.py)
+        module.fail_error(exc)
     kinds: dict[str, list[str]] = {}
     for a in alerts:
         kinds.setdefault(a["target"], []).append(a["kind"])

@@ -40,11 +40,20 @@ options:
     default: true
   assertions:
     description:
-      - Operator SQL assertions run in the drill database, read-only. Each is a dict with C(name) and C(sql); the
-        query must return a single C(true), or no rows (e.g. "every video has a user").
+      - Operator SQL assertions run in the drill database, read-only; the query must return a single C(true), or no
+        rows (e.g. "every video has a user").
     type: list
     elements: dict
     default: []
+    suboptions:
+      name:
+        description: What the assertion checks (named in the report).
+        type: str
+        required: true
+      sql:
+        description: The query.
+        type: str
+        required: true
   amcheck:
     description: Run pg_amcheck on the drill database.
     type: bool
@@ -76,56 +85,11 @@ options:
     description: Key prefix of the backups below O(destination).
     type: str
     default: ""
-  s3_endpoint:
-    description: S3 endpoint URL for S3-compatible services; empty for AWS.
-    type: str
-  s3_region:
-    description: S3 region.
-    type: str
-  s3_access_key:
-    description: S3 access key id.
-    type: str
-  s3_secret_key:
-    description: S3 secret access key.
-    type: str
-  s3_validate_certs:
-    description: Verify the S3 endpoint's TLS certificate.
-    type: bool
-    default: true
-  dsn:
-    description: Connection string of a role that may create and drop databases on the drill server.
-    type: str
-  host:
-    description: Drill server host.
-    type: str
-  port:
-    description: Drill server port.
-    type: int
-  user:
-    description: Drill server role (CREATEDB; superuser for pg_amcheck's extension install).
-    type: str
-  password:
-    description: Its password (handed to child processes through a private PGPASSFILE).
-    type: str
-  maintenance_database:
-    description: Database to connect to for CREATE/DROP DATABASE.
-    type: str
-    default: postgres
-  pg_bin_dir:
-    description: Directory of pg_restore/psql/pg_amcheck to use.
-    type: path
-  gpg_homedir:
-    description: GnuPG home holding the secret key of a recipient (public-key gpg backups).
-    type: path
-  gpg_key_file:
-    description: Armored secret key file, imported into a private temporary GnuPG home.
-    type: path
-  passphrase:
-    description: Passphrase of symmetric gpg backups; passed to gpg through a file descriptor.
-    type: str
-  age_identity_file:
-    description: age identity file for age-encrypted backups.
-    type: path
+extends_documentation_fragment:
+  - lifeboat_s3
+  - lifeboat_postgres
+  - lifeboat_postgres.admin
+  - lifeboat_decryption
 author:
   - Lifeboat restore engineer
 """
@@ -188,20 +152,22 @@ plan:
   sample: ["appdb-20261122T020000Z (drill)"]
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.lifeboat import restore as rs  # noqa: E402
+from ansible.module_utils.lifeboat import options as opts  # noqa: E402
 from ansible.module_utils.lifeboat import verify as engine  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
+from ansible.module_utils.lifeboat.storage import open_storage  # noqa: E402
 
 
 def argument_spec() -> dict:
-    spec = rs.common_argument_spec()
-    spec.pop("before")
-    spec.update(
+    spec = dict(
+        destination=dict(type="str", required=True),
+        prefix=dict(type="str", default=""),
+        backup_id=dict(type="str"),
         databases=dict(type="list", elements="str", default=[]),
         level=dict(type="str", default="drill", choices=list(engine.LEVELS)),
         record=dict(type="bool", default=True),
-        assertions=dict(type="list", elements="dict", default=[]),
+        assertions=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True), sql=dict(type="str", required=True))),
         amcheck=dict(type="bool", default=True),
         heapallindexed=dict(type="bool", default=False),
         sweep_hours=dict(type="float", default=6.0),
@@ -209,37 +175,37 @@ def argument_spec() -> dict:
         report_dir=dict(type="path"),
         fail_on_failure=dict(type="bool", default=True),
     )
+    spec.update(opts.s3_spec())
+    spec.update(opts.pg_spec())
+    spec.update(opts.pg_admin_spec())
+    spec.update(opts.decryption_spec())
     return spec
 
 
+def module_kwargs() -> dict:
+    return dict(supports_check_mode=True, required_together=opts.s3_together())
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_together=[("s3_access_key", "s3_secret_key")])
+    module = LifeboatModule(argument_spec(), what="verification", **module_kwargs())
     p = module.params
-    assertions = []
-    for i, item in enumerate(p["assertions"]):
-        if not isinstance(item, dict) or not item.get("name") or not item.get("sql"):
-            module.fail_json(msg=f"assertions[{i}]: each assertion needs a name and an sql query")
-        assertions.append(engine.Assertion(str(item["name"]), str(item["sql"])))
+    assertions = [engine.Assertion(str(item["name"]), str(item["sql"])) for item in p["assertions"]]
     options = engine.Options(level=p["level"], record=p["record"] and not module.check_mode, assertions=assertions,
                              amcheck=p["amcheck"], heapallindexed=p["heapallindexed"],
                              sweep_hours=p["sweep_hours"], no_owner=p["no_owner"])
-    try:
-        storage = rs.storage_from(p)
-        refs = engine.targets(storage, p["databases"], p["backup_id"], p["prefix"])
-        plan = [f"{r.backup_id} ({p['level']}{', older-procedure dump' if r.legacy else ''})" for r in refs]
-        if module.check_mode:
-            module.exit_json(changed=p["record"], passed=True, results=[], failures=[], plan=plan)
-        admin = None
-        if p["level"] == "drill" or p["host"] or p["dsn"]:
-            admin = rs.admin_from(p)
-        keys = rs.keys_from(p)
+    storage = module.run(lambda: open_storage(p["destination"], opts.s3_settings(p)))
+    refs = module.run(lambda: engine.targets(storage, p["databases"], p["backup_id"], p["prefix"]))
+    plan = [f"{r.backup_id} ({p['level']}{', older-procedure dump' if r.legacy else ''})" for r in refs]
+    if module.check_mode:
+        module.exit_json(changed=p["record"], passed=True, results=[], failures=[], plan=plan)
+
+    def work() -> list:
+        admin = opts.restore_admin(p) if p["level"] == "drill" or p["host"] or p["dsn"] else None
+        keys = opts.decrypt_keys(p)
         bin_dirs = [p["pg_bin_dir"]] if p["pg_bin_dir"] else None
-        results = [engine.verify_one(storage, ref, keys, admin, options, bin_dirs) for ref in refs]
-    except LifeboatError as exc:
-        module.fail_json(msg=rs.mask_secrets(module.params, str(exc)))
-    except Exception as exc:  # noqa: BLE001 - unforeseen: a clear message, never a traceback with values
-        module.fail_json(msg=rs.mask_secrets(module.params, f"verification failed: {exc.__class__.__name__}: {exc}"))
+        return [engine.verify_one(storage, ref, keys, admin, options, bin_dirs) for ref in refs]
+
+    results = module.run(work)
     report = engine.write_reports(results, p["report_dir"], storage.url) if p["report_dir"] else None
     failures = [f"{r.backup_id}: {f}" for r in results for f in r.failures()]
     out = dict(changed=any(r.record_key for r in results), passed=not failures,

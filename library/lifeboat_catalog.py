@@ -145,28 +145,37 @@ unreachable_targets:
   sample: []
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.lifeboat import catalog  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
+
+
+def target_options() -> dict:
+    """Suboptions of ``targets``: the catalog's, and the S3 options of each target's store (unprefixed)."""
+    return {**catalog.target_options(), **options.s3_spec("")}
+
+
+def target_settings(item: dict):
+    return options.s3_settings(item, "", concurrency=4)
 
 
 def argument_spec() -> dict:
     return dict(
-        targets=dict(type="list", elements="dict", required=True, options=catalog.target_options()),
+        targets=dict(type="list", elements="dict", required=True, options=target_options()),
         limit=dict(type="int", default=0),
         table_rows=dict(type="bool", default=False),
     )
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = LifeboatModule(argument_spec(), what="catalog")
     p = module.params
     if p["limit"] < 0:
         module.fail_json(msg="limit: must be 0 (all) or more")
     try:
-        found = catalog.scan_all(catalog.targets_from(p["targets"]))
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc))
+        found = catalog.scan_all(catalog.targets_from(p["targets"], target_settings))
+    except Exception as exc:  # noqa: BLE001 - every failure is named the same way (module.py)
+        module.fail_error(exc)
     if p["limit"]:
         for t in found:
             t["backups"] = t["backups"][: p["limit"]]

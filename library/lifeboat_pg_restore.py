@@ -30,7 +30,7 @@ description:
   - A backup limited to some tables or schemas is refused for O(mode=swap) and O(mode=in_place) (it would replace the
     whole database with that part); restore it with O(mode=partial).
   - Runs only when O(confirm) equals O(database). Check mode returns the full plan and changes nothing.
-  - Secrets (O(password), O(dsn), O(s3_secret_key), O(passphrase)) never reach argv, logs or return values.
+  - Secrets (O(password), O(dsn), O(s3_secret_key), O(decryption_passphrase)) never reach argv, logs or return values.
 options:
   database:
     description: The target database on the server (the one restored, swapped or overwritten).
@@ -52,56 +52,6 @@ options:
     description: Key prefix of the backups below O(destination).
     type: str
     default: ""
-  s3_endpoint:
-    description: S3 endpoint URL for S3-compatible services (SeaweedFS, MinIO...); empty for AWS.
-    type: str
-  s3_region:
-    description: S3 region.
-    type: str
-  s3_access_key:
-    description: S3 access key id.
-    type: str
-  s3_secret_key:
-    description: S3 secret access key.
-    type: str
-  s3_validate_certs:
-    description: Verify the S3 endpoint's TLS certificate.
-    type: bool
-    default: true
-  dsn:
-    description: Connection string of an administrative role on the target server (database part ignored).
-    type: str
-  host:
-    description: Server host (overrides the DSN's).
-    type: str
-  port:
-    description: Server port.
-    type: int
-  user:
-    description: Administrative role that may create, drop and rename databases.
-    type: str
-  password:
-    description: Its password (handed to child processes through a private PGPASSFILE).
-    type: str
-  maintenance_database:
-    description: Database to connect to for CREATE/DROP/ALTER DATABASE.
-    type: str
-    default: postgres
-  pg_bin_dir:
-    description: Directory of pg_restore/psql/pg_dump to use (default, the closest version >= the server's).
-    type: path
-  gpg_homedir:
-    description: GnuPG home holding the secret key of a recipient (public-key gpg backups).
-    type: path
-  gpg_key_file:
-    description: Armored secret key file, imported into a private temporary GnuPG home.
-    type: path
-  passphrase:
-    description: Passphrase of symmetric gpg backups (or of the secret key); passed to gpg through a file descriptor.
-    type: str
-  age_identity_file:
-    description: age identity file for age-encrypted backups.
-    type: path
   backup_id:
     description: Restore this backup (its id, artifact key or artifact file name) instead of the latest verified one.
     type: str
@@ -190,24 +140,59 @@ options:
     default: {}
   maintenance_on:
     description:
-      - Hook that puts the application into maintenance before anything changes. C(type) is C(none), C(command)
-        (C(argv) list, optional C(env), C(timeout)) or C(http) (C(url), C(method), C(headers), C(body), C(timeout)).
+      - Hook that puts the application into maintenance before anything changes.
       - Command hooks get C(LIFEBOAT_DATABASE), C(LIFEBOAT_BACKUP_ID), C(LIFEBOAT_MODE) in their environment.
     type: dict
+    suboptions: &hook
+      type:
+        description: C(none), C(command) (needs O(maintenance_on.argv)) or C(http) (needs O(maintenance_on.url)).
+        type: str
+        choices: [none, command, http]
+        default: none
+      argv:
+        description: Command and arguments (no shell).
+        type: list
+        elements: str
+      env:
+        description: Extra environment variables of a command hook.
+        type: dict
+      url:
+        description: URL of an http hook (C(http://) or C(https://)).
+        type: str
+      method:
+        description: HTTP method of an http hook.
+        type: str
+        default: POST
+      headers:
+        description: HTTP headers (not secret; put tokens in O(hook_headers)).
+        type: dict
+      body:
+        description: Request body of an http hook (default, a JSON object naming the event, database, backup and mode).
+        type: raw
+      timeout:
+        description: Seconds before the hook counts as failed (default 300 for a command, 30 for http).
+        type: float
   maintenance_off:
     description: Hook that resumes the application; ALWAYS runs at the end, also when the restore failed.
     type: dict
+    suboptions: *hook
   post_restore:
     description: Hooks run after a successful restore (e.g. regenerate a client, restart the app); same shape.
     type: list
     elements: dict
     default: []
+    suboptions: *hook
   hook_headers:
     description:
       - Secret HTTP headers (e.g. C(Authorization)) added to every C(http) hook. Kept out of logs and results;
         put tokens here, not in the hooks' C(headers).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - lifeboat_s3
+  - lifeboat_postgres
+  - lifeboat_postgres.admin
+  - lifeboat_decryption
 author:
   - Lifeboat restore engineer
 """
@@ -317,32 +302,35 @@ summary:
   sample: "restored appdb from appdb-20261122T020000Z (swap) ..."
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
 from ansible.module_utils.lifeboat import restore as engine  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
+from ansible.module_utils.lifeboat.storage import open_storage  # noqa: E402
 
 
-def render_summary(result: dict) -> str:
-    lines = [f"{'plan for' if not result.get('changed') else 'restore of'} database '{result['database']}' "
-             f"(mode {result['mode']}) from backup {result.get('backup_id', '?')}"]
-    if result.get("old_database"):
-        lines.append(f"previous database kept as '{result['old_database']}'")
-    if result.get("safety_snapshot"):
-        lines.append(f"safety snapshot: {result['safety_snapshot'].get('backup_id')}")
-    for step in result.get("steps", []):
-        lines.append(f"  {step['step']:<40} {step['status']:<8} {step.get('seconds', 0):>8.2f}s  "
-                     f"{step.get('detail', '')}")
-    for warning in result.get("warnings", []):
-        lines.append(f"WARNING: {warning}")
-    return "\n".join(lines)
+def hook_options() -> dict:
+    """Suboptions of a hook (maintenance_on, maintenance_off, post_restore[])."""
+    return dict(
+        type=dict(type="str", default="none", choices=["none", "command", "http"]),
+        argv=dict(type="list", elements="str"),
+        env=dict(type="dict"),
+        url=dict(type="str"),
+        method=dict(type="str", default="POST"),
+        headers=dict(type="dict"),
+        body=dict(type="raw"),
+        timeout=dict(type="float"),
+    )
 
 
 def argument_spec() -> dict:
-    spec = engine.common_argument_spec()
-    spec.update(
+    spec = dict(
         database=dict(type="str", required=True),
         source_database=dict(type="str"),
         confirm=dict(type="str"),
+        destination=dict(type="str", required=True),
+        prefix=dict(type="str", default=""),
+        backup_id=dict(type="str"),
+        before=dict(type="str"),
         require_verified=dict(type="bool", default=False),
         mode=dict(type="str", default="swap", choices=list(engine.MODES)),
         tables=dict(type="list", elements="str", default=[]),
@@ -359,22 +347,29 @@ def argument_spec() -> dict:
         check_foreign_keys=dict(type="bool", default=True),
         safety_snapshot=dict(type="bool", default=True),
         snapshot_options=dict(type="dict", default={}),
-        maintenance_on=dict(type="dict"),
-        maintenance_off=dict(type="dict"),
-        post_restore=dict(type="list", elements="dict", default=[]),
+        maintenance_on=dict(type="dict", options=hook_options()),
+        maintenance_off=dict(type="dict", options=hook_options()),
+        post_restore=dict(type="list", elements="dict", default=[], options=hook_options()),
         hook_headers=dict(type="dict", default={}, no_log=True),
     )
+    spec.update(options.s3_spec())
+    spec.update(options.pg_spec())
+    spec.update(options.pg_admin_spec())
+    spec.update(options.decryption_spec())
     return spec
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
+def module_kwargs() -> dict:
+    return dict(
         supports_check_mode=True,
         mutually_exclusive=[("backup_id", "before")],
         required_if=[("mode", "side_schema", ("side_schema",))],
-        required_together=[("s3_access_key", "s3_secret_key")],
+        required_together=options.s3_together(),
     )
+
+
+def main() -> None:
+    module = LifeboatModule(argument_spec(), what="restore", **module_kwargs())
     p = module.params
     req = engine.Request(
         database=p["database"], source_database=p["source_database"], confirm=p["confirm"],
@@ -386,32 +381,22 @@ def main() -> None:
         safety_snapshot=p["safety_snapshot"], maintenance_on=p["maintenance_on"],
         maintenance_off=p["maintenance_off"], post_restore=p["post_restore"],
         hook_headers={str(k): str(v) for k, v in (p["hook_headers"] or {}).items()})
-    try:
-        storage = engine.storage_from(p)
-        admin = engine.admin_from(p)
-        keys = engine.keys_from(p)
-        settings = engine.s3_settings_from(p)
+
+    def work() -> dict:
+        settings = options.s3_settings(p)
+        storage = open_storage(p["destination"], settings)
+        admin = options.restore_admin(p)
+        keys = options.decrypt_keys(p)
 
         def snapshot(database, src):
             return engine.safety_snapshot(admin, settings, p["destination"], database, src, keys,
                                           p["snapshot_options"])
 
-        result = engine.run(req, storage, admin, keys, check_mode=module.check_mode, snapshot=snapshot)
-    except LifeboatError as exc:
-        partial = getattr(exc, "summary", None) or {}
-        extra = {k: partial[k] for k in ("plan", "steps", "hooks", "backup_id", "old_database", "safety_snapshot",
-                                         "note", "warnings") if k in partial}
-        if partial:
-            extra["summary"] = render_summary({"database": p["database"], "mode": p["mode"], **partial})
-        msg = str(exc)
-        if partial.get("note"):
-            msg += f" ({partial['note']})"
-        module.fail_json(msg=engine.mask_secrets(module.params, msg), changed=bool(partial.get("changed")), **extra)
-    except Exception as exc:  # noqa: BLE001 - unforeseen: a clear message, never a traceback with values
-        module.fail_json(msg=engine.mask_secrets(module.params, f"restore failed: {exc.__class__.__name__}: {exc}"))
-    result["summary"] = render_summary(result)
-    warnings = result.pop("warnings", [])
-    for warning in warnings:
+        return engine.run(req, storage, admin, keys, check_mode=module.check_mode, snapshot=snapshot)
+
+    result = module.run(work)
+    result["summary"] = engine.render_summary(result)
+    for warning in result.pop("warnings", []):
         module.warn(warning)
     if module.check_mode:
         result["changed"] = True  # the real run would change the database

@@ -76,28 +76,8 @@ options:
     description: Apply the policy to the older procedure's dumps too (they are left alone otherwise).
     type: bool
     default: false
-  endpoint:
-    description: URL of the S3-compatible endpoint (omit for AWS S3).
-    type: str
-  region:
-    description: Region of the bucket.
-    type: str
-  access_key:
-    description: Access key id; with O(secret_key).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged or returned.
-    type: str
-  session_token:
-    description: Session token for temporary credentials. Never logged or returned.
-    type: str
-  profile:
-    description: Named AWS profile.
-    type: str
-  validate_certs:
-    description: Verify the endpoint's TLS certificate.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - lifeboat_s3
 requirements: [boto3]
 author: Lifeboat
 """
@@ -171,11 +151,10 @@ policy:
   sample: {"keep_daily": 7, "min_verified": 1, "incomplete_grace_h": 24}
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 from ansible.module_utils.lifeboat.prune import run_retention  # noqa: E402
 from ansible.module_utils.lifeboat.retention import RULES, Policy, parse_duration, parse_timedelta  # noqa: E402
-from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
 from ansible.module_utils.lifeboat.storage import open_storage  # noqa: E402
 
 
@@ -194,12 +173,12 @@ def argument_spec() -> dict:
         incomplete_grace=dict(type="str", default="24h"),
         include_legacy=dict(type="bool", default=False),
     )
-    spec.update(endpoint_spec(""))
+    spec.update(options.s3_spec())
     return spec
 
 
 def module_kwargs() -> dict:
-    return dict(supports_check_mode=True, required_together=endpoint_together(""))
+    return dict(supports_check_mode=True, required_together=options.s3_together())
 
 
 def policy_from(params: dict) -> Policy:
@@ -211,15 +190,15 @@ def policy_from(params: dict) -> Policy:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), **module_kwargs())
+    module = LifeboatModule(argument_spec=argument_spec(), **module_kwargs())
     p = module.params
     try:
         policy = policy_from(p)
-        storage = open_storage(p["destination"], settings_from(p, ""))
+        storage = open_storage(p["destination"], options.s3_settings(p))
         res = run_retention(storage, policy, include_legacy=p["include_legacy"], names=p["names"] or None,
                             check_mode=module.check_mode)
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure is named the same way (module.py)
+        module.fail_error(exc)
     for warning in res.warnings:
         module.warn(warning)
     would = [b["backup_id"] for b in res.backups if b["action"] == "delete"]

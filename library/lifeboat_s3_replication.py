@@ -77,28 +77,8 @@ options:
     description: Abort incomplete multipart uploads this many days after they started.
     type: int
     default: 7
-  endpoint:
-    description: URL of the S3 endpoint (omit for AWS S3).
-    type: str
-  region:
-    description: Region of the bucket.
-    type: str
-  access_key:
-    description: Access key id; with O(secret_key).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged or returned.
-    type: str
-  session_token:
-    description: Session token for temporary credentials. Never logged or returned.
-    type: str
-  profile:
-    description: Named AWS profile.
-    type: str
-  validate_certs:
-    description: Verify the endpoint's TLS certificate.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - lifeboat_s3
 requirements: [boto3]
 author: Lifeboat
 """
@@ -139,10 +119,9 @@ diff:
   sample: {"before": {}, "after": {}}
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 from ansible.module_utils.lifeboat.s3 import make_client  # noqa: E402
-from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
 from ansible.module_utils.lifeboat.s3config import (  # noqa: E402
     STORAGE_CLASSES,
     LifecycleRule,
@@ -170,19 +149,19 @@ def argument_spec() -> dict:
         noncurrent_expire_days=dict(type="int"),
         abort_multipart_days=dict(type="int", default=7),
     )
-    spec.update(endpoint_spec(""))
+    spec.update(options.s3_spec())
     return spec
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = LifeboatModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("replication", "present", ["destination_bucket", "role_arn"])],
-        required_together=endpoint_together(""),
+        required_together=options.s3_together(),
     )
     p = module.params
-    settings = settings_from(p, "")
+    settings = options.s3_settings(p)
     changed = False
     before: dict = {}
     after: dict = {}
@@ -212,8 +191,8 @@ def main() -> None:
             if c:
                 changed = True
                 before["lifecycle"], after["lifecycle"] = b, a
-    except LifeboatError as exc:
-        module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure is named the same way (module.py)
+        module.fail_error(exc)
     result = dict(changed=changed, **out)
     if changed:
         result["diff"] = {"before": before, "after": after}

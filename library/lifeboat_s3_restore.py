@@ -49,65 +49,18 @@ options:
   keys_query:
     description: SQL returning the referenced keys in its first column, e.g. C(select storage_path from videos).
     type: str
-  dsn:
-    description: PostgreSQL connection string for O(keys_query). Never logged or returned.
+  database:
+    description: Database O(keys_query) runs in (or the DSN's), over the connection the PostgreSQL options describe.
     type: str
   concurrency:
     description: Objects restored in parallel.
     type: int
     default: 8
-  file_mode:
-    description: Mode of files written into a local destination.
-    type: str
-    default: "0600"
-  dir_mode:
-    description: Mode of directories created in a local destination.
-    type: str
-    default: "0700"
-  backup_endpoint:
-    description: URL of the S3-compatible endpoint of the backup (omit for AWS S3).
-    type: str
-  backup_region:
-    description: Region of the backup bucket.
-    type: str
-  backup_access_key:
-    description: Access key id for the backup; with O(backup_secret_key).
-    type: str
-  backup_secret_key:
-    description: Secret access key for the backup. Never logged or returned.
-    type: str
-  backup_session_token:
-    description: Session token for the backup. Never logged or returned.
-    type: str
-  backup_profile:
-    description: Named AWS profile for the backup.
-    type: str
-  backup_validate_certs:
-    description: Verify the TLS certificate of the backup endpoint.
-    type: bool
-    default: true
-  destination_endpoint:
-    description: URL of the S3-compatible endpoint of the destination (omit for AWS S3).
-    type: str
-  destination_region:
-    description: Region of the destination bucket.
-    type: str
-  destination_access_key:
-    description: Access key id for the destination; with O(destination_secret_key).
-    type: str
-  destination_secret_key:
-    description: Secret access key for the destination. Never logged or returned.
-    type: str
-  destination_session_token:
-    description: Session token for the destination. Never logged or returned.
-    type: str
-  destination_profile:
-    description: Named AWS profile for the destination.
-    type: str
-  destination_validate_certs:
-    description: Verify the TLS certificate of the destination endpoint.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - lifeboat_s3.backup
+  - lifeboat_s3.destination
+  - lifeboat_postgres
+  - lifeboat_file_modes
 requirements: [boto3, psycopg (for keys_query)]
 author: Lifeboat
 """
@@ -198,9 +151,8 @@ duration_s:
   sample: 2.5
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
-from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
+from ansible.module_utils.lifeboat import options  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 from ansible.module_utils.lifeboat.s3restore import (  # noqa: E402
     keys_from_query,
     parse_time,
@@ -219,44 +171,42 @@ def argument_spec() -> dict:
         force=dict(type="bool", default=False),
         keys=dict(type="list", elements="str", no_log=False),
         keys_query=dict(type="str"),
-        dsn=dict(type="str", no_log=True),
+        database=dict(type="str"),
         concurrency=dict(type="int", default=8),
-        file_mode=dict(type="str", default="0600"),
-        dir_mode=dict(type="str", default="0700"),
     )
-    spec.update(endpoint_spec("backup_"))
-    spec.update(endpoint_spec("destination_"))
+    spec.update(options.pg_spec())
+    spec.update(options.file_modes_spec())
+    spec.update(options.s3_spec("backup_"))
+    spec.update(options.s3_spec("destination_"))
     return spec
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
+def module_kwargs() -> dict:
+    return dict(
         supports_check_mode=True,
         required_if=[("mode", "point_in_time", ["restore_time"]),
                      ("mode", "missing", ["keys", "keys_query"], True)],
         mutually_exclusive=[("keys", "keys_query")],
-        required_together=[("keys_query", "dsn")] + endpoint_together("backup_") + endpoint_together("destination_"),
+        required_together=options.s3_together("backup_") + options.s3_together("destination_"),
     )
+
+
+def main() -> None:
+    module = LifeboatModule(argument_spec(), what="object restore", **module_kwargs())
     p = module.params
-    try:
-        modes = {n: int(str(p[n]), 8) for n in ("file_mode", "dir_mode")}
-    except ValueError:
-        module.fail_json(msg="file_mode/dir_mode: not an octal mode such as \"0600\"")
-    common = dict(backup_settings=settings_from(p, "backup_", p["concurrency"]),
-                  target_settings=settings_from(p, "destination_", p["concurrency"]),
-                  concurrency=p["concurrency"], check_mode=module.check_mode, **modes)
-    try:
+
+    def work():
+        common = dict(backup_settings=options.s3_settings(p, "backup_", p["concurrency"]),
+                      target_settings=options.s3_settings(p, "destination_", p["concurrency"]),
+                      concurrency=p["concurrency"], check_mode=module.check_mode, **options.file_modes(p))
         if p["mode"] == "point_in_time":
-            result = restore_point_in_time(p["backup"], p["destination"], parse_time(p["restore_time"]),
-                                           delete_newer=p["delete_newer"], force=p["force"], **common)
-        else:
-            keys = p["keys"] if p["keys"] is not None else keys_from_query(p["dsn"], p["keys_query"])
-            result = restore_missing(p["backup"], p["destination"], keys, **common)
-    except LifeboatError as exc:
-        partial = getattr(exc, "result", None)
-        extra = partial.as_dict() if partial is not None else {}
-        module.fail_json(msg=str(exc), changed=bool(partial and partial.changed), **extra)
+            return restore_point_in_time(p["backup"], p["destination"], parse_time(p["restore_time"]),
+                                         delete_newer=p["delete_newer"], force=p["force"], **common)
+        keys = p["keys"] if p["keys"] is not None else keys_from_query(options.pg_target(p, p["database"]),
+                                                                          p["keys_query"])
+        return restore_missing(p["backup"], p["destination"], keys, **common)
+
+    result = module.run(work, changed=False)
     module.exit_json(changed=result.changed, backup=p["backup"], destination=p["destination"],
                      **result.as_dict())
 

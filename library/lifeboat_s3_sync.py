@@ -63,14 +63,6 @@ options:
     description: How many times an object that changes during its copy is re-read before it is reported as failed.
     type: int
     default: 3
-  file_mode:
-    description: Mode of files written into a local destination directory.
-    type: str
-    default: "0600"
-  dir_mode:
-    description: Mode of directories created in a local destination.
-    type: str
-    default: "0700"
   run_record:
     description:
       - Where to leave a record of this run (C(s3://bucket/prefix) reached with the destination's endpoint and
@@ -80,50 +72,10 @@ options:
       - A record that cannot be written is a warning, not a failure of the sync. Empty writes none.
     type: str
     default: ""
-  source_endpoint:
-    description: URL of the S3-compatible endpoint of the source (omit for AWS S3).
-    type: str
-  source_region:
-    description: Region of the source.
-    type: str
-  source_access_key:
-    description: Access key id for the source; with O(source_secret_key). Omit to use boto3's default chain.
-    type: str
-  source_secret_key:
-    description: Secret access key for the source. Never logged or returned.
-    type: str
-  source_session_token:
-    description: Session token for temporary credentials of the source. Never logged or returned.
-    type: str
-  source_profile:
-    description: Named AWS profile for the source.
-    type: str
-  source_validate_certs:
-    description: Verify the TLS certificate of the source endpoint.
-    type: bool
-    default: true
-  destination_endpoint:
-    description: URL of the S3-compatible endpoint of the destination (omit for AWS S3).
-    type: str
-  destination_region:
-    description: Region of the destination.
-    type: str
-  destination_access_key:
-    description: Access key id for the destination; with O(destination_secret_key).
-    type: str
-  destination_secret_key:
-    description: Secret access key for the destination. Never logged or returned.
-    type: str
-  destination_session_token:
-    description: Session token for temporary credentials of the destination. Never logged or returned.
-    type: str
-  destination_profile:
-    description: Named AWS profile for the destination.
-    type: str
-  destination_validate_certs:
-    description: Verify the TLS certificate of the destination endpoint.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - lifeboat_s3.source
+  - lifeboat_s3.destination
+  - lifeboat_file_modes
 requirements: [boto3]
 author: Lifeboat
 """
@@ -235,12 +187,10 @@ run_record_uri:
   sample: s3://lifeboat-backups/runs/storage-sync/last-run.json
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.lifeboat import manifest as mf  # noqa: E402
-from ansible.module_utils.lifeboat import runrecord  # noqa: E402
-from ansible.module_utils.lifeboat.errors import LifeboatError  # noqa: E402
-from ansible.module_utils.lifeboat.s3args import endpoint_spec, endpoint_together, settings_from  # noqa: E402
-from ansible.module_utils.lifeboat.s3sync import MIB, SyncError, SyncOptions, sync  # noqa: E402
+from ansible.module_utils.lifeboat import options, runrecord  # noqa: E402
+from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
+from ansible.module_utils.lifeboat.s3sync import MIB, SyncOptions, sync  # noqa: E402
 
 
 def argument_spec() -> dict:
@@ -254,29 +204,21 @@ def argument_spec() -> dict:
         part_size_mb=dict(type="int", default=16),
         multipart_threshold_mb=dict(type="int", default=64),
         retries=dict(type="int", default=3),
-        file_mode=dict(type="str", default="0600"),
-        dir_mode=dict(type="str", default="0700"),
         run_record=dict(type="str", default=""),
     )
-    spec.update(endpoint_spec("source_"))
-    spec.update(endpoint_spec("destination_"))
+    spec.update(options.file_modes_spec())
+    spec.update(options.s3_spec("source_"))
+    spec.update(options.s3_spec("destination_"))
     return spec
 
 
-def _mode(module: AnsibleModule, name: str) -> int:
-    try:
-        return int(str(module.params[name]), 8)
-    except ValueError:
-        module.fail_json(msg=f"{name}: '{module.params[name]}' is not an octal mode such as \"0600\"")
-        raise
+def module_kwargs() -> dict:
+    return dict(supports_check_mode=True,
+                required_together=options.s3_together("source_") + options.s3_together("destination_"))
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-        required_together=endpoint_together("source_") + endpoint_together("destination_"),
-    )
+    module = LifeboatModule(argument_spec(), what="sync", **module_kwargs())
     p = module.params
     opts = SyncOptions(
         delete=p["delete"], include=p["include"], exclude=p["exclude"], concurrency=p["concurrency"],
@@ -285,7 +227,7 @@ def main() -> None:
     )
     where = dict(source=p["source"], destination=p["destination"])
     started = mf.utcnow()
-    dst_settings = settings_from(p, "destination_", p["concurrency"])
+    dst_settings = options.s3_settings(p, "destination_", p["concurrency"])
 
     def record(ok: bool, counts: dict, error: str | None) -> None:
         if not p["run_record"] or module.check_mode:
@@ -300,15 +242,11 @@ def main() -> None:
         where["run_record_uri"] = uri
 
     try:
-        result = sync(p["source"], p["destination"], settings_from(p, "source_", p["concurrency"]),
-                      dst_settings, opts,
-                      file_mode=_mode(module, "file_mode"), dir_mode=_mode(module, "dir_mode"))
-    except SyncError as exc:
-        record(False, exc.result.as_dict(), str(exc))
-        module.fail_json(msg=str(exc), changed=exc.result.changed, **where, **exc.result.as_dict())
-    except LifeboatError as exc:
-        record(False, {}, str(exc))
-        module.fail_json(msg=str(exc), changed=False, **where)
+        result = sync(p["source"], p["destination"], options.s3_settings(p, "source_", p["concurrency"]),
+                      dst_settings, opts, **options.file_modes(p))
+    except Exception as exc:  # noqa: BLE001 - named by fail_error, with what was done (SyncError.partial)
+        record(False, getattr(exc, "partial", None) or {}, str(exc))
+        module.fail_error(exc, **{"changed": False, **where})
     record(True, result.as_dict(), None)
     module.exit_json(changed=result.changed, **where, **result.as_dict())
 

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 
 from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
@@ -148,14 +147,7 @@ def scope_schemas(conn: Any, req: BackupRequest,
 
 
 def _connect(req: BackupRequest) -> Any:
-    conn = req.target.connect(autocommit=False)
-    try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return req.target.connect(snapshot_reader=True)
 
 
 def _pick_pg_dump(req: BackupRequest, version_num: int) -> tuple[str, int, str]:

@@ -385,9 +385,7 @@ def render_table(targets: list[dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------------------------- module options
 
 def target_options() -> dict[str, dict[str, Any]]:
-    """Suboptions of a module's ``targets`` list (plain dicts; secrets no_log)."""
-    from ansible.module_utils.lifeboat.s3args import endpoint_spec
-
+    """Suboptions of a module's ``targets`` list, besides the S3 options (the modules add options.s3_spec(""))."""
     opts: dict[str, dict[str, Any]] = dict(
         name=dict(type="str", required=True),
         kind=dict(type="str", default="database", choices=list(KINDS)),
@@ -398,17 +396,15 @@ def target_options() -> dict[str, dict[str, Any]]:
         include_legacy=dict(type="bool", default=True),
         max_age_hours=dict(type="float"),
     )
-    opts.update(endpoint_spec(""))
     return opts
 
 
-def targets_from(items: list[dict[str, Any]]) -> list[Target]:
-    """Targets from a module's ``targets`` (S3 timeouts short: one dead endpoint must not stall the rest)."""
-    from ansible.module_utils.lifeboat.s3args import settings_from
-
+def targets_from(items: list[dict[str, Any]], settings_of: Any) -> list[Target]:
+    """Targets from a module's ``targets``; ``settings_of(item)`` gives each one's S3Settings (timeouts are
+    made short here: one dead endpoint must not stall the rest)."""
     out = []
     for item in items:
-        settings = settings_from(item, "", concurrency=4)
+        settings = settings_of(item)
         settings.connect_timeout, settings.read_timeout, settings.max_attempts = 5.0, 30.0, 2
         out.append(Target(name=item["name"], kind=item.get("kind") or "database",
                           destination=item.get("destination") or "", database=item.get("database") or None,

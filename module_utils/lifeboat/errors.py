@@ -1,7 +1,9 @@
 """Typed errors raised by the Lifeboat engine.
 
 Every message names the option (or the object) and the cause, and never
-contains a secret. Modules turn them into ``fail_json(msg=str(exc))``.
+contains a secret. Modules turn them into a failed task the same way everywhere
+(``module.LifeboatModule.fail_error``). An error raised after part of the work was done
+declares that part with ``with_partial(result)``: the module returns it with the failure.
 """
 from __future__ import annotations
 
@@ -11,11 +13,18 @@ class LifeboatError(Exception):
 
     #: the module option the error is about, when there is one
     option: str | None = None
+    #: what was done before the failure (returned with the failed task), when there is something
+    partial: dict | None = None
 
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         if option is not None:
             self.option = option
+
+    def with_partial(self, result: dict) -> "LifeboatError":
+        """Declare the partial result (a plain dict of return values); returns ``self`` to raise."""
+        self.partial = result
+        return self
 
 
 class ConfigError(LifeboatError):

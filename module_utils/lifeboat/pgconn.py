@@ -138,14 +138,25 @@ class PgTarget:
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def connect(self, database: str | None = None, autocommit: bool = True):
-        """A psycopg connection; failures become typed errors without the password."""
+    def connect(self, database: str | None = None, autocommit: bool = True, snapshot_reader: bool = False):
+        """A psycopg connection; failures become typed errors without the password.
+
+        ``snapshot_reader``: a read-only REPEATABLE READ transaction (one snapshot for every query).
+        """
         import psycopg
 
         try:
-            return psycopg.connect(self.conninfo(database), autocommit=autocommit)
+            conn = psycopg.connect(self.conninfo(database), autocommit=autocommit and not snapshot_reader)
         except psycopg.OperationalError as exc:
             raise classify_connect_error(str(exc), self.with_database(database or self.database or "")) from None
+        if snapshot_reader:
+            try:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
 
 def classify_connect_error(text: str, target: PgTarget) -> LifeboatError:

@@ -12,9 +12,13 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from psycopg import sql
+
+from ansible.module_utils.lifeboat.errors import ConfigError
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -285,3 +289,27 @@ LOCALE_KEYS = ("encoding", "locale_provider", "collate", "ctype", "icu_locale", 
 def locale_of(facts: dict[str, Any]) -> dict[str, Any]:
     """The encoding/locale part of :func:`database_facts` (what CREATE DATABASE must be given)."""
     return {k: facts.get(k) for k in LOCALE_KEYS if facts.get(k) is not None}
+
+
+def first_column(target: Any, query: str, option: str, batch: int = 5000) -> Iterator[Any]:
+    """The non-null values of the first column of ``query``, streamed (a read-only transaction, a server-side
+    cursor) from ``target`` (a pgconn.PgTarget); a failing query is a ConfigError naming ``option``."""
+    conn = target.connect(autocommit=False)
+    try:
+        conn.execute("SET TRANSACTION READ ONLY")
+        with conn.cursor(name="lifeboat_first_column") as cur:
+            try:
+                cur.execute(query)
+                while True:
+                    rows = cur.fetchmany(batch)
+                    if not rows:
+                        break
+                    for row in rows:
+                        if row and row[0] is not None:
+                            yield row[0]
+            except psycopg.Error as exc:
+                raise ConfigError(f"{option}: failed on {target.describe()}: {' '.join(str(exc).split())}",
+                                  option) from None
+    finally:
+        conn.rollback()
+        conn.close()

@@ -30,6 +30,8 @@ from xml.etree import ElementTree as ET
 
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound, RestoreError
 from ansible.module_utils.lifeboat.extsort import external_sort
+from ansible.module_utils.lifeboat import pgmeta
+from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.sides import (
     MIB,
@@ -557,10 +559,9 @@ def _newest_version(b: S3Side, key: str) -> Version | None:
 def _raise_failed(res: RestoreResult, what: str) -> None:
     if res.failed:
         first = res.failed[0]
-        err = RestoreError(f"{what}: {len(res.failed)} object(s) could not be restored; first: '{first['key']}': "
-                           f"{first['error']} ({res.restored} restored; rerun to finish)")
-        err.result = res  # type: ignore[attr-defined]
-        raise err
+        raise RestoreError(f"{what}: {len(res.failed)} object(s) could not be restored; first: '{first['key']}': "
+                           f"{first['error']} ({res.restored} restored; rerun to finish)").with_partial(
+            {"changed": res.changed, **res.as_dict()})
 
 
 def parse_time(value: str) -> _dt.datetime:
@@ -575,29 +576,9 @@ def parse_time(value: str) -> _dt.datetime:
     return at
 
 
-def keys_from_query(dsn: str, query: str, batch: int = 5000) -> Iterator[str]:
-    """Object keys from the first column of ``query`` (a read-only transaction, server-side cursor)."""
-    import psycopg
-
-    from ansible.module_utils.lifeboat.pgconn import PgTarget
-
-    target = PgTarget.from_options(dsn=dsn)
-    conn = target.connect(autocommit=False)
-    try:
-        conn.execute("SET TRANSACTION READ ONLY")
-        with conn.cursor(name="lifeboat_keys") as cur:
-            try:
-                cur.execute(query)
-                while True:
-                    rows = cur.fetchmany(batch)
-                    if not rows:
-                        break
-                    for row in rows:
-                        if row and row[0] is not None:
-                            yield str(row[0])
-            except psycopg.Error as exc:
-                raise ConfigError(f"keys_query: failed on {target.describe()}: "
-                                  f"{' '.join(str(exc).split())}", "keys_query") from None
-    finally:
-        conn.rollback()
-        conn.close()
+def keys_from_query(dsn: str | PgTarget, query: str, batch: int = 5000) -> Iterator[str]:
+    """Object keys from the first column of ``query`` (a read-only transaction, server-side cursor), on a
+    connection string or a PgTarget."""
+    target = dsn if isinstance(dsn, PgTarget) else PgTarget.from_options(dsn=dsn)
+    for value in pgmeta.first_column(target, query, "keys_query", batch):
+        yield str(value)

@@ -77,11 +77,12 @@ _PLAN_SAMPLE = 20
 
 
 class SyncError(StorageError):
-    """Some objects could not be synced; ``result`` holds what was done."""
+    """Some objects could not be synced; ``partial`` (and the typed ``result``) hold what was done."""
 
     def __init__(self, message: str, result: "SyncResult"):
         super().__init__(message)
         self.result = result
+        self.with_partial({"changed": result.changed, **result.as_dict()})
 
 
 def _match(key: str, include: list[str], exclude: list[str]) -> bool:

@@ -317,7 +317,8 @@ def run_service(tmp_path, **params) -> dict:
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(
-        [str(VENV_BIN / "ansible"), "localhost", "-m", "lifeboat_lab_service", "-a", json.dumps(params)],
+        [str(VENV_BIN / "ansible"), "localhost", "-M", str(REPO / "roles" / "lab" / "library"), "-m",
+         "lifeboat_lab_service", "-a", json.dumps(params)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     data = json.loads(proc.stdout)
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"]

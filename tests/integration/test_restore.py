@@ -349,7 +349,7 @@ def test_hooks_command_and_http_resume_also_on_failure(pg, lab, backed_up, tmp_p
                              hook_headers={"Authorization": "Bearer hook-token"})
         with pytest.raises(IntegrityError) as err:
             engine.run(req, storage, admin(pg), keys(lab))
-        assert "hook-token" not in str(err.value) and "hook-token" not in json.dumps(err.value.summary)
+        assert "hook-token" not in str(err.value) and "hook-token" not in json.dumps(err.value.partial)
         assert marker.read_text().strip() == db
         assert calls == [("/off", "maintenance_off")]
         # a failing maintenance-on hook stops the restore before anything changes, resume still runs

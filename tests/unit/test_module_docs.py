@@ -1,5 +1,8 @@
 """Every module in library/ documents exactly its argument_spec, and ansible-doc renders it.
 
+The documentation compared is the one ansible-doc renders (``ansible-doc --json``: the module's own
+options merged with its doc fragments from doc_fragments/), so an option documented by a fragment counts.
+
 Convention (docs/development.md, "Modules"): each ``library/lifeboat_*.py`` exposes a module-level
 ``argument_spec()`` function returning the dict given to ``AnsibleModule`` (and optionally
 ``module_kwargs()`` returning the other keyword arguments: ``supports_check_mode``,
@@ -8,7 +11,9 @@ module is covered the moment it lands.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +22,10 @@ import pytest
 import yaml
 from testlib import REPO, VENV_BIN
 
-MODULE_FILES = sorted((REPO / "library").glob("lifeboat_*.py"))
+# the modules of library/, and the lab-only module next to the role that uses it (roles/lab/library/)
+LIBRARY_FILES = sorted((REPO / "library").glob("lifeboat_*.py"))
+MODULE_FILES = LIBRARY_FILES + sorted(REPO.glob("roles/*/library/lifeboat_*.py"))
+MODULE_PATH = os.pathsep.join(sorted({str(p.parent) for p in MODULE_FILES}))
 SECRET_WORDS = ("password", "secret", "passphrase", "token", "dsn")
 
 
@@ -26,6 +34,19 @@ def load(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@functools.cache
+def rendered() -> dict:
+    """{module name: its rendered doc} from ONE ansible-doc --json run over every module."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    exe = VENV_BIN / "ansible-doc"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ansible.cli.doc"]
+    proc = subprocess.run(cmd + ["--json", "-t", "module", "-M", MODULE_PATH]
+                          + [p.stem for p in MODULE_FILES], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return {name: data["doc"] for name, data in json.loads(proc.stdout).items()}
 
 
 def spec_of(mod) -> dict:
@@ -65,7 +86,7 @@ def test_modules_are_discovered():
 @pytest.mark.parametrize("path", MODULE_FILES, ids=[p.stem for p in MODULE_FILES])
 def test_documentation_matches_argument_spec(path):
     mod = load(path)
-    doc = yaml.safe_load(mod.DOCUMENTATION)
+    doc = rendered()[path.stem]
     assert doc["module"] == path.stem
     assert doc.get("short_description")
     spec = spec_of(mod)
@@ -117,11 +138,41 @@ def test_ansible_doc_renders(path):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     exe = VENV_BIN / "ansible-doc"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ansible.cli.doc"]
-    proc = subprocess.run(cmd + ["-M", str(REPO / "library"), path.stem], cwd=REPO, env=env,
+    proc = subprocess.run(cmd + ["-M", MODULE_PATH, path.stem], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "ERROR" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
     assert path.stem in proc.stdout
-    doc = yaml.safe_load(load(path).DOCUMENTATION)
-    for opt in doc.get("options") or {}:
+    for opt in rendered()[path.stem].get("options") or {}:
         assert opt in proc.stdout, f"ansible-doc output lacks option {opt}"
+
+
+# the option groups of module_utils/lifeboat/options.py, documented once each in doc_fragments/
+def _group_options() -> set[str]:
+    import testlib  # noqa: F401 - the engine import path
+
+    from ansible.module_utils.lifeboat import options
+
+    names: set[str] = set()
+    for spec in (options.s3_spec(), options.pg_spec(), options.pg_admin_spec(), options.encryption_spec(),
+                 options.decryption_spec(), options.file_modes_spec(),
+                 *(options.s3_spec(p) for p in ("source_", "destination_", "backup_"))):
+        for name, s in spec.items():
+            names |= {name, *(s.get("aliases") or [])}
+    return names
+
+
+@pytest.mark.parametrize("path", LIBRARY_FILES, ids=[p.stem for p in LIBRARY_FILES])
+def test_shared_options_are_specified_and_documented_once(path):
+    """A shared option comes from options.py and its doc fragment, never from the module's own text
+    (a module may only override a fragment's default)."""
+    groups = _group_options()
+    own = (yaml.safe_load(load(path).DOCUMENTATION).get("options") or {})
+    for name, entry in own.items():
+        if name in groups:
+            assert set(entry) <= {"default"}, f"{path.stem} documents the shared option {name} itself: " \
+                "use its doc fragment (extends_documentation_fragment)"
+    source = path.read_text()
+    for name in groups:
+        assert f"{name}=dict(" not in source and f'"{name}": dict(' not in source, \
+            f"{path.stem} specifies the shared option {name} itself: use module_utils/lifeboat/options.py"

@@ -47,7 +47,7 @@ The package, one concern per module (each imports only what it needs; this
 - ``request``     ``Request`` (what the operator asked) and ``Steps`` (the summary's steps)
 - ``strategies``  swap, in place, partial
 - ``runbook``     the 7-step runbook (``run``) and its plan
-- ``params``      module options -> engine objects (lifeboat_pg_restore, lifeboat_backup_verify)
+
 """
 from __future__ import annotations
 
@@ -86,15 +86,6 @@ from ansible.module_utils.lifeboat.restore.names import (
     scratch_age,
     scratch_name,
 )
-from ansible.module_utils.lifeboat.restore.params import (
-    SECRET_OPTIONS,
-    admin_from,
-    common_argument_spec,
-    keys_from,
-    mask_secrets,
-    s3_settings_from,
-    storage_from,
-)
 from ansible.module_utils.lifeboat.restore.partial import (
     copy_schema,
     copy_tables,
@@ -129,7 +120,9 @@ from ansible.module_utils.lifeboat.restore.request import (
     Steps,
 )
 from ansible.module_utils.lifeboat.restore.runbook import (
+    FAILURE_KEYS,
     plan_lines,
+    render_summary,
     run,
 )
 from ansible.module_utils.lifeboat.restore.selection import (
@@ -158,6 +151,7 @@ __all__ = [
     "CHUNK",
     "Choice",
     "DecodeResult",
+    "FAILURE_KEYS",
     "DecryptKeys",
     "GIB",
     "HookResult",
@@ -167,15 +161,12 @@ __all__ = [
     "Request",
     "RestoreRun",
     "SCRATCH_PREFIXES",
-    "SECRET_OPTIONS",
     "SNAPSHOT_PREFIX",
     "Source",
     "Steps",
-    "admin_from",
     "apply_database_properties",
     "check_free_space",
     "choose_backup",
-    "common_argument_spec",
     "compare_counts",
     "copy_schema",
     "copy_tables",
@@ -189,9 +180,7 @@ __all__ = [
     "drop_database",
     "ident",
     "is_verified",
-    "keys_from",
     "manifest_tables",
-    "mask_secrets",
     "new_db_name",
     "old_db_name",
     "other_sessions",
@@ -199,6 +188,7 @@ __all__ = [
     "partition_leaves",
     "pgmeta_count",
     "plan_lines",
+    "render_summary",
     "reopen_connections",
     "report_counts",
     "resolve_tables",
@@ -209,7 +199,6 @@ __all__ = [
     "run_in_place",
     "run_partial",
     "run_swap",
-    "s3_settings_from",
     "safety_snapshot",
     "schema_hash_for",
     "scratch_age",
@@ -218,7 +207,6 @@ __all__ = [
     "snapshot_destination",
     "source_for",
     "split_guc_list",
-    "storage_from",
     "stored_sha256",
     "swap_databases",
     "sweep_scratch",

@@ -29,22 +29,23 @@ class HookResult:
 
 
 def describe_hook(hook: dict[str, Any] | None) -> str:
-    if not hook or hook.get("type", "none") == "none":
+    if not hook or (hook.get("type") or "none") == "none":
         return "none"
     if hook["type"] == "command":
-        return "command " + " ".join(hook.get("argv", [])[:1]) + (" ..." if len(hook.get("argv", [])) > 1 else "")
-    return f"http {hook.get('method', 'POST')} {mask_url(hook.get('url', ''))}"
+        argv = hook.get("argv") or []
+        return "command " + " ".join(argv[:1]) + (" ..." if len(argv) > 1 else "")
+    return f"http {hook.get('method') or 'POST'} {mask_url(hook.get('url') or '')}"
 
 
 def validate_hook(hook: dict[str, Any] | None, option: str) -> None:
     if not hook:
         return
-    kind = hook.get("type", "none")
+    kind = hook.get("type") or "none"
     if kind not in ("none", "command", "http"):
         raise ConfigError(f"{option}: type must be none, command or http, not '{kind}'", option)
     if kind == "command" and not (isinstance(hook.get("argv"), list) and hook["argv"]):
         raise ConfigError(f"{option}: a command hook needs argv, a non-empty list (no shell)", option)
-    if kind == "http" and not str(hook.get("url", "")).startswith(("http://", "https://")):
+    if kind == "http" and not str(hook.get("url") or "").startswith(("http://", "https://")):
         raise ConfigError(f"{option}: an http hook needs url, an http:// or https:// URL", option)
 
 
@@ -56,7 +57,7 @@ def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str],
     every HTTP hook and never appear in a detail or a message.
     """
     started = time.monotonic()
-    if not hook or hook.get("type", "none") == "none":
+    if not hook or (hook.get("type") or "none") == "none":
         return HookResult(name, True, 0.0, "none")
     try:
         if hook["type"] == "command":
@@ -64,18 +65,19 @@ def run_hook(hook: dict[str, Any] | None, name: str, context: dict[str, str],
             env.update({f"LIFEBOAT_{k.upper()}": str(v) for k, v in context.items()})
             env.update({str(k): str(v) for k, v in (hook.get("env") or {}).items()})
             proc = subprocess.run([str(a) for a in hook["argv"]], env=env, capture_output=True, text=True,
-                                  timeout=float(hook.get("timeout", 300)), check=False)
+                                  timeout=float(hook.get("timeout") or 300), check=False)
             out = (proc.stdout + proc.stderr).strip().splitlines()
             detail = f"{describe_hook(hook)}: exit {proc.returncode}" + (f": {out[-1][:200]}" if out else "")
             return HookResult(name, proc.returncode == 0, time.monotonic() - started, detail)
         body = json.dumps({"event": name, **context}).encode() if hook.get("body") is None \
             else str(hook["body"]).encode()
+        method = hook.get("method") or "POST"
         req = urllib.request.Request(  # noqa: S310 - validate_hook allows http(s) only
-            hook["url"], data=body if hook.get("method", "POST") != "GET" else None, method=hook.get("method", "POST"))
+            hook["url"], data=body if method != "GET" else None, method=method)
         req.add_header("Content-Type", "application/json")
         for key, value in {**(hook.get("headers") or {}), **(secret_headers or {})}.items():
             req.add_header(str(key), str(value))
-        with urllib.request.urlopen(req, timeout=float(hook.get("timeout", 30))) as resp:  # noqa: S310 - operator URL
+        with urllib.request.urlopen(req, timeout=float(hook.get("timeout") or 30)) as resp:  # noqa: S310 - operator URL
             status = resp.status
         return HookResult(name, 200 <= status < 300, time.monotonic() - started,
                           f"{describe_hook(hook)}: HTTP {status}")

@@ -73,9 +73,48 @@ def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, n
     return lines
 
 
+#: what a failed restore returns with its message (the rest of the summary stays in the steps)
+FAILURE_KEYS = ("plan", "steps", "hooks", "backup_id", "old_database", "safety_snapshot", "note", "warnings")
+
+
+def render_summary(result: dict[str, Any]) -> str:
+    """A human-readable summary: what was restored from which backup, how long each step took."""
+    lines = [f"{'plan for' if not result.get('changed') else 'restore of'} database '{result['database']}' "
+             f"(mode {result['mode']}) from backup {result.get('backup_id', '?')}"]
+    if result.get("old_database"):
+        lines.append(f"previous database kept as '{result['old_database']}'")
+    if result.get("safety_snapshot"):
+        lines.append(f"safety snapshot: {result['safety_snapshot'].get('backup_id')}")
+    for step in result.get("steps", []):
+        lines.append(f"  {step['step']:<40} {step['status']:<8} {step.get('seconds', 0):>8.2f}s  "
+                     f"{step.get('detail', '')}")
+    for warning in result.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
+    return "\n".join(lines)
+
+
 def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_mode: bool = False,
         snapshot: Callable[[str, Source], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The 7-step runbook. Returns the summary; raises a LifeboatError naming the cause."""
+    """The 7-step runbook. Returns the summary; raises a LifeboatError naming the cause.
+
+    A failure after the restore started declares its partial result (``exc.partial``: the plan, the steps
+    run, the hooks, the safety snapshot, a note on what was left, the summary text).
+    """
+    try:
+        return _run(req, storage, admin, keys, check_mode, snapshot)
+    except LifeboatError as exc:
+        if exc.partial is None:
+            raise
+        result = exc.partial
+        partial: dict[str, Any] = {k: result[k] for k in FAILURE_KEYS if k in result}
+        partial["changed"] = bool(result.get("changed"))
+        partial["summary"] = render_summary(result)
+        msg = f"{exc} ({result['note']})" if result.get("note") else str(exc)
+        raise type(exc)(msg, exc.option).with_partial(partial) from None
+
+
+def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_mode: bool,
+         snapshot: Callable[[str, Source], dict[str, Any]] | None) -> dict[str, Any]:
     req.validate()
     if not check_mode:
         req.check_confirmation()
@@ -161,13 +200,12 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
                     result["warnings"].append(f"post_restore[{i}] failed: {hook.detail} (the restore itself "
                                               "is complete)")
     except LifeboatError as exc:
-        exc.summary = result  # type: ignore[attr-defined]
+        exc.with_partial(result)  # the same dict: the finally below adds the hooks and steps
         raise
     except Exception as exc:  # noqa: BLE001 - a PostgreSQL or OS error we did not foresee: name it, keep the summary
         first = (str(exc).strip().splitlines() or [""])[0]
-        err = RestoreError(f"restore of '{req.database}' failed: {exc.__class__.__name__}: {first}")
-        err.summary = result  # type: ignore[attr-defined]
-        raise err from None
+        raise RestoreError(f"restore of '{req.database}' failed: {exc.__class__.__name__}: {first}").with_partial(
+            result) from None
     finally:
         with steps.step("maintenance off", describe_hook(req.maintenance_off)) as item:
             hook = run_hook(req.maintenance_off, "maintenance_off", context, req.hook_headers)
