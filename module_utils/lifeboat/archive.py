@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.crypto import (
     DecryptionSpec,
     EncryptionSpec,
@@ -40,7 +41,6 @@ from ansible.module_utils.lifeboat.crypto import (
 )
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
-    IntegrityError,
     LifeboatError,
     NotFound,
     RestoreError,
@@ -229,13 +229,7 @@ def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) 
                            f"{storage.uri(name + '/')}", "archive_id")
     if not keys:
         return None
-    raw = storage.get_bytes(keys[-1])
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise IntegrityError(f"manifest {storage.uri(keys[-1])} is not valid JSON: {exc}") from None
-    if data.get("schema") != SCHEMA:
-        raise IntegrityError(f"manifest {storage.uri(keys[-1])}: schema {data.get('schema')!r}, expected {SCHEMA!r}")
+    data = mf.read_manifest(storage, keys[-1], SCHEMA)
     data["_manifest_key"] = keys[-1]
     return data
 
@@ -313,8 +307,7 @@ def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | N
             "tree_signature": signature,
             "restore_command": " | ".join([fetch] + stock[1:]),
         }
-        storage.put_bytes(manifest_key, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-                          content_type="application/json")
+        mf.write_manifest(storage, manifest_key, manifest)
     finally:
         encryptor.cleanup()
     return ArchiveResult(True, archive_id, storage.uri(artifact_key), manifest, source.files, source.bytes,

@@ -137,14 +137,17 @@ def write_manifest(storage: Storage, key: str, manifest: dict[str, Any]) -> None
     storage.put_bytes(key, dumps(manifest), content_type="application/json")
 
 
-def read_manifest(storage: Storage, key: str) -> dict[str, Any]:
+def read_manifest(storage: Storage, key: str, schema: str = SCHEMA) -> dict[str, Any]:
+    """The manifest at ``key``, checked to be JSON of ``schema`` (a backup's by default; archive.SCHEMA for an
+    archive's): the one manifest reader of the engine."""
     raw = storage.get_bytes(key)
     try:
         data = json.loads(raw)
     except ValueError as exc:
         raise IntegrityError(f"manifest {storage.uri(key)} is not valid JSON: {exc}") from None
-    if data.get("schema") != SCHEMA:
-        raise IntegrityError(f"manifest {storage.uri(key)} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise IntegrityError(f"manifest {storage.uri(key)} has schema {found!r}, expected {schema!r}")
     return data
 
 
