@@ -2,7 +2,7 @@
 
 * Only the module layer (library/, module_utils/lifeboat/module.py and options.py) imports Ansible's
   module classes (``ansible.module_utils.basic``); the engine below never does, nor the module layer.
-* psycopg is imported only by the PostgreSQL modules: pgconn.py, pgmeta.py and the restore package.
+* psycopg is imported only by the PostgreSQL modules: pgconn.py, pgmeta.py, roles.py and the restore package.
 * No module imports a private name (``_x``) of another module, by ``from m import _x`` or ``m._x``.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from testlib import REPO
 
 ENGINE = REPO / "module_utils" / "lifeboat"
 MODULE_LAYER = {"module.py", "options.py"}
-POSTGRES = {"pgconn.py", "pgmeta.py"}
+POSTGRES = {"pgconn.py", "pgmeta.py", "roles.py"}
 PREFIX = "ansible.module_utils.lifeboat"
 
 

@@ -46,6 +46,7 @@ The package, one concern per module (each imports only what it needs; this
 - ``partial``     rows replaced from staging, or tables copied into a side schema
 - ``request``     ``Request`` (what the operator asked) and ``Steps`` (the summary's steps)
 - ``strategies``  swap, in place, partial
+- ``rolecheck``   the roles a backup needs, compared with (or created on) the target server
 - ``runbook``     the 7-step runbook (``run``) and its plan
 
 """

@@ -45,7 +45,8 @@ class DecodeResult:
     seconds: float = 0.0
 
 
-def _decryptor(src: Source, keys: DecryptKeys):
+def decryptor(src: Source, keys: DecryptKeys):
+    """The prepared decryption step for ``src`` (None when it is not encrypted); a missing key names its option."""
     if src.encryption == "none":
         return None
     if src.encryption == "age" and not keys.age_identity_file:
@@ -86,7 +87,7 @@ def decode(storage: Storage, src: Source, keys: DecryptKeys, sink: Callable[[byt
     started = time.monotonic()
     if not storage.exists(src.ref.artifact_key):
         raise NotFound(f"artifact {storage.uri(src.ref.artifact_key)} of backup {src.backup_id} is missing")
-    dec = _decryptor(src, keys)
+    dec = decryptor(src, keys)
     sink_state = {"open": True}
 
     def safe_sink(data: bytes) -> None:

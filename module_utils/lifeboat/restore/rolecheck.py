@@ -11,7 +11,7 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import pipeline, roles
 from ansible.module_utils.lifeboat.errors import NotFound, RestoreError
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, _decryptor
+from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decryptor
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin
 from ansible.module_utils.lifeboat.restore.selection import Source
 from ansible.module_utils.lifeboat.storage import Storage
@@ -39,7 +39,7 @@ def read_roles_script(storage: Storage, src: Source, keys: DecryptKeys) -> str:
         raise NotFound(f"create_roles: the roles file {storage.uri(key)} of backup {src.backup_id} is missing",
                        "create_roles")
     chunks: list[bytes] = []
-    dec = _decryptor(src, keys)
+    dec = decryptor(src, keys)
     try:
         pipeline.run_restore_stream(storage, key, chunks.append, compression=src.compression, decryptor=dec,
                                     expected_sha256=doc.get("sha256"))
