@@ -27,8 +27,9 @@ lab-down: ## Stop the local lab by PID (data kept)
 lab-purge: ## Stop the local lab and delete its data
 	$(PLAYBOOK) playbooks/lab_down.yml -e lab_purge=true
 
-backup: lab ## Back up the lab (playbooks/backup.yml)
-	$(PLAYBOOK) playbooks/backup.yml
+backup: lab ## Back up the lab: the databases (playbooks/backup.yml), then the bucket and the archives (playbooks/storage_backup.yml)
+	$(PLAYBOOK) playbooks/backup.yml $(ARGS)
+	$(PLAYBOOK) playbooks/storage_backup.yml $(ARGS)
 
 restore: lab ## Restore into the lab (playbooks/restore.yml)
 	$(PLAYBOOK) playbooks/restore.yml

@@ -55,7 +55,9 @@ options:
         type: str
         required: true
   amcheck:
-    description: Run pg_amcheck on the drill database.
+    description:
+      - Run pg_amcheck on the drill database.
+      - When the drill role may not create the amcheck extension, the check is skipped with a warning (not a failure).
     type: bool
     default: true
   heapallindexed:
@@ -123,7 +125,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 passed:
-  description: Whether every verified backup passed.
+  description: Whether every verified backup passed (false when one failed or was inconclusive).
   returned: always
   type: bool
   sample: true
@@ -139,6 +141,14 @@ failures:
   type: list
   elements: str
   sample: ["appdb-20261122T020000Z: sha256: checksum mismatch for s3://..."]
+inconclusive:
+  description: >-
+    The checks the drill could not run (a missing or wrong key, permissions, the drill server),
+    C(backup_id: check: detail). Such a backup's outcome is C(inconclusive): never a verdict on the backup.
+  returned: always
+  type: list
+  elements: str
+  sample: ["appdb-20261122T020000Z: decode: gpg_homedir: '/nope' is not a directory (the drill could not run...)"]
 report:
   description: Paths of the Markdown and JSON reports.
   returned: when report_dir is set and not in check mode
@@ -197,7 +207,7 @@ def main() -> None:
     refs = module.run(lambda: engine.targets(storage, p["databases"], p["backup_id"], p["prefix"]))
     plan = [f"{r.backup_id} ({p['level']}{', older-procedure dump' if r.legacy else ''})" for r in refs]
     if module.check_mode:
-        module.exit_json(changed=p["record"], passed=True, results=[], failures=[], plan=plan)
+        module.exit_json(changed=p["record"], passed=True, results=[], failures=[], inconclusive=[], plan=plan)
 
     def work() -> list:
         admin = opts.restore_admin(p) if p["level"] == "drill" or p["host"] or p["dsn"] else None
@@ -208,14 +218,20 @@ def main() -> None:
     results = module.run(work)
     report = engine.write_reports(results, p["report_dir"], storage.url) if p["report_dir"] else None
     failures = [f"{r.backup_id}: {f}" for r in results for f in r.failures()]
-    out = dict(changed=any(r.record_key for r in results), passed=not failures,
-               results=[r.record() for r in results], failures=failures, plan=plan)
+    inconclusive = [f"{r.backup_id}: {f}" for r in results for f in r.inconclusive()]
+    for warning in (w for r in results for w in r.warnings):
+        module.warn(warning)
+    out = dict(changed=any(r.record_key for r in results), passed=not failures and not inconclusive,
+               results=[r.record() for r in results], failures=failures, inconclusive=inconclusive, plan=plan)
     if report:
         out["report"] = report
-    if failures and p["fail_on_failure"]:
+    if (failures or inconclusive) and p["fail_on_failure"]:
         where = f"; report: {report['markdown']}" if report else ""
-        module.fail_json(msg=f"verification FAILED for {len({f.split(':')[0] for f in failures})} backup(s): "
-                             + " || ".join(failures) + where, **out)
+        if failures:
+            module.fail_json(msg=f"verification FAILED for {len({f.split(':')[0] for f in failures})} backup(s): "
+                                 + " || ".join(failures) + where, **out)
+        module.fail_json(msg="verification INCONCLUSIVE (the drill could not run; not a verdict on the backup): "
+                             + " || ".join(inconclusive) + where, **out)
     module.exit_json(**out)
 
 

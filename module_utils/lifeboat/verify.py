@@ -21,6 +21,14 @@ Levels (each usable alone; ``drill`` includes the integrity checks of the stream
 
 A failed check never raises: it makes the outcome ``failed`` with a detail that
 names the cause. Only configuration errors raise.
+
+Outcomes: ``passed``; ``failed`` (the backup is bad: checksum, decode, table of
+contents, row counts, schema hash, corruption, an operator's assertion);
+``inconclusive`` (the drill could not run: a missing or wrong key, permissions,
+the drill server): never a verdict on the backup, and restore's choice of a
+"verified" backup ignores it. pg_amcheck that the drill role may not run (it
+cannot create the amcheck extension) is skipped with a warning (``amcheck``
+switches it off).
 """
 from __future__ import annotations
 
@@ -35,7 +43,13 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import TOOL_VERSION
 from ansible.module_utils.lifeboat import manifest as mf
-from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound
+from ansible.module_utils.lifeboat.errors import (
+    ConfigError,
+    ConnectionFailed,
+    EncryptionError,
+    LifeboatError,
+    NotFound,
+)
 from ansible.module_utils.lifeboat.pgconn import find_client
 from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_counts, schema_hash_for
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decode
@@ -83,17 +97,28 @@ class Result:
     scratch_database: str | None = None
     swept: list[str] = field(default_factory=list)
 
+    warnings: list[str] = field(default_factory=list)
+
     @property
     def outcome(self) -> str:
-        return "failed" if any(c["outcome"] == "failed" for c in self.checks) else "passed"
+        found = {c["outcome"] for c in self.checks}
+        return "failed" if "failed" in found else "inconclusive" if "inconclusive" in found else "passed"
 
     def check(self, name: str, ok: bool | None, detail: str) -> bool:
         outcome = "skipped" if ok is None else ("passed" if ok else "failed")
         self.checks.append({"name": name, "outcome": outcome, "detail": detail})
         return bool(ok)
 
+    def could_not(self, name: str, detail: str) -> None:
+        """The drill could not run this check (environment, not the backup): the outcome is inconclusive."""
+        self.checks.append({"name": name, "outcome": "inconclusive",
+                            "detail": f"{detail} (the drill could not run: this says nothing about the backup)"})
+
     def failures(self) -> list[str]:
         return [f"{c['name']}: {c['detail']}" for c in self.checks if c["outcome"] == "failed"]
+
+    def inconclusive(self) -> list[str]:
+        return [f"{c['name']}: {c['detail']}" for c in self.checks if c["outcome"] == "inconclusive"]
 
     @property
     def rto_s_per_gib(self) -> float | None:
@@ -108,8 +133,25 @@ class Result:
             "started_at": mf.iso(self.started_at), "finished_at": mf.iso(self.finished_at or mf.utcnow()),
             "checks": self.checks, "restore_duration_s": self.restore_duration_s,
             "restored_bytes": self.restored_bytes, "rto_s_per_gib": self.rto_s_per_gib,
-            "row_counts": self.row_counts, "tool": {"name": "lifeboat", "version": TOOL_VERSION},
+            "row_counts": self.row_counts, "warnings": self.warnings,
+            "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         }
+
+
+# Causes that are the drill's environment, not the backup: keys, permissions, the drill server.
+_ENVIRONMENT = ("permission denied", "must be superuser", "must be owner", "could not connect",
+                "connection refused", "connection to server", "password authentication failed",
+                "no pg_hba.conf entry", "too many connections", "server closed the connection",
+                "the database system is", "wrong decryption key", "no secret key")
+
+
+def environmental(exc: LifeboatError) -> bool:
+    """True when ``exc`` says the drill could not run (key, permission, server), not that the backup is bad."""
+    if isinstance(exc, (EncryptionError, ConnectionFailed)):
+        return True
+    if isinstance(exc, ConfigError):  # a missing key option or key directory: the backup was not looked at
+        return True
+    return any(s in str(exc).lower() for s in _ENVIRONMENT)
 
 
 # ------------------------------------------------------------------ integrity
@@ -205,7 +247,10 @@ def check_integrity(storage: Storage, src: Source, keys: DecryptKeys, result: Re
         dec = decode(storage, src, keys, sink)
     except LifeboatError as exc:
         name = "sha256" if "checksum mismatch" in str(exc) or "sha256" in str(exc) else "decode"
-        result.check(name, False, str(exc))
+        if name == "decode" and environmental(exc):
+            result.could_not(name, str(exc))
+        else:
+            result.check(name, False, str(exc))
         if lister is not None:
             lister.finish()
         if tar is not None:
@@ -269,6 +314,11 @@ def _run_amcheck(admin: Admin, database: str, heapallindexed: bool) -> tuple[boo
     if proc.returncode == 0:
         return True, "pg_amcheck found no corruption" + (" (heapallindexed)" if heapallindexed else "")
     out = (proc.stdout + proc.stderr).strip().splitlines()
+    text = " ".join(out).lower()
+    if "permission denied" in text or "must be superuser" in text or "must be owner" in text:
+        return None, ("not permitted for the drill role (" + " | ".join(out[:2])[:300] + "): grant it the "
+                      "rights to create the amcheck extension, or switch the check off (amcheck: false, "
+                      "lifeboat_verify_amcheck: false in verify.yml)")
     return False, f"pg_amcheck exit {proc.returncode}: " + " | ".join(out[:5])
 
 
@@ -301,7 +351,10 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
                                       app_name="lifeboat-drill")
             except LifeboatError as exc:
                 name = "sha256" if "checksum mismatch" in str(exc) else "restore"
-                result.check(name, False, str(exc))
+                if name == "restore" and environmental(exc):
+                    result.could_not(name, str(exc))
+                else:
+                    result.check(name, False, str(exc))
                 return
             result.restore_duration_s = round(time.monotonic() - started, 3)
             result.restored_bytes = run.decode.dump_size
@@ -329,8 +382,9 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
                 def amcheck_job() -> None:
                     try:
                         amcheck_out.append(_run_amcheck(admin, scratch, options.heapallindexed))
-                    except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-                        amcheck_out.append((False, f"pg_amcheck could not run: {exc.__class__.__name__}: {exc}"))
+                    except Exception as exc:  # noqa: BLE001 - the drill could not run it: inconclusive, named
+                        amcheck_out.append(("inconclusive", f"pg_amcheck could not run: "
+                                                            f"{exc.__class__.__name__}: {exc}"))
 
                 amcheck_thread = threading.Thread(target=amcheck_job, name="lifeboat-amcheck", daemon=True)
                 amcheck_thread.start()
@@ -355,11 +409,17 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
                 if amcheck_thread is not None:
                     amcheck_thread.join()
             if amcheck_out:
-                result.check("amcheck", *amcheck_out[0])
+                ok, detail = amcheck_out[0]
+                if ok == "inconclusive":
+                    result.could_not("amcheck", detail)
+                else:
+                    result.check("amcheck", ok, detail)  # type: ignore[arg-type]
+                    if ok is None and "not permitted" in detail:
+                        result.warnings.append(f"{result.backup_id}: amcheck skipped: {detail}")
             for name, ok, detail in asserted:
                 result.check(f"assert: {name}", ok, detail)
     except LifeboatError as exc:
-        result.check("scratch database", False, str(exc))
+        result.could_not("scratch database", str(exc))
 
 
 # ------------------------------------------------------------------ orchestration
@@ -412,10 +472,15 @@ def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptKeys, admin: Ad
 
 # ------------------------------------------------------------------ reports
 
+def overall(results: list[Result]) -> str:
+    found = {r.outcome for r in results}
+    return "failed" if "failed" in found else "inconclusive" if "inconclusive" in found else "passed"
+
+
 def render_markdown(results: list[Result], storage_url: str) -> str:
     lines = ["# Lifeboat backup verification", "",
              f"- store: `{storage_url}`", f"- generated: {mf.iso(mf.utcnow())}",
-             f"- outcome: **{'PASSED' if all(r.outcome == 'passed' for r in results) else 'FAILED'}**", ""]
+             f"- outcome: **{overall(results).upper()}**", ""]
     for r in results:
         lines += [f"## {r.database or 'older-procedure dump'}: `{r.backup_id}` - {r.outcome.upper()}", "",
                   f"- artifact: `{r.artifact}`" + (" (older procedure, no manifest)" if r.legacy else ""),
@@ -433,8 +498,8 @@ def render_markdown(results: list[Result], storage_url: str) -> str:
         lines += ["", "| check | outcome | detail |", "|---|---|---|"]
         for c in r.checks:
             detail = str(c["detail"]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {c['name']} | {c['outcome'].upper() if c['outcome'] == 'failed' else c['outcome']} "
-                         f"| {detail} |")
+            shown = c["outcome"].upper() if c["outcome"] in ("failed", "inconclusive") else c["outcome"]
+            lines.append(f"| {c['name']} | {shown} | {detail} |")
         if r.row_counts:
             lines += ["", "| table | rows |", "|---|---:|"]
             lines += [f"| {t} | {n} |" for t, n in sorted(r.row_counts.items())]
@@ -449,8 +514,7 @@ def write_reports(results: list[Result], report_dir: str, storage_url: str) -> d
     stamp = mf.stamp(mf.utcnow())
     base = os.path.join(report_dir, f"verify-{stamp}-{os.getpid()}")
     paths = {"markdown": base + ".md", "json": base + ".json"}
-    payload = {"store": storage_url, "outcome": "passed" if all(r.outcome == "passed" for r in results)
-               else "failed", "results": [r.record() for r in results]}
+    payload = {"store": storage_url, "outcome": overall(results), "results": [r.record() for r in results]}
     for kind, data in (("markdown", render_markdown(results, storage_url)),
                        ("json", json.dumps(payload, indent=2, sort_keys=True) + "\n")):
         fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

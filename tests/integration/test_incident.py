@@ -1,8 +1,30 @@
 """The worst hour without surprises (issue 11): what a newcomer meets during an incident, at playbook level."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+
 import pytest
-from testlib import run_playbook
+from storage_helpers import bucket
+from testlib import REPO, run_playbook
+
+
+def vars_file(tmp_path, values: dict) -> str:
+    """Extra vars through a 0600 file (never argv); pytest removes tmp_path after the run."""
+    path = tmp_path / "vars.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    return str(path)
+
+
+def keys(client, name: str) -> list[str]:
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        out += [o["Key"] for o in page.get("Contents", [])]
+    return out
 
 
 @pytest.mark.parametrize(("playbook", "typo", "meant"), [
@@ -16,3 +38,138 @@ def test_a_typo_in_a_variable_name_is_refused_naming_the_closest(playbook, typo,
     assert proc.returncode != 0, f"{playbook} ran with the unknown variable {typo}:\n{out[-3000:]}"
     assert f"unknown variable {typo}: did you mean {meant}?" in out, out[-3000:]
     assert "ok=0" in out  # refused before anything ran
+
+
+def test_make_backup_protects_the_databases_the_bucket_and_the_archives(tmp_path, lab):
+    """`make backup` with the lab's own configuration (destinations moved to scratch buckets): the database,
+    the bucket, the lab's directory archive and its configuration archive, each printed with where it landed."""
+    plan = subprocess.run(["make", "-n", "-o", "lab", "-o", "setup", "backup"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout
+    assert "playbooks/storage_backup.yml" in plan, f"make backup does not back up the storage:\n{plan}"
+    with bucket(lab["s3"]["backup"]) as (dest, client), \
+            bucket(lab["s3"]["backup"], versioned=True) as (mirror, _):
+        path = vars_file(tmp_path, {"lifeboat_backup_destination": f"s3://{dest}/db",
+                                    "lifeboat_storage_backup_url": f"s3://{mirror}/app-storage",
+                                    "lifeboat_storage_archive_url": f"s3://{dest}/files",
+                                    "lifeboat_storage_run_record_url": f"s3://{dest}/runs"})
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+        proc = subprocess.run(["make", "-o", "lab", "-o", "setup", "backup", f"ARGS=-e @{path}"], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=900, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        stored = keys(client, dest)
+        mirrored = keys(client, mirror)
+        db = [k for k in stored if k.startswith(f"db/{lab['postgres']['app_database']}/")]
+        public = [k for k in stored if k.startswith("files/public/") and ".tar" in k]
+        config = [k for k in stored if k.startswith("files/config/") and ".tar" in k]
+        assert db and public and config, stored
+        assert len(mirrored) >= 20 and all(k.startswith("app-storage/") for k in mirrored), mirrored[:5]
+        # each printed with where it landed
+        assert re.search(rf"backup: +s3://{dest}/db/{lab['postgres']['app_database']}/", out), out[-4000:]
+        assert f"bucket: s3://{lab['s3']['primary']['buckets'][0]} -> s3://{mirror}/app-storage" in out, out[-4000:]
+        for key in public + config:
+            assert f"backup:          s3://{dest}/{key}" in out, (key, out[-4000:])
+        assert re.search(r"restore command: aws .*s3 cp s3://\S+/files/config/", out), out[-4000:]
+
+
+def verify(bucket: str, tmp_path, **extra) -> subprocess.CompletedProcess:
+    path = vars_file(tmp_path, {"lifeboat_restore_destination": f"s3://{bucket}/db",
+                                "lifeboat_verify_report_dir": str(tmp_path / "reports"), **extra})
+    return run_playbook("playbooks/verify.yml", "-e", f"@{path}")
+
+
+def test_a_drill_that_cannot_run_is_inconclusive_and_the_backup_stays_verified(pg, backed_up_by_playbook, tmp_path):
+    from ansible.module_utils.lifeboat import manifest as mf
+    from ansible.module_utils.lifeboat import restore as rs
+
+    db, bucket, storage, manifest = backed_up_by_playbook
+    proc = verify(bucket, tmp_path, lifeboat_verify_databases=[db])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # a wrong key directory: the drill could not run; recorded as inconclusive, never as failed
+    proc = verify(bucket, tmp_path, lifeboat_verify_databases=[db],
+                  lifeboat_restore_gpg_homedir=str(tmp_path / "no-such-gnupg"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "VERIFICATION INCONCLUSIVE" in out and "VERIFICATION FAILED" not in out, out[-3000:]
+    assert "no-such-gnupg" in out
+    records = rs.verification_records(storage, mf.select_backup(storage, db))
+    assert [r["outcome"] for r in records] == ["passed", "inconclusive"]
+    assert {c["name"]: c["outcome"] for c in records[-1]["checks"]}.get("restore") == "inconclusive"
+    # restore still trusts the backup: the inconclusive drill is no verdict
+    choice = rs.choose_backup(storage, db)
+    assert choice.ref.backup_id == manifest["backup_id"]
+    assert choice.reason.startswith("latest verified"), choice.reason
+    assert choice.warnings == []
+
+
+@pytest.fixture
+def drill_role(pg):
+    """A non-superuser drill role with CREATEDB (it may not create the amcheck extension); dropped afterwards."""
+    from restore_helpers import admin_conn
+    from psycopg import sql
+
+    name = f"lbtest_drill_{os.getpid()}"
+    password = os.urandom(12).hex()
+    with admin_conn(pg) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(name),
+                                                                              sql.Literal(password)))
+    try:
+        yield name, password
+    finally:
+        with admin_conn(pg) as conn:
+            for (db,) in conn.execute("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                                      "WHERE r.rolname = %s", (name,)).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_amcheck_that_is_not_permitted_is_skipped_with_a_warning(backed_up_by_playbook, tmp_path, drill_role):
+    db, bucket, storage, manifest = backed_up_by_playbook
+    role, password = drill_role
+    proc = verify(bucket, tmp_path, lifeboat_verify_databases=[db], lifeboat_restore_user=role,
+                  lifeboat_restore_password=password)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    report = json.loads(next((tmp_path / "reports").glob("*.json")).read_text())
+    assert report["outcome"] == "passed"
+    checks = {c["name"]: c for c in report["results"][0]["checks"]}
+    assert checks["amcheck"]["outcome"] == "skipped"
+    assert "not permitted" in checks["amcheck"]["detail"] and "lifeboat_verify_amcheck" in checks["amcheck"]["detail"]
+    assert checks["row_counts"]["outcome"] == "passed" and checks["schema_hash"]["outcome"] == "passed"
+    assert re.search(r"\[WARNING\].*amcheck skipped", out), out[-3000:]
+    # and it can be switched off
+    for old in (tmp_path / "reports").iterdir():
+        old.unlink()
+    proc = verify(bucket, tmp_path, lifeboat_verify_databases=[db], lifeboat_restore_user=role,
+                  lifeboat_restore_password=password, lifeboat_verify_amcheck=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(next((tmp_path / "reports").glob("*.json")).read_text())
+    assert "amcheck" not in {c["name"] for c in report["results"][0]["checks"]}
+    assert "amcheck skipped" not in proc.stdout + proc.stderr
+
+
+def test_the_dsn_takes_precedence_over_the_items_settings(pg, lab, scratch_bucket, source_template, tmp_path):
+    """docs/deploy.md: the DSN in lifeboat_database_secrets takes precedence over the item's host, port, user and
+    database. The item names database A (and a wrong port); the DSN names database B: B is backed up."""
+    from restore_helpers import source_database
+
+    bucket, endpoint = scratch_bucket
+    with source_database(pg, source_template) as item_db, \
+            source_database(pg, source_template, "CREATE TABLE public.only_in_dsn_db (id int)") as dsn_db:
+        dsn = (f"postgresql://{pg['backup_user']}:{pg['backup_password']}@{pg['host']}:{pg['port']}/{dsn_db}"
+               "?sslmode=prefer")
+        path = vars_file(tmp_path, {
+            "lifeboat_databases": [{"name": item_db, "host": "127.0.0.1", "port": 1, "user": "nobody"}],
+            "lifeboat_database_secrets": {item_db: {"dsn": dsn}},
+            "lifeboat_backup_destination": f"s3://{bucket}/db"})
+        proc = run_playbook("playbooks/backup.yml", "-e", f"@{path}")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert pg["backup_password"] not in out
+        from testlib import s3_client
+        stored = keys(s3_client(endpoint), bucket)
+        assert any(k.startswith(f"db/{dsn_db}/") for k in stored), stored
+        assert not any(k.startswith(f"db/{item_db}/") for k in stored), stored
+        manifest_key = next(k for k in stored if k.startswith(f"db/{dsn_db}/") and k.endswith("manifest.json"))
+        manifest = json.loads(s3_client(endpoint).get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        assert ("public", "only_in_dsn_db") in {(t["schema"], t["name"]) for t in manifest["tables"]}

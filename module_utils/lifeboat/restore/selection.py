@@ -71,8 +71,10 @@ def verification_records(storage: Storage, ref: mf.BackupRef) -> list[dict[str, 
 
 
 def is_verified(records: list[dict[str, Any]]) -> bool:
-    """Verified = the most recent record passed."""
-    return bool(records) and records[-1].get("outcome") == "passed"
+    """Verified = the most recent conclusive record passed. An ``inconclusive`` record (the drill could not
+    run: key, permissions, server) says nothing about the backup: it neither verifies nor condemns it."""
+    conclusive = [r for r in records if r.get("outcome") != "inconclusive"]
+    return bool(conclusive) and conclusive[-1].get("outcome") == "passed"
 
 
 @dataclass
