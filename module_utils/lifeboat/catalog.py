@@ -178,6 +178,8 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
         listings += [storage.list("db-backup-"), storage.list("backup_")]
     for obj in itertools.chain(*listings):
         parts = obj.key.split("/")
+        if len(parts) == 3 and parts[2] in (runrecord.LAST_RUN, runrecord.LAST_SUCCESS):
+            continue  # a storage job's run record kept under the same root, not a backup set
         if len(parts) == 3:
             entry = sets.setdefault(f"{parts[0]}/{parts[1]}", {"manifest": None, "artifacts": [], "verify": [],
                                                                "last_modified": None})

@@ -204,6 +204,13 @@ def test_local_directory_catalog_marks_older_dumps_and_incomplete_sets(tmp_path)
     half.mkdir()
     (half / "appdb.dump.zst").write_bytes(b"partial")
     os.utime(half / "appdb.dump.zst", (NOW.timestamp() - 8 * 3600,) * 2)
+    runs = tmp_path / "runs" / "storage-sync"           # run records under the same root are not backup sets
+    runs.mkdir(parents=True)
+    (runs / "last-run.json").write_text("{}")
+    assert catalog.scan(catalog.Target(name="all", destination=str(tmp_path)), NOW)["incomplete"] == [
+        {"id": "appdb-20261130T030000Z", "folder": "appdb/appdb-20261130T030000Z",
+         "objects": ["appdb/appdb-20261130T030000Z/appdb.dump.zst"],
+         "last_modified": mf.iso(NOW - dt.timedelta(hours=8)), "age_s": 8 * 3600.0}]
     t = catalog.scan(catalog.Target(name="local", destination=str(tmp_path), database="appdb"), NOW)
     assert t["reachable"], t["error"]
     ids = [b["id"] for b in t["backups"]]
