@@ -173,3 +173,33 @@ def test_the_dsn_takes_precedence_over_the_items_settings(pg, lab, scratch_bucke
         manifest_key = next(k for k in stored if k.startswith(f"db/{dsn_db}/") and k.endswith("manifest.json"))
         manifest = json.loads(s3_client(endpoint).get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         assert ("public", "only_in_dsn_db") in {(t["schema"], t["name"]) for t in manifest["tables"]}
+
+
+def test_point_in_time_restore_says_when_it_skipped_overwritten_files(tmp_path, lab):
+    """No sync ran after the damage: the overwritten file's current content is in no backup, so it is skipped;
+    the summary says so and names the option that restores it anyway."""
+    import datetime as dt
+    import time
+
+    with bucket(lab["s3"]["primary"]) as (prim, pc), bucket(lab["s3"]["backup"], versioned=True) as (bk, _):
+        pc.put_object(Bucket=prim, Key="notes/readme.txt", Body=b"v1")
+        path = vars_file(tmp_path, {"lifeboat_storage_primary_url": f"s3://{prim}",
+                                    "lifeboat_storage_backup_url": f"s3://{bk}/app-storage"})
+        proc = run_playbook("playbooks/storage_backup.yml", "-e", f"@{path}", "--tags", "storage_backup_sync")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        time.sleep(1.2)
+        at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        time.sleep(1.5)
+        pc.put_object(Bucket=prim, Key="notes/readme.txt", Body=b"v2 (bad)")  # no sync after the damage
+        pit = ["-e", f"@{path}", "-e", '{"lifeboat_storage_restore_steps": ["point_in_time"]}',
+               "-e", f"lifeboat_storage_restore_time={at}", "-e", "lifeboat_storage_restore_prefix=notes"]
+        proc = run_playbook("playbooks/storage_restore.yml", *pit)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert pc.get_object(Bucket=prim, Key="notes/readme.txt")["Body"].read() == b"v2 (bad)"
+        assert re.search(r"1 file\(s\) NOT restored, e.g. notes/readme.txt", out), out[-3000:]
+        assert "-e lifeboat_storage_restore_force=true" in out
+        proc = run_playbook("playbooks/storage_restore.yml", *pit, "-e", "lifeboat_storage_restore_force=true")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert pc.get_object(Bucket=prim, Key="notes/readme.txt")["Body"].read() == b"v1"
+        assert "point_in_time_skipped: none" in proc.stdout
