@@ -14,6 +14,13 @@ nothing is written anywhere). ``run(request)`` does it:
    private temporary directory (``pg_dump -Fd -j N``) and then streams it as a tar;
 6. write the manifest LAST (docs/manifest.md), with the stock-tool restore command.
 
+Concurrency: the whole run holds the backup lock of this database and
+destination (runlock.py: an advisory lock on the source server, so it holds
+across hosts and dies with its holder); a second run waits ``lock_wait_s`` and
+then refuses naming the holder. The backup id is the first free
+``<db>-<stamp>[-n]``, and artifact and manifest are written exclusively, so a
+run never replaces another run's backup, whatever happens.
+
 On any failure the upload is aborted / the partial file removed and a typed
 LifeboatError is raised; nothing that looks like a complete backup remains.
 """
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, tmpfiles
+from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, runlock, tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
@@ -66,6 +73,8 @@ class BackupRequest:
     tags: dict[str, str] = field(default_factory=dict)
     #: where the directory format's temporary dump goes (default: TMPDIR)
     work_dir: str | None = None
+    #: how long to wait for another run of the same database and destination (0: refuse at once)
+    lock_wait_s: float = 0.0
 
     def secrets(self) -> list[str]:
         return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
@@ -90,6 +99,9 @@ def validate(req: BackupRequest) -> None:
                               "naming: lifeboat to encrypt", "naming")
     if req.jobs < 1:
         raise ConfigError("jobs: must be 1 or more", "jobs")
+    if req.lock_wait_s < 0:
+        raise ConfigError(f"lock_wait_s: {req.lock_wait_s} is negative (0 refuses at once when another run holds "
+                          "the lock)", "lock_wait_s")
     if req.part_size_mb < 5:
         raise ConfigError(f"part_size_mb: {req.part_size_mb} MiB is below S3's minimum of 5 MiB", "part_size_mb")
     if not req.destination:
@@ -117,9 +129,23 @@ def _database_size(conn: Any) -> int:
     return int(conn.execute("SELECT pg_catalog.pg_database_size(current_database())").fetchone()[0])
 
 
-def _layout(req: BackupRequest, when: Any, enc_method: str) -> manifest.Layout:
+def _layout(req: BackupRequest, when: Any, enc_method: str, seq: int = 1) -> manifest.Layout:
     return manifest.layout_for(req.target.database or "db", when, req.format, req.compression, enc_method,
-                               naming=req.naming)
+                               naming=req.naming, seq=seq)
+
+
+#: how many ids of one second are tried before giving up (only reached by a store full of same-second backups)
+MAX_SEQ = 100
+
+
+def free_layout(req: BackupRequest, storage: Storage, when: Any, enc_method: str) -> manifest.Layout:
+    """The first ``<db>-<stamp>[-n]`` whose artifact and manifest do not exist yet."""
+    for seq in range(1, MAX_SEQ + 1):
+        layout = _layout(req, when, enc_method, seq)
+        if not storage.exists(layout.manifest_key) and not storage.exists(layout.artifact_key):
+            return layout
+    raise ConfigError(f"destination: {MAX_SEQ} backups named {_layout(req, when, enc_method).backup_id}[-n] "
+                      f"already exist at {storage.url}; refusing to overwrite them", "destination")
 
 
 def _user_schemas(conn: Any) -> list[str]:
@@ -240,6 +266,12 @@ def _run_directory_dump(argv: list[str], env: dict[str, str], secrets: list[str]
 def run(req: BackupRequest) -> dict[str, Any]:
     """Make one backup; returns the result (and the manifest). Raises LifeboatError on failure."""
     validate(req)
+    open_storage(req.destination, req.s3)  # a malformed destination fails before connecting
+    with runlock.backup_lock(req.target, req.destination, req.target.database or "", req.lock_wait_s):
+        return _run_locked(req)
+
+
+def _run_locked(req: BackupRequest) -> dict[str, Any]:
     t0 = time.monotonic()
     secrets = req.secrets()
     comp = pipeline.Compression(req.compression, req.compression_level, req.compression_threads).resolve()
@@ -255,10 +287,7 @@ def run(req: BackupRequest) -> dict[str, Any]:
         _check_destination(storage, write=True)
 
         started = manifest.utcnow()
-        layout = _layout(req, started, enc.method)
-        if storage.exists(layout.manifest_key) or storage.exists(layout.artifact_key):
-            raise ConfigError(f"destination: a backup named {layout.backup_id} already exists at "
-                              f"{storage.uri(layout.artifact_key)}; refusing to overwrite it", "destination")
+        layout = free_layout(req, storage, started, enc.method)
         snapshot = str(conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])
 
         # exact row counts and the schema hash in the same snapshot, while pg_dump runs
@@ -292,7 +321,8 @@ def run(req: BackupRequest) -> dict[str, Any]:
                 else:
                     source = pipeline.ProcSpec("pg_dump", _pg_dump_argv(req, pg_dump, snapshot, None), env=env,
                                                error_prefixes=("pg_dump: error:",))
-                writer = storage.open_writer(layout.artifact_key, metadata={"lifeboat-backup-id": layout.backup_id})
+                writer = storage.open_writer(layout.artifact_key, metadata={"lifeboat-backup-id": layout.backup_id},
+                                             exclusive=True)
                 result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
         except DumpError as exc:
             _stop_counter(conn, counter)

@@ -47,6 +47,14 @@ class StorageError(LifeboatError):
     """Reading or writing the backup storage failed."""
 
 
+class AlreadyExists(StorageError):
+    """An exclusive write found the object already there (another run wrote it first)."""
+
+
+class LockHeld(LifeboatError):
+    """Another run holds the lock of this database and destination."""
+
+
 class DumpError(LifeboatError):
     """pg_dump (or another child process of a pipeline) failed."""
 

@@ -4,7 +4,17 @@ Layout under the destination root (an S3 prefix or a local directory)::
 
     <database>/<backup_id>/manifest.json          written LAST: no manifest = incomplete
     <database>/<backup_id>/<database>.<ext>       the artifact, e.g. appdb.dump.zst.gpg
-    <database>/<backup_id>/verify-<stamp>.json    verification records (one per drill)
+    <database>/<backup_id>/verify-<stamp>-<rand>.json  verification records (one per drill, never replaced)
+
+A backup id is ``<database>-<stamp>``; when that id is taken (two runs in the
+same second) the next free ``<database>-<stamp>-<n>`` (n = 2, 3, ...) is used.
+Artifact and manifest are written exclusively (``If-None-Match: *`` / a hard
+link), so a run that loses a race never replaces another run's backup.
+
+The manifest carries its own checksum, ``manifest_sha256``: the sha256 of the
+canonical JSON of the document without that field. A torn or damaged manifest
+(invalid JSON, wrong checksum) is *damaged*, never silently skipped:
+``manifest_problem`` says why, ``damaged_manifests`` lists them by backup id.
 
 The older procedure's naming (``naming: legacy``) keeps its flat names::
 
@@ -20,8 +30,10 @@ are recognised (``legacy_time``): ``db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz`` and
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterator
@@ -72,8 +84,9 @@ def safe_name(name: str) -> str:
     return cleaned or "db"
 
 
-def backup_id_for(database: str, when: _dt.datetime) -> str:
-    return f"{safe_name(database)}-{stamp(when)}"
+def backup_id_for(database: str, when: _dt.datetime, seq: int = 1) -> str:
+    """``<db>-<stamp>``; ``<db>-<stamp>-<seq>`` for the second and later backups of the same second."""
+    return f"{safe_name(database)}-{stamp(when)}" + (f"-{seq}" if seq > 1 else "")
 
 
 def artifact_name(database: str, fmt: str, compression: str, encryption: str) -> str:
@@ -104,10 +117,12 @@ class Layout:
     artifact_key: str
     manifest_key: str
 
-    def verification_key(self, when: _dt.datetime) -> str:
+    def verification_key(self, when: _dt.datetime, token: str | None = None) -> str:
+        """``verify-<stamp>-<rand>.json``: two drills finishing in the same second never share a name."""
+        name = f"verify-{stamp(when)}-{token or secrets.token_hex(4)}.json"
         if self.manifest_key.endswith("/" + MANIFEST_NAME):
-            return self.manifest_key[: -len(MANIFEST_NAME)] + f"verify-{stamp(when)}.json"
-        return f"{self.artifact_key}.verify-{stamp(when)}.json"
+            return self.manifest_key[: -len(MANIFEST_NAME)] + name
+        return f"{self.artifact_key}.{name}"
 
     @property
     def verification_prefix(self) -> str:
@@ -117,13 +132,15 @@ class Layout:
 
 
 def layout_for(database: str, when: _dt.datetime, fmt: str, compression: str, encryption: str,
-               naming: str = "lifeboat", prefix: str = "") -> Layout:
+               naming: str = "lifeboat", prefix: str = "", seq: int = 1) -> Layout:
     pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
     if naming == "legacy":
+        if seq > 1:  # the older procedure's names have no room for a suffix: the next free second
+            when = when + _dt.timedelta(seconds=seq - 1)
         name = legacy_name(when)
         return Layout(backup_id=name[: -len(".sql.gz")], artifact_key=pre + name,
                       manifest_key=pre + name + ".manifest.json")
-    bid = backup_id_for(database, when)
+    bid = backup_id_for(database, when, seq)
     base = f"{pre}{safe_name(database)}/{bid}/"
     return Layout(backup_id=bid, artifact_key=base + artifact_name(database, fmt, compression, encryption),
                   manifest_key=base + MANIFEST_NAME)
@@ -133,22 +150,95 @@ def dumps(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def write_manifest(storage: Storage, key: str, manifest: dict[str, Any]) -> None:
-    storage.put_bytes(key, dumps(manifest), content_type="application/json")
+CHECKSUM_FIELD = "manifest_sha256"
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the manifest without its own checksum field."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def seal(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its ``manifest_sha256`` set."""
+    out = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
+    out[CHECKSUM_FIELD] = manifest_checksum(out)
+    return out
+
+
+def write_manifest(storage: Storage, key: str, manifest: dict[str, Any], exclusive: bool = True) -> None:
+    """Sealed (own checksum) and, by default, exclusive: an existing manifest is never replaced."""
+    storage.put_bytes(key, dumps(seal(manifest)), content_type="application/json", exclusive=exclusive)
+
+
+class DamagedManifest(IntegrityError):
+    """A manifest that exists but is torn or damaged (invalid JSON, checksum mismatch)."""
+
+
+def manifest_problem(raw: bytes, schema: str = SCHEMA) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, None) for a sound manifest, (None or the document, reason) for a damaged one.
+
+    Shared by every reader (listing, catalog, verify, restore) so that a damaged manifest is
+    reported the same way everywhere. A manifest written before checksums existed has no
+    ``manifest_sha256`` and is accepted as it is.
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc}): torn or damaged"
+    if not isinstance(data, dict):
+        return None, "not a JSON object: damaged"
+    if data.get("schema") != schema:
+        return data, f"schema {data.get('schema')!r}, expected {schema!r}"
+    want = data.get(CHECKSUM_FIELD)
+    if want is not None and want != manifest_checksum(data):
+        return data, f"its manifest_sha256 {str(want)[:16]}... does not match its content: damaged"
+    return data, None
 
 
 def read_manifest(storage: Storage, key: str, schema: str = SCHEMA) -> dict[str, Any]:
     """The manifest at ``key``, checked to be JSON of ``schema`` (a backup's by default; archive.SCHEMA for an
     archive's): the one manifest reader of the engine."""
     raw = storage.get_bytes(key)
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise IntegrityError(f"manifest {storage.uri(key)} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != schema:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise IntegrityError(f"manifest {storage.uri(key)} has schema {found!r}, expected {schema!r}")
+    data, problem = manifest_problem(raw, schema)
+    if problem is not None or data is None:
+        raise DamagedManifest(f"manifest {storage.uri(key)} of backup {backup_id_of_key(key)} is damaged: {problem}")
     return data
+
+
+def backup_id_of_key(key: str) -> str:
+    """The backup id a manifest key names (``<db>/<id>/manifest.json`` or ``<name>.sql.gz.manifest.json``)."""
+    if key.endswith("/" + MANIFEST_NAME):
+        return key.rsplit("/", 2)[-2]
+    name = key.rsplit("/", 1)[-1]
+    return name[: -len(".sql.gz.manifest.json")] if name.endswith(".sql.gz.manifest.json") else name
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A backup whose manifest exists but cannot be trusted."""
+
+    backup_id: str
+    manifest_key: str
+    reason: str
+
+
+def damaged_manifests(storage: Storage, database: str | None = None, prefix: str = "") -> list[Damaged]:
+    """Every damaged manifest under the root (or one database's folder), by backup id."""
+    pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    scan = pre + (safe_name(database) + "/" if database else "")
+    out = []
+    for obj in storage.list(scan):
+        if not (obj.key.endswith("/" + MANIFEST_NAME) or obj.key.endswith(".sql.gz.manifest.json")):
+            continue
+        try:
+            raw = storage.get_bytes(obj.key)
+        except NotFound:
+            continue
+        _data, problem = manifest_problem(raw)
+        if problem is not None:
+            out.append(Damaged(backup_id_of_key(obj.key), obj.key, problem))
+    return out
 
 
 @dataclass(frozen=True)

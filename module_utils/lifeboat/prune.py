@@ -40,7 +40,7 @@ from ansible.module_utils.lifeboat.s3 import bucket_versioning, translate
 from ansible.module_utils.lifeboat.storage import LocalStorage, S3Storage, Storage
 
 ARCHIVE_SCHEMA = "lifeboat.archive/1"
-SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z))/(?P<rest>.+)$")
+SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?)/(?P<rest>.+)$")
 LEGACY_SERIES = "older-procedure"
 
 

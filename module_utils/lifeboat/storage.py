@@ -5,6 +5,13 @@ and always use '/'. Writers stream: an S3 writer is a multipart upload whose
 memory is bounded by ``part_size * (concurrency + 1)``; a local writer writes
 ``<name>.partial`` (0600) and renames it on success. ``abort()`` leaves nothing
 that looks like a complete object.
+
+An ``exclusive`` writer never replaces an object that exists: on S3 the final
+PUT / CompleteMultipartUpload carries ``If-None-Match: *`` (SeaweedFS and AWS
+honour it; a store that answers 501 NotImplemented is retried without it, the
+backup lock then being the only guard); locally the ``.partial`` file is
+hard-linked to its name, which fails when the name exists. Either way a lost
+race raises ``AlreadyExists``.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from collections.abc import Iterator
 
-from ansible.module_utils.lifeboat.errors import ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, NotFound, StorageError
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
@@ -75,7 +82,8 @@ class Storage:
         raise NotImplementedError
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None) -> Writer:  # pragma: no cover
+                    metadata: dict[str, str] | None = None,
+                    exclusive: bool = False) -> Writer:  # pragma: no cover
         raise NotImplementedError
 
     def open_reader(self, key: str) -> BinaryIO:  # pragma: no cover - interface
@@ -102,8 +110,9 @@ class Storage:
         with self.open_reader(key) as fh:
             return fh.read()
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        writer = self.open_writer(key, content_type=content_type)
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  exclusive: bool = False) -> None:
+        writer = self.open_writer(key, content_type=content_type, exclusive=exclusive)
         try:
             writer.write(data)
         except BaseException:
@@ -114,9 +123,21 @@ class Storage:
 
 # --------------------------------------------------------------------------- S3
 
+def _precondition_failed(exc: BaseException) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if hasattr(exc, "response") else ""
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if hasattr(exc, "response") else ""
+    return code in ("NotImplemented", "501")
+
+
 class _S3Writer(Writer):
-    def __init__(self, storage: "S3Storage", key: str, content_type: str, metadata: dict[str, str] | None):
+    def __init__(self, storage: "S3Storage", key: str, content_type: str, metadata: dict[str, str] | None,
+                 exclusive: bool = False):
         self._s = storage
+        self._exclusive = exclusive
         self._key = key
         self._content_type = content_type
         self._metadata = metadata or {}
@@ -182,12 +203,9 @@ class _S3Writer(Writer):
         try:
             if self._upload_id is None:
                 # small object: one PUT, no multipart
-                try:
-                    self._s.client.put_object(
-                        Bucket=self._s.bucket, Key=self._s.full_key(self._key), Body=bytes(self._buf),
-                        ContentType=self._content_type, Metadata=self._metadata)
-                except Exception as exc:  # noqa: BLE001
-                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+                self._conditional(self._s.client.put_object,
+                                  Bucket=self._s.bucket, Key=self._s.full_key(self._key), Body=bytes(self._buf),
+                                  ContentType=self._content_type, Metadata=self._metadata)
             else:
                 if self._buf:
                     self._flush_part()
@@ -197,12 +215,9 @@ class _S3Writer(Writer):
                         parts.append(fut.result())
                     except Exception as exc:  # noqa: BLE001
                         raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
-                try:
-                    self._s.client.complete_multipart_upload(
-                        Bucket=self._s.bucket, Key=self._s.full_key(self._key), UploadId=self._upload_id,
-                        MultipartUpload={"Parts": parts})
-                except Exception as exc:  # noqa: BLE001
-                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+                self._conditional(self._s.client.complete_multipart_upload,
+                                  Bucket=self._s.bucket, Key=self._s.full_key(self._key), UploadId=self._upload_id,
+                                  MultipartUpload={"Parts": parts})
         except BaseException:
             self.abort()
             raise
@@ -211,6 +226,23 @@ class _S3Writer(Writer):
             if self._pool:
                 self._pool.shutdown(wait=True)
         self._closed = True
+
+    def _conditional(self, call: Any, **kwargs: Any) -> None:
+        """The committing call; with ``If-None-Match: *`` when exclusive (see the module docstring)."""
+        if self._exclusive:
+            try:
+                call(IfNoneMatch="*", **kwargs)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _precondition_failed(exc):
+                    raise AlreadyExists(f"{self._what()}: the object already exists (another run wrote it first); "
+                                        "nothing was replaced") from None
+                if not _not_implemented(exc):
+                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+        try:
+            call(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
 
     def abort(self) -> None:
         self._closed = True
@@ -268,8 +300,8 @@ class S3Storage(Storage):
             raise translate(exc, f"bucket s3://{self.bucket}", self.settings, self.bucket) from None
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None) -> Writer:
-        return _S3Writer(self, key, content_type, metadata)
+                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
+        return _S3Writer(self, key, content_type, metadata, exclusive)
 
     def open_reader(self, key: str) -> BinaryIO:
         try:
@@ -309,13 +341,16 @@ class S3Storage(Storage):
 # ------------------------------------------------------------------------ local
 
 class _LocalWriter(Writer):
-    def __init__(self, path: str):
+    def __init__(self, path: str, exclusive: bool = False):
         self.path = path
+        self._exclusive = exclusive
         self.partial = path + ".partial"
         self.bytes_written = 0
         self._closed = False
         try:
             _makedirs_private(os.path.dirname(path))
+            if exclusive:  # a unique .partial name: a concurrent exclusive writer of the same key has its own
+                self.partial = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
             fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as exc:
             raise _local_error(exc, f"write {path}") from None
@@ -337,7 +372,16 @@ class _LocalWriter(Writer):
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
-            os.replace(self.partial, self.path)
+            if self._exclusive:
+                try:
+                    os.link(self.partial, self.path)  # fails with EEXIST instead of replacing
+                except FileExistsError:
+                    self.abort()
+                    raise AlreadyExists(f"write {self.path}: the file already exists (another run wrote it "
+                                        "first); nothing was replaced") from None
+                os.unlink(self.partial)
+            else:
+                os.replace(self.partial, self.path)
         except OSError as exc:
             self.abort()
             raise _local_error(exc, f"write {self.path}") from None
@@ -408,8 +452,8 @@ class LocalStorage(Storage):
             raise StorageError(f"destination: directory {self.root} is not writable")
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None) -> Writer:
-        return _LocalWriter(self.path(key))
+                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
+        return _LocalWriter(self.path(key), exclusive)
 
     def open_reader(self, key: str) -> BinaryIO:
         try:

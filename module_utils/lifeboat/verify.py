@@ -463,7 +463,7 @@ def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptKeys, admin: Ad
     if options.record:
         key = ref.layout().verification_key(result.finished_at)
         try:
-            storage.put_bytes(key, mf.dumps(result.record()), content_type="application/json")
+            storage.put_bytes(key, mf.dumps(result.record()), content_type="application/json", exclusive=True)
             result.record_key = key
         except LifeboatError as exc:
             result.check("record", False, f"could not write the verification record {storage.uri(key)}: {exc}")

@@ -18,7 +18,12 @@ def test_layout_lifeboat_and_legacy_names():
     assert lay.backup_id == "appdb-20261120T120005Z"
     assert lay.artifact_key == "db/appdb/appdb-20261120T120005Z/appdb.dump.zst.gpg"
     assert lay.manifest_key == "db/appdb/appdb-20261120T120005Z/manifest.json"
-    assert lay.verification_key(when) == "db/appdb/appdb-20261120T120005Z/verify-20261120T120005Z.json"
+    assert lay.verification_key(when, "ab12") == "db/appdb/appdb-20261120T120005Z/verify-20261120T120005Z-ab12.json"
+    # two drills finishing in the same second get two records
+    assert lay.verification_key(when) != lay.verification_key(when)
+    second = mf.layout_for("appdb", when, "custom", "zstd", "gpg", prefix="db", seq=2)
+    assert second.backup_id == "appdb-20261120T120005Z-2"
+    assert second.manifest_key == "db/appdb/appdb-20261120T120005Z-2/manifest.json"
     legacy = mf.layout_for("appdb", when, "plain", "gzip", "none", naming="legacy")
     assert legacy.artifact_key == "db-backup-2026-11-20_12-00-05.sql.gz"
     assert legacy.manifest_key == "db-backup-2026-11-20_12-00-05.sql.gz.manifest.json"
@@ -64,3 +69,17 @@ def test_read_manifest_rejects_foreign_or_broken(tmp_path):
     store.put_bytes("b/manifest.json", json.dumps({"schema": "other"}).encode())
     with pytest.raises(IntegrityError, match="expected 'lifeboat/backup-manifest/v1'"):
         mf.read_manifest(store, "b/manifest.json")
+
+
+def test_manifest_checksum_detects_a_flipped_byte():
+    doc = {"schema": mf.SCHEMA, "backup_id": "appdb-20261120T120005Z", "database": "appdb", "tables": [1, 2]}
+    raw = mf.dumps(mf.seal(doc))
+    data, problem = mf.manifest_problem(raw)
+    assert problem is None and data["backup_id"] == doc["backup_id"]
+    damaged = raw.replace(b'"appdb"', b'"appdc"')
+    assert mf.manifest_problem(damaged)[1].endswith("does not match its content: damaged")
+    torn = raw[: len(raw) // 2]
+    assert "not valid JSON" in mf.manifest_problem(torn)[1]
+    # a manifest written before checksums existed is accepted as it is
+    assert mf.manifest_problem(mf.dumps(doc))[1] is None
+    assert mf.backup_id_of_key("db/appdb/appdb-20261120T120005Z-2/manifest.json") == "appdb-20261120T120005Z-2"

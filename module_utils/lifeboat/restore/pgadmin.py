@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ansible.module_utils.lifeboat.errors import (
     RestoreError,
     SafetyError,
 )
+from ansible.module_utils.lifeboat import runlock
 from ansible.module_utils.lifeboat.pgconn import find_client, server_major
 from ansible.module_utils.lifeboat.restore.names import scratch_age, scratch_name
 
@@ -181,7 +183,7 @@ def terminate_sessions(conn: Any, name: str, timeout: float = 30.0) -> int:
     return len(rows)
 
 
-def swap_databases(conn: Any, database: str, new_name: str, old_name: str) -> int:
+def swap_databases(conn: Any, database: str, new_name: str, old_name: str, comment: str | None = None) -> int:
     """Put ``new_name`` in place of ``database``; the previous one becomes ``old_name``.
 
     New connections to the original are refused first (ALLOW_CONNECTIONS false),
@@ -190,12 +192,18 @@ def swap_databases(conn: Any, database: str, new_name: str, old_name: str) -> in
     """
     if database_exists(conn, old_name):
         raise SafetyError(f"cannot swap: database '{old_name}' already exists")
+    # crash safety: the new database's comment (mark_owned, kind swap) says which database this swap is about;
+    # if this process dies between here and the commit below, repair_interrupted (the next restore or drill)
+    # allows connections again. The renames, re-allowing the old one and clearing the mark commit together.
     conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(database)))
     try:
         terminated = terminate_sessions(conn, database)
         with conn.transaction():
             conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(database), ident(old_name)))
             conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new_name), ident(database)))
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(old_name)))
+            # the swap's mark goes; the database's own comment (kept from the one it replaces) takes its place
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident(database), sql.Literal(comment or None)))
     finally:
         # whichever name the previous database has now, let the operator in again
         for name in (old_name, database):
@@ -212,19 +220,119 @@ def reopen_connections(admin: "Admin", *names: str) -> None:
                 conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(name)))
 
 
+OWNED_MARK = "lifeboat-owned "
+
+
+def _owner_key(name: str) -> int:
+    return runlock.key_for("scratch", name)
+
+
+@contextlib.contextmanager
+def owned_database(admin: "Admin", name: str) -> Iterator[Any]:
+    """Hold the owner lock of database ``name`` (see runlock.py) on a maintenance connection of its own.
+
+    While it is held no sweep of any run, on any host, drops or repairs the database; the server
+    releases it when this process ends, however it ends.
+    """
+    conn = admin.connect()
+    try:
+        conn.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (runlock.CLASS_SCRATCH, _owner_key(name)))
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def mark_owned(conn: Any, name: str, kind: str, **info: str) -> None:
+    """Record the owner run in the database's comment: what it is for, which host and PID made it, when."""
+    doc = {"kind": kind, "name": name, "owner": runlock.owner_tag(kind), "since": mf.iso(mf.utcnow()), **info}
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident(name), sql.Literal(OWNED_MARK + json.dumps(
+        doc, sort_keys=True))))
+
+
+def _owned(conn: Any) -> list[tuple[str, bool, dict[str, Any]]]:
+    rows = conn.execute(
+        "SELECT d.datname, d.datallowconn, pg_catalog.shobj_description(d.oid, 'pg_database') "
+        "FROM pg_catalog.pg_database d WHERE pg_catalog.shobj_description(d.oid, 'pg_database') LIKE %s",
+        (OWNED_MARK + "%",)).fetchall()
+    out = []
+    for name, allow, comment in rows:
+        try:
+            out.append((name, bool(allow), json.loads(comment[len(OWNED_MARK):])))
+        except ValueError:
+            continue
+    return out
+
+
+def _allow(conn: Any, name: str) -> bool:
+    row = conn.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s", (name,)).fetchone()
+    if row is None or row[0]:
+        return False
+    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(name)))
+    return True
+
+
+def repair_interrupted(conn: Any) -> list[str]:
+    """Undo what killed runs left: an interrupted swap, scratch and new databases of dead runs.
+
+    Only databases whose comment names a Lifeboat owner run and whose owner lock is free (the
+    run is gone, on whatever host it ran). Returns one line per repair, for the result.
+    """
+    done = []
+    for name, _allow_now, info in _owned(conn):
+        key = _owner_key(str(info.get("name", name)))
+        if not runlock.try_lock(conn, runlock.CLASS_SCRATCH, key):
+            continue  # its run is alive
+        try:
+            who = f"left by {info.get('owner', 'a Lifeboat run')} at {info.get('since', '?')}"
+            if info.get("kind") == "swap":
+                target, old = str(info.get("database", "")), str(info.get("old", ""))
+                for db in (target, old):
+                    if db and _allow(conn, db):
+                        done.append(f"database '{db}' accepted no connections (a swap was killed after "
+                                    f"ALLOW_CONNECTIONS false, {who}): connections allowed again")
+                if name == info.get("name"):  # the renames never happened: the new database is a leftover
+                    drop_database(conn, name)
+                    done.append(f"dropped '{name}', the new database of an interrupted swap of '{target}' ({who}); "
+                                f"'{target}' was never replaced")
+                else:  # renamed into place: the swap itself completed
+                    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(ident(name)))
+                    done.append(f"'{name}' is the restored database of a swap that completed ({who}); its "
+                                "Lifeboat mark was removed")
+            else:
+                drop_database(conn, name)
+                done.append(f"dropped {info.get('kind', 'scratch')} database '{name}' ({who})")
+        finally:
+            conn.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", (runlock.CLASS_SCRATCH, key))
+    return done
+
+
 def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None = None) -> list[str]:
-    """Drop scratch databases (drill/staging) older than the given age and not in use; returns their names."""
+    """Drop scratch databases (drill/staging) of dead runs, and those older than the given age and not in use.
+
+    A scratch database whose owner lock is held belongs to a live run (on any host) and is never dropped,
+    whatever its age. Returns the names dropped.
+    """
     now = now or mf.utcnow()
     dropped = []
+    for line in repair_interrupted(conn):
+        dropped.append(line)
     names = [r[0] for r in conn.execute(
         "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE 'lifeboat\\_drill\\_%' "
         "OR datname LIKE 'lifeboat\\_stage\\_%'").fetchall()]
     for name in names:
         age = scratch_age(name, now)
         # a scratch database still in use (a long drill or partial restore) is left alone
-        if age is not None and age >= _dt.timedelta(hours=older_than_hours) and not other_sessions(conn, name):
+        if age is None or age < _dt.timedelta(hours=older_than_hours) or other_sessions(conn, name):
+            continue
+        key = _owner_key(name)
+        if not runlock.try_lock(conn, runlock.CLASS_SCRATCH, key):
+            continue  # its run is alive
+        try:
             drop_database(conn, name)
             dropped.append(name)
+        finally:
+            conn.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", (runlock.CLASS_SCRATCH, key))
     return dropped
 
 
@@ -232,15 +340,21 @@ def sweep_scratch(conn: Any, older_than_hours: float, now: _dt.datetime | None =
 def scratch_database(admin, kind: str = "drill", owner: str | None = None,
                      locale: dict[str, Any] | None = None) -> Iterator[str]:
     """A database with a unique scratch name (and the backup's encoding and locale, when given), ALWAYS dropped
-    on exit (also on failure)."""
+    on exit (also on failure).
+
+    Its owner lock is held from before it exists until it is dropped, and its comment names this run,
+    so that a concurrent sweep never drops it and a later one drops it if this run is killed.
+    """
     name = scratch_name(kind, mf.utcnow())
-    with admin.connect("postgres" if not admin.maintenance_db else admin.maintenance_db) as conn:
-        create_database(conn, name, owner, locale)
-    try:
-        yield name
-    finally:
-        with admin.connect(admin.maintenance_db or "postgres") as conn:
-            drop_database(conn, name)
+    with owned_database(admin, name):
+        with admin.connect("postgres" if not admin.maintenance_db else admin.maintenance_db) as conn:
+            create_database(conn, name, owner, locale)
+            mark_owned(conn, name, kind)
+        try:
+            yield name
+        finally:
+            with admin.connect(admin.maintenance_db or "postgres") as conn:
+                drop_database(conn, name)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ansible.module_utils.lifeboat.errors import (
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.hooks import describe_hook, run_hook
 from ansible.module_utils.lifeboat.restore.names import new_db_name, old_db_name, scratch_name
-from ansible.module_utils.lifeboat.restore.pgadmin import Admin, database_exists, other_sessions
+from ansible.module_utils.lifeboat.restore.pgadmin import Admin, database_exists, other_sessions, repair_interrupted
 from ansible.module_utils.lifeboat.restore.request import Request, Steps
 from ansible.module_utils.lifeboat.restore.rolecheck import ensure_roles, missing_for, missing_message
 from ansible.module_utils.lifeboat.restore.selection import Choice, Source, choose_backup, partial_scope_of, source_for
@@ -137,6 +137,11 @@ def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_
     names = {"new": new_db_name(req.database, now), "old": old_db_name(req.database, now),
              "stage": scratch_name("stage", now)}
     with admin.connect() as conn:
+        if not check_mode:  # what killed runs left (an interrupted swap first: it may lock out the live name)
+            repaired = repair_interrupted(conn)
+            if repaired:
+                result["repaired"] = repaired
+                result["warnings"] += repaired
         target_exists = database_exists(conn, req.database)
         sessions = other_sessions(conn, req.database) if target_exists else []
     if req.mode in ("partial", "side_schema") and not target_exists:

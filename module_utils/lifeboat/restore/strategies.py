@@ -25,6 +25,8 @@ from ansible.module_utils.lifeboat.restore.pgadmin import (
     database_properties,
     drop_database,
     ident,
+    mark_owned,
+    owned_database,
     reopen_connections,
     scratch_database,
     swap_databases,
@@ -42,6 +44,13 @@ from ansible.module_utils.lifeboat.storage import Storage
 
 def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
               result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
+    new = names["new"]
+    with owned_database(admin, new):  # held until the swap is over: no sweep touches it meanwhile
+        _run_swap(req, storage, src, keys, admin, steps, result, names, target_exists)
+
+
+def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+              result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
     new, old = names["new"], names["old"]
     with admin.connect() as conn:
         # swap over an existing database: it keeps its owner, grants, settings and comment; a new database gets
@@ -50,6 +59,7 @@ def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, adm
         if database_exists(conn, new):
             raise SafetyError(f"database '{new}' already exists; wait a second and retry")
         create_database(conn, new, props.get("owner") if props else None, recorded_locale(src))
+        mark_owned(conn, new, "swap", database=req.database, old=old)
     swapped = False
     try:
         with steps.step("fetch, decrypt, decompress, restore", f"into new database '{new}'") as item:
@@ -61,14 +71,20 @@ def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, adm
         with steps.step("check against the manifest") as item:
             _check_result(admin, new, src, req, result, item)
         with admin.connect() as conn:
+            # the comment is set in the swap's own transaction: until then the new database carries the swap's mark
+            comment = (props or {}).get("comment")
             if props:
-                apply_database_properties(conn, new, props)
+                apply_database_properties(conn, new, {k: v for k, v in props.items() if k != "comment"})
             with steps.step("swap", f"'{req.database}' -> '{old}', '{new}' -> '{req.database}'") as item:
                 if target_exists:
-                    item["terminated_sessions"] = swap_databases(conn, req.database, new, old)
+                    item["terminated_sessions"] = swap_databases(conn, req.database, new, old, comment)
                     result["old_database"] = old
                 else:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(req.database)))
+                    with conn.transaction():
+                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new),
+                                                                                      ident(req.database)))
+                        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            ident(req.database), sql.Literal(comment or None)))
                 swapped = True
     finally:
         if not swapped:

@@ -1,0 +1,146 @@
+"""Crash-clean and safe under concurrency (issue 12), on the lab: same-second backups, concurrent drills,
+verification records of the same second, a swap killed half-way, a damaged manifest.
+
+Same-second runs are made by holding the clock (``manifest.utcnow``) at one second for the test: every run
+then asks for the same backup id / record name, which is what two schedulers firing at once do.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+
+import pytest
+from restore_helpers import admin_conn, backup_with_engine
+
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat import restore as rs
+from ansible.module_utils.lifeboat import verify as engine
+from ansible.module_utils.lifeboat.errors import LifeboatError, LockHeld
+from ansible.module_utils.lifeboat.pgconn import PgTarget
+
+FROZEN = dt.datetime(2026, 12, 2, 17, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def same_second(monkeypatch):
+    monkeypatch.setattr(mf, "utcnow", lambda: FROZEN)
+
+
+def admin(pg) -> rs.Admin:
+    return rs.Admin(PgTarget(host=pg["host"], port=pg["port"], user=pg["admin_user"],
+                             password=pg["admin_password"], database="postgres"))
+
+
+def _concurrently(*calls):
+    """Run the calls at the same moment in threads; [(result or None, exception or None)]."""
+    barrier = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def runner(i, call):
+        barrier.wait()
+        try:
+            out[i] = (call(), None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            out[i] = (None, exc)
+
+    threads = [threading.Thread(target=runner, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return out
+
+
+def _assert_sound(storage, db):
+    """Every listed backup's manifest describes the artifact that is stored (sha256 and size)."""
+    refs = list(mf.iter_backups(storage, db))
+    for ref in refs:
+        man = mf.read_manifest(storage, ref.manifest_key)
+        info = storage.stat(man["artifact"]["key"])
+        assert info.size == man["artifact"]["size"], ref.backup_id
+        assert hashlib.sha256(storage.get_bytes(man["artifact"]["key"])).hexdigest() == man["artifact"]["sha256"]
+    return refs
+
+
+def test_same_second_backups_one_refuses_naming_the_holder(pg, lab, backed_up, same_second):
+    db, bucket, storage, _first = backed_up
+    endpoint = lab["s3"]["backup"]
+    results = _concurrently(lambda: backup_with_engine(pg, lab, storage, bucket, endpoint, db),
+                            lambda: backup_with_engine(pg, lab, storage, bucket, endpoint, db))
+    ok = [r for r, e in results if e is None]
+    errors = [e for r, e in results if e is not None]
+    ids = [m["backup_id"] for m in ok]
+    # either both complete and distinct, or one refuses clearly: never two "successes" sharing one id
+    assert len(set(ids)) == len(ids), f"two runs reported the same backup id {ids}"
+    if errors:
+        assert len(ok) == 1 and isinstance(errors[0], LockHeld), errors
+        assert "another Lifeboat backup of database" in str(errors[0]) and "lifeboat-backup host=" in str(errors[0])
+    refs = _assert_sound(storage, db)
+    assert {r.backup_id for r in refs} >= set(ids)
+
+
+def test_same_second_backups_with_lock_wait_both_complete(pg, lab, backed_up, same_second):
+    db, bucket, storage, first = backed_up
+    endpoint = lab["s3"]["backup"]
+    results = _concurrently(
+        lambda: backup_with_engine(pg, lab, storage, bucket, endpoint, db, lock_wait_s=120),
+        lambda: backup_with_engine(pg, lab, storage, bucket, endpoint, db, lock_wait_s=120))
+    assert all(e is None for _r, e in results), results
+    ids = sorted(r["backup_id"] for r, _e in results)
+    stamp = mf.stamp(FROZEN)
+    # the fixture's own backup ran at the real time; these two share the frozen second
+    assert ids == [f"{db}-{stamp}", f"{db}-{stamp}-2"], ids
+    refs = _assert_sound(storage, db)
+    assert {r.backup_id for r in refs} == set(ids) | {first["backup_id"]}
+
+
+def test_verification_records_of_the_same_second_both_kept(pg, lab, backed_up, same_second):
+    db, _bucket, storage, _m = backed_up
+    ref = mf.select_backup(storage, db)
+    keys = rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"])
+    opts = engine.Options(level="integrity")
+    results = _concurrently(lambda: engine.verify_one(storage, ref, keys, None, opts),
+                            lambda: engine.verify_one(storage, ref, keys, None, opts))
+    assert all(e is None for _r, e in results), results
+    keys_written = {r.record_key for r, _e in results}
+    assert len(keys_written) == 2, keys_written
+    recs = rs.verification_records(storage, ref)
+    assert len(recs) == 2 and all(r["outcome"] == "passed" for r in recs)
+
+
+def test_drill_never_drops_a_live_drills_scratch_database(pg, lab, backed_up):
+    """A drill with sweep_hours 0 runs while another run holds its scratch database (created, idle)."""
+    db, _bucket, storage, _m = backed_up
+    adm = admin(pg)
+    with rs.scratch_database(adm, "drill") as live:
+        keys = rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"])
+        res = engine.verify_one(storage, mf.select_backup(storage, db), keys, adm,
+                                engine.Options(level="drill", sweep_hours=0))
+        assert res.outcome == "passed", res.failures()
+        assert live not in res.swept
+        with admin_conn(pg) as conn:
+            row = conn.execute("SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database "
+                               "WHERE datname = %s", (live,)).fetchone()
+        assert row is not None, f"the live scratch database {live} was dropped by the other drill"
+        assert row[0].startswith(rs.pgadmin.OWNED_MARK) and '"kind": "drill"' in row[0]
+
+
+def test_exclusive_write_never_replaces(backed_up):
+    _db, _bucket, storage, man = backed_up
+    key = man["artifact"]["key"]
+    before = storage.get_bytes(key)
+    with pytest.raises(LifeboatError, match="already exists"):
+        storage.put_bytes(key, b"other run", exclusive=True)
+    assert storage.get_bytes(key) == before
+
+
+def test_exclusive_write_local(tmp_path):
+    from ansible.module_utils.lifeboat.storage import LocalStorage
+
+    store = LocalStorage(str(tmp_path / "store"))
+    store.put_bytes("a/manifest.json", b"first", exclusive=True)
+    with pytest.raises(LifeboatError, match="already exists"):
+        store.put_bytes("a/manifest.json", b"second", exclusive=True)
+    assert store.get_bytes("a/manifest.json") == b"first"
+    assert sorted(p.name for p in (tmp_path / "store" / "a").iterdir()) == ["manifest.json"]
