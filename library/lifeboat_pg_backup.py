@@ -106,6 +106,13 @@ options:
     description: Free-form labels recorded in the manifest.
     type: dict
     default: {}
+  lock_wait_s:
+    description:
+      - Seconds to wait when another run (on any host) is backing up the same database to the same destination.
+      - The lock is an advisory lock on the source server, released when its holder ends, even when killed.
+      - C(0) refuses at once with a message naming the other run (host and PID).
+    type: float
+    default: 0
 extends_documentation_fragment:
   - lifeboat_s3
   - lifeboat_postgres
@@ -247,6 +254,7 @@ def argument_spec() -> dict:
         part_size_mb=dict(type="int", default=8),
         concurrency=dict(type="int", default=4),
         tags=dict(type="dict", default={}),
+        lock_wait_s=dict(type="float", default=0),
     )
     spec.update(options.pg_spec())
     spec.update(options.encryption_spec())
@@ -282,6 +290,7 @@ def _request(p: dict):
         s3=options.s3_settings(p, concurrency=p["concurrency"]),
         part_size_mb=p["part_size_mb"], pg_bin_dir=p["pg_bin_dir"],
         tags={str(k): str(v) for k, v in (p["tags"] or {}).items()},
+        lock_wait_s=p["lock_wait_s"],
     )
 
 
