@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from restore_helpers import admin_conn, backup_with_engine
+from testlib import admin_sql
 
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import restore as rs
@@ -144,3 +145,84 @@ def test_exclusive_write_local(tmp_path):
         store.put_bytes("a/manifest.json", b"second", exclusive=True)
     assert store.get_bytes("a/manifest.json") == b"first"
     assert sorted(p.name for p in (tmp_path / "store" / "a").iterdir()) == ["manifest.json"]
+
+
+SWAP_DRIVER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[2])
+import testlib  # noqa: F401 - makes ansible.module_utils.lifeboat importable
+from ansible.module_utils.lifeboat import restore as rs
+from ansible.module_utils.lifeboat.pgconn import PgTarget
+from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.storage import S3Storage
+cfg = json.load(open(sys.argv[1]))
+pg, ep = cfg["pg"], cfg["endpoint"]
+storage = S3Storage(f"s3://{cfg['bucket']}/db", S3Settings(endpoint=ep["endpoint"], region=ep["region"],
+                    access_key=ep["access_key"], secret_key=ep["secret_key"]))
+admin = rs.Admin(PgTarget(host=pg["host"], port=pg["port"], user=pg["admin_user"], password=pg["admin_password"],
+                          database="postgres"))
+req = rs.Request(database=cfg["db"], confirm=cfg["db"], safety_snapshot=False)
+rs.run(req, storage, admin, rs.DecryptKeys(gpg_homedir=cfg["gpg"]))
+"""
+
+
+def test_restore_killed_during_the_swap_is_repaired_by_the_next_run(pg, lab, backed_up, tmp_path):
+    """SIGKILL the restore when the live database refuses connections (the swap's first step, observed in
+    pg_database); the live name must not stay locked out and the next restore repairs and succeeds."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from testlib import REPO
+
+    db, bucket, storage, _m = backed_up
+    cfg = tmp_path / "cfg.json"
+    fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"pg": pg, "endpoint": lab["s3"]["backup"], "bucket": bucket, "db": db,
+                   "gpg": lab["gpg"]["homedir"]}, fh)
+    killed_at = None
+    try:
+        with admin_conn(pg) as watch:
+            for _attempt in range(3):
+                blocker = admin_conn(pg, db)  # a session the swap must terminate: widens the window
+                blocker.__enter__()
+                proc = subprocess.Popen([sys.executable, "-c", SWAP_DRIVER, str(cfg), str(REPO / "tests")])
+                try:
+                    while proc.poll() is None:
+                        row = watch.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s",
+                                            (db,)).fetchone()
+                        if row is not None and row[0] is False:
+                            os.kill(proc.pid, signal.SIGKILL)
+                            killed_at = "connections disabled"
+                            break
+                        time.sleep(0.002)
+                    proc.wait(timeout=120)
+                finally:
+                    try:
+                        blocker.__exit__(None, None, None)
+                    except Exception:  # noqa: BLE001 - terminated by the swap
+                        pass
+                if killed_at:
+                    break
+        assert killed_at, "the swap's window was never observed (the restore finished first three times)"
+        new_like = f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_new_%'"
+        leftovers = [r[0] for r in admin_sql(pg, new_like)]
+        assert leftovers, "the killed restore left no new database: it was not killed during the swap"
+        # the next normal run repairs what the killed one left, then restores
+        from ansible.module_utils.lifeboat import restore as rs2
+
+        res = rs2.run(rs2.Request(database=db, confirm=db, safety_snapshot=False), storage, admin(pg),
+                      rs2.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"]))
+        repaired = res.get("repaired", [])
+        assert any("ALLOW_CONNECTIONS false" in line or "interrupted swap" in line for line in repaired), res
+        with admin_conn(pg, db) as conn:  # the live name accepts connections
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+        assert admin_sql(pg, new_like) == []
+        assert admin_sql(pg, f"SELECT datname FROM pg_database WHERE datname LIKE '{db}%' AND NOT datallowconn") == []
+    finally:
+        for (name,) in admin_sql(pg, f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_%'"):
+            admin_sql(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -122,7 +122,8 @@ def test_drill_reports_row_count_mismatch_and_failed_assertion(pg, lab, backed_u
     """A manifest that disagrees with the data (and a false assertion) fails the drill, naming the table."""
     db, _bucket, storage, manifest = backed_up
     manifest["tables"][0]["rows"] += 1
-    mf.write_manifest(storage, manifest["artifact"]["key"].rsplit("/", 1)[0] + "/manifest.json", manifest)
+    mf.write_manifest(storage, manifest["artifact"]["key"].rsplit("/", 1)[0] + "/manifest.json", manifest,
+                      exclusive=False)
     ref = mf.select_backup(storage, db)
     opts = engine.Options(assertions=[engine.Assertion("no users", "SELECT id FROM public.users")],
                           record=False)
