@@ -223,6 +223,17 @@ class Damaged:
     reason: str
 
 
+_ID_STAMP_RE = re.compile(r"-(\d{8}T\d{6}Z)(?:-\d+)?$")
+
+
+def damaged_ref(d: Damaged, database: str | None = None) -> "BackupRef":
+    """A BackupRef for a damaged backup, so that verify reports it (its manifest check fails, by name)."""
+    m = _ID_STAMP_RE.search(d.backup_id)
+    created = (_dt.datetime.strptime(m.group(1), STAMP_FORMAT).replace(tzinfo=_dt.UTC) if m
+               else legacy_time(d.manifest_key[: -len(".manifest.json")]) or utcnow())
+    return BackupRef(d.backup_id, database, "", d.manifest_key, created, None, False)
+
+
 def damaged_manifests(storage: Storage, database: str | None = None, prefix: str = "") -> list[Damaged]:
     """Every damaged manifest under the root (or one database's folder), by backup id."""
     pre = prefix.strip("/") + "/" if prefix.strip("/") else ""

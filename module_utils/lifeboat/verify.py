@@ -425,20 +425,43 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
 # ------------------------------------------------------------------ orchestration
 
 def targets(storage: Storage, databases: list[str], backup_id: str | None, prefix: str = "") -> list[mf.BackupRef]:
-    """The backups to verify: the given id, else the latest of each database (all found when none given)."""
+    """The backups to verify: the given id, else the latest of each database (all found when none given).
+
+    A backup whose manifest is damaged (manifest.damaged_manifests) is a target too when it is the one asked
+    for or newer than the latest intact one: its verification fails on the manifest check, naming it.
+    """
+    one_db = databases[0] if len(databases) == 1 else None
+    damaged = mf.damaged_manifests(storage, one_db, prefix)
     if backup_id:
-        return [mf.select_backup(storage, databases[0] if len(databases) == 1 else None, backup_id=backup_id,
-                                 prefix=prefix)]
-    if databases:
-        return [mf.select_backup(storage, db, prefix=prefix) for db in databases]
+        for d in damaged:
+            if d.backup_id == backup_id:
+                return [mf.damaged_ref(d, one_db)]
+        return [mf.select_backup(storage, one_db, backup_id=backup_id, prefix=prefix)]
     latest: dict[str, mf.BackupRef] = {}
-    for ref in mf.iter_backups(storage, None, prefix):
-        key = ref.database or "(older-procedure dumps)"
-        if key not in latest or (ref.created_at, ref.backup_id) > (latest[key].created_at, latest[key].backup_id):
-            latest[key] = ref
-    if not latest:
+    if databases:
+        for db in databases:
+            try:
+                latest[db] = mf.select_backup(storage, db, prefix=prefix)
+            except NotFound:
+                if not any(d.manifest_key.split("/")[-3:-2] == [mf.safe_name(db)] for d in damaged):
+                    raise
+    else:
+        for ref in mf.iter_backups(storage, None, prefix):
+            key = ref.database or "(older-procedure dumps)"
+            if key not in latest or (ref.created_at, ref.backup_id) > (latest[key].created_at, latest[key].backup_id):
+                latest[key] = ref
+    out = [latest[k] for k in sorted(latest)]
+    for d in damaged:
+        folder = d.manifest_key.split("/")[-3] if d.manifest_key.endswith("/" + mf.MANIFEST_NAME) else None
+        db = next((k for k in latest if mf.safe_name(k) == folder), None)
+        ref = mf.damaged_ref(d, db)
+        if databases and folder not in {mf.safe_name(x) for x in databases}:
+            continue
+        if db is None or ref.created_at >= latest[db].created_at:
+            out.append(ref)
+    if not out:
         raise NotFound(f"no complete backup under {storage.url}")
-    return [latest[k] for k in sorted(latest)]
+    return out
 
 
 def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptKeys, admin: Admin | None,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import threading
 
 import pytest
-from restore_helpers import admin_conn, backup_with_engine
+from restore_helpers import admin_conn, backup_with_engine, make_backup
 from testlib import admin_sql
 
 from ansible.module_utils.lifeboat import manifest as mf
@@ -226,3 +227,57 @@ def test_restore_killed_during_the_swap_is_repaired_by_the_next_run(pg, lab, bac
     finally:
         for (name,) in admin_sql(pg, f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_%'"):
             admin_sql(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _record(storage, ref, outcome: str, when: dt.datetime) -> None:
+    storage.put_bytes(ref.layout().verification_key(when), json.dumps(
+        {"schema": mf.VERIFY_SCHEMA, "backup_id": ref.backup_id, "outcome": outcome,
+         "finished_at": mf.iso(when)}).encode(), exclusive=True)
+
+
+def test_restore_plan_says_when_the_newest_drill_failed(pg, lab, backed_up):
+    db, _bucket, storage, first = backed_up
+    with admin_conn(pg, db) as conn:
+        conn.execute("INSERT INTO public.users (id, email) VALUES ('00000000-0000-0000-0000-0000000000aa', 'new@x')")
+    later = mf.parse_time(first["started_at"]) + dt.timedelta(hours=2)
+    second = make_backup(pg, lab, storage, db, when=later)
+    newer = mf.select_backup(storage, db, backup_id=second["backup_id"])
+    _record(storage, newer, "failed", later + dt.timedelta(minutes=5))
+    choice = rs.choose_backup(storage, db)
+    # the backup whose newest drill failed is not picked silently: the older, not-failed one is, and the plan
+    # says what was skipped and what newer data it held
+    assert choice.ref.backup_id == first["backup_id"], choice
+    assert "FAILED" in choice.reason
+    text = " ".join(choice.warnings)
+    assert second["backup_id"] in text and "FAILED" in text and "2h00m newer" in text
+    rows = sum(t["rows"] for t in second["tables"])
+    assert f"{rows} rows in {len(second['tables'])} tables" in text
+    # every backup failed: the latest is used, and the plan says so
+    _record(storage, mf.select_backup(storage, db, backup_id=first["backup_id"]), "failed", later)
+    choice = rs.choose_backup(storage, db)
+    assert choice.ref.backup_id == second["backup_id"] and "newest drill FAILED" in choice.reason
+
+
+def test_damaged_manifest_reported_by_name_by_verify_and_restore(pg, lab, backed_up):
+    db, _bucket, storage, first = backed_up
+    later = mf.parse_time(first["started_at"]) + dt.timedelta(hours=1)
+    second = make_backup(pg, lab, storage, db, when=later)
+    key = f"{db}/{second['backup_id']}/manifest.json"
+    raw = storage.get_bytes(key)
+    storage.put_bytes(key, raw.replace(b'"rows": ', b'"rows": 1', 1))  # one changed value, still valid JSON
+    damaged = mf.damaged_manifests(storage, db)
+    assert [d.backup_id for d in damaged] == [second["backup_id"]] and "damaged" in damaged[0].reason
+    # restore: not silently skipped; the plan names it
+    choice = rs.choose_backup(storage, db)
+    assert choice.ref.backup_id == first["backup_id"]
+    assert any(second["backup_id"] in w and "DAMAGED" in w for w in choice.warnings), choice.warnings
+    with pytest.raises(LifeboatError, match=f"{second['backup_id']}.*damaged"):
+        rs.choose_backup(storage, db, backup_id=second["backup_id"])
+    # verify: the damaged backup is a target and fails on its manifest, by name
+    refs = engine.targets(storage, [db], None)
+    assert {r.backup_id for r in refs} == {first["backup_id"], second["backup_id"]}
+    bad = next(r for r in refs if r.backup_id == second["backup_id"])
+    res = engine.verify_one(storage, bad, rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"]), None,
+                            engine.Options(level="integrity", record=False))
+    assert res.outcome == "failed"
+    assert any(second["backup_id"] in f and "damaged" in f for f in res.failures()), res.failures()

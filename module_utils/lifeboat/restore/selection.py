@@ -89,6 +89,12 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
                   require_verified: bool = False, include_legacy: bool = True) -> Choice:
     """Pick the backup to restore (see the module docstring for the rule)."""
     if backup_id:
+        damaged = {d.backup_id: d for d in mf.damaged_manifests(storage, database, prefix)}
+        if backup_id in damaged:
+            d = damaged[backup_id]
+            raise mf.DamagedManifest(f"backup_id: backup {backup_id}'s manifest {storage.uri(d.manifest_key)} is "
+                                     f"damaged ({d.reason}); it cannot be restored as described. Choose another "
+                                     "backup, or restore an intact version of the manifest", "backup_id")
         ref = mf.select_backup(storage, database, backup_id=backup_id, prefix=prefix, include_legacy=True)
         if ref.legacy is False and ref.manifest_key and not storage.exists(ref.manifest_key):
             raise NotFound(f"backup_id: backup '{backup_id}' has no manifest", "backup_id")
@@ -96,27 +102,71 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
     when = mf.parse_time(before) if isinstance(before, str) else before
     refs = [r for r in mf.iter_backups(storage, database, prefix, include_legacy)
             if when is None or r.created_at < when]
+    damaged_notes = [f"backup {d.backup_id}: its manifest {storage.uri(d.manifest_key)} is DAMAGED ({d.reason}); "
+                     "it was not considered" for d in mf.damaged_manifests(storage, database, prefix)]
     if not refs:
+        if damaged_notes:
+            raise NotFound("no intact backup under " + storage.url + ": " + "; ".join(damaged_notes))
         # the shared selector words the error consistently
         mf.select_backup(storage, database, before=when, prefix=prefix, include_legacy=include_legacy)
     refs.sort(key=lambda r: (r.created_at, r.backup_id), reverse=True)
     when_txt = f" before {mf.iso(when)}" if when else ""
-    skipped: list[str] = []
-    for ref in refs:
-        if is_verified(verification_records(storage, ref)):
-            warnings = []
-            if skipped:
-                warnings.append(f"newer backups exist that are not verified ({', '.join(skipped)}); the latest "
-                                f"verified one, {ref.backup_id}, was chosen. Pass backup_id to use a newer one")
-            return Choice(ref, f"latest verified backup{when_txt}", warnings)
-        skipped.append(ref.backup_id)
+    states = {r.backup_id: newest_outcome(verification_records(storage, r)) for r in refs}
+    for i, ref in enumerate(refs):
+        if states[ref.backup_id] == "passed":
+            return _choice(storage, refs[:i], ref, states, f"latest verified backup{when_txt}", damaged_notes)
     if require_verified:
         raise NotFound(f"require_verified: no backup{when_txt} under {storage.url} has a passed verification "
-                       f"record (unverified: {', '.join(skipped)}); run verify.yml or pass backup_id",
-                       "require_verified")
-    return Choice(refs[0], f"latest complete backup{when_txt}",
-                  [f"no backup{when_txt} has a passed verification record; using the latest complete backup "
-                   f"{refs[0].backup_id} (run verify.yml to verify backups)"])
+                       f"record (unverified: {', '.join(r.backup_id for r in refs)}); run verify.yml or pass "
+                       "backup_id", "require_verified")
+    # none passed: never silently the one whose newest drill failed
+    for i, ref in enumerate(refs):
+        if states[ref.backup_id] != "failed":
+            return _choice(storage, refs[:i], ref, states,
+                           f"latest complete backup{when_txt} whose newest drill did not fail (none passed)",
+                           damaged_notes + [f"no backup{when_txt} has a passed verification record; using "
+                                            f"{ref.backup_id} (run verify.yml to verify backups)"])
+    return _choice(storage, [], refs[0], states,
+                   f"latest complete backup{when_txt}; its newest drill FAILED, like every other backup's",
+                   damaged_notes + [f"every backup{when_txt}'s newest drill failed; {refs[0].backup_id}, the "
+                                    "latest, was chosen anyway: check what the drill found (its verification "
+                                    "record) before trusting it, or pass backup_id"])
+
+
+def newest_outcome(records: list[dict[str, Any]]) -> str | None:
+    """The outcome of the newest verification record (passed, failed, inconclusive...), None without one."""
+    return str(records[-1].get("outcome")) if records else None
+
+
+def _held(storage: Storage, skipped: mf.BackupRef, chosen: mf.BackupRef) -> str:
+    """What newer data a skipped backup held: its time, how much newer, its rows (from its manifest)."""
+    delta = skipped.created_at - chosen.created_at
+    hours, rest = divmod(int(delta.total_seconds()), 3600)
+    text = f"{skipped.backup_id} taken {mf.iso(skipped.created_at)}, {hours}h{rest // 60:02d}m newer"
+    if skipped.manifest_key:
+        try:
+            tables = mf.read_manifest(storage, skipped.manifest_key).get("tables") or []
+            text += f", {sum(int(t.get('rows', 0)) for t in tables)} rows in {len(tables)} tables"
+        except LifeboatError:
+            pass
+    return text
+
+
+def _choice(storage: Storage, skipped: list[mf.BackupRef], ref: mf.BackupRef, states: dict[str, str | None],
+            reason: str, notes: list[str]) -> Choice:
+    warnings = list(notes)
+    failed = [s for s in skipped if states[s.backup_id] == "failed"]
+    other = [s for s in skipped if states[s.backup_id] != "failed"]
+    if failed:
+        reason += f"; skipped {len(failed)} newer backup(s) whose newest drill FAILED"
+        warnings.append("newer backups were skipped because their newest drill FAILED; the data they held is NOT "
+                        "in this restore: " + "; ".join(_held(storage, s, ref) for s in failed)
+                        + ". Pass backup_id to use one of them anyway")
+    if other:
+        warnings.append(f"newer backups exist that are not verified ({', '.join(s.backup_id for s in other)}); "
+                        f"{ref.backup_id} was chosen; the data they held is not in this restore: "
+                        + "; ".join(_held(storage, s, ref) for s in other) + ". Pass backup_id to use a newer one")
+    return Choice(ref, reason, warnings)
 
 
 def partial_scope_of(src: Source) -> str:
