@@ -113,6 +113,14 @@ options:
       - C(0) refuses at once with a message naming the other run (host and PID).
     type: float
     default: 0
+  deadline_s:
+    description:
+      - Deadline of the whole backup in seconds (C(0) for none). When it passes, the run's own sessions on the
+        source are terminated (the dump's transaction is released at once), waits on the S3 endpoint give up, and
+        the task fails naming what stopped answering.
+      - Every S3 call also has connect and read timeouts.
+    type: float
+    default: 21600
 extends_documentation_fragment:
   - lifeboat_s3
   - lifeboat_postgres
@@ -255,6 +263,7 @@ def argument_spec() -> dict:
         concurrency=dict(type="int", default=4),
         tags=dict(type="dict", default={}),
         lock_wait_s=dict(type="float", default=0),
+        deadline_s=dict(type="float", default=21600),
     )
     spec.update(options.pg_spec())
     spec.update(options.encryption_spec())
@@ -290,7 +299,7 @@ def _request(p: dict):
         s3=options.s3_settings(p, concurrency=p["concurrency"]),
         part_size_mb=p["part_size_mb"], pg_bin_dir=p["pg_bin_dir"],
         tags={str(k): str(v) for k, v in (p["tags"] or {}).items()},
-        lock_wait_s=p["lock_wait_s"],
+        lock_wait_s=p["lock_wait_s"], deadline_s=p["deadline_s"],
     )
 
 

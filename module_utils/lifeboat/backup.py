@@ -26,8 +26,11 @@ LifeboatError is raised; nothing that looks like a complete backup remains.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import os
+import secrets as _secrets
 import shlex
 import shutil
 import subprocess
@@ -38,12 +41,14 @@ from typing import Any
 
 
 from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, runlock, tmpfiles
-from ansible.module_utils.lifeboat.errors import ConfigError, DumpError, LifeboatError
+from ansible.module_utils.lifeboat.errors import ConfigError, DeadlineExceeded, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.storage import MIB, LocalStorage, S3Storage, Storage, open_storage
 
 FORMATS = ("custom", "directory", "plain")
+#: a nightly backup that has not finished in 6 hours is stuck, not slow (raise it for multi-TB databases)
+DEFAULT_DEADLINE_S = 6 * 3600.0
 PG_DUMP_FORMAT = {"custom": "c", "directory": "d", "plain": "p"}
 
 
@@ -75,6 +80,8 @@ class BackupRequest:
     work_dir: str | None = None
     #: how long to wait for another run of the same database and destination (0: refuse at once)
     lock_wait_s: float = 0.0
+    #: the whole run's deadline in seconds (0: none); see the module docstring
+    deadline_s: float = DEFAULT_DEADLINE_S
 
     def secrets(self) -> list[str]:
         return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
@@ -99,6 +106,8 @@ def validate(req: BackupRequest) -> None:
                               "naming: lifeboat to encrypt", "naming")
     if req.jobs < 1:
         raise ConfigError("jobs: must be 1 or more", "jobs")
+    if req.deadline_s < 0:
+        raise ConfigError(f"deadline_s: {req.deadline_s} is negative (0 means no deadline)", "deadline_s")
     if req.lock_wait_s < 0:
         raise ConfigError(f"lock_wait_s: {req.lock_wait_s} is negative (0 refuses at once when another run holds "
                           "the lock)", "lock_wait_s")
@@ -268,7 +277,39 @@ def run(req: BackupRequest) -> dict[str, Any]:
     validate(req)
     open_storage(req.destination, req.s3)  # a malformed destination fails before connecting
     with runlock.backup_lock(req.target, req.destination, req.target.database or "", req.lock_wait_s):
-        return _run_locked(req)
+        if not req.deadline_s:
+            return _run_locked(req)
+        # every session of this run (the dump's transaction, pg_dump) carries this application_name
+        tag = f"lifeboat-backup-{os.getpid()}-{_secrets.token_hex(4)}"
+        req = dataclasses.replace(req, target=dataclasses.replace(
+            req.target, extra={**req.target.extra, "application_name": tag}))
+        fired = threading.Event()
+        watchdog = threading.Timer(req.deadline_s, _on_deadline, args=(req, tag, fired))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return _run_locked(req)
+        except LifeboatError as exc:
+            if not fired.is_set():
+                raise
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            raise DeadlineExceeded(
+                f"deadline_s: the backup of '{req.target.database}' did not finish within {req.deadline_s:g}s "
+                f"and was ended: PostgreSQL at {req.target.describe()} or pg_dump stopped making progress "
+                f"({exc}); its sessions were terminated, so the source transaction is released", "deadline_s") \
+                from None
+        finally:
+            watchdog.cancel()
+
+
+def _on_deadline(req: BackupRequest, tag: str, fired: threading.Event) -> None:
+    """The deadline passed: end this run's own sessions on the source (never another's: the tag is unique)."""
+    fired.set()
+    with contextlib.suppress(Exception):
+        with req.target.with_database(req.target.database or "").connect(autocommit=True) as conn:
+            conn.execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+                         "WHERE application_name = %s AND pid <> pg_catalog.pg_backend_pid()", (tag,))
 
 
 def _run_locked(req: BackupRequest) -> dict[str, Any]:
@@ -284,6 +325,8 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         version_num, version = pgmeta.server_version(conn)
         pg_dump, dump_major, dump_version = _pick_pg_dump(req, version_num)
         storage = _storage(req, _database_size(conn))
+        if isinstance(storage, S3Storage) and req.deadline_s:
+            storage.set_deadline(max(0.001, req.deadline_s - (time.monotonic() - t0)))
         _check_destination(storage, write=True)
 
         started = manifest.utcnow()

@@ -51,6 +51,10 @@ class AlreadyExists(StorageError):
     """An exclusive write found the object already there (another run wrote it first)."""
 
 
+class DeadlineExceeded(LifeboatError):
+    """The run's overall deadline passed (a server stopped answering); the run was ended cleanly."""
+
+
 class LockHeld(LifeboatError):
     """Another run holds the lock of this database and destination."""
 

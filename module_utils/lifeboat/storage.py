@@ -19,12 +19,14 @@ import datetime as _dt
 import errno
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from collections.abc import Iterator
 
-from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, DeadlineExceeded, NotFound, StorageError
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
@@ -144,7 +146,6 @@ class _S3Writer(Writer):
         self._buf = bytearray()
         self._parts: list[Future] = []
         self._upload_id: str | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(storage.concurrency + 1)
         self._closed = False
         self.bytes_written = 0
@@ -155,13 +156,34 @@ class _S3Writer(Writer):
 
     def _start(self) -> None:
         try:
-            resp = self._s.client.create_multipart_upload(
+            resp = self._s.bounded(self._what(), self._s.client.create_multipart_upload,
                 Bucket=self._s.bucket, Key=self._s.full_key(self._key),
                 ContentType=self._content_type, Metadata=self._metadata)
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
         self._upload_id = resp["UploadId"]
-        self._pool = ThreadPoolExecutor(max_workers=self._s.concurrency, thread_name_prefix="lifeboat-s3")
+
+    def _submit(self, number: int, body: bytes) -> Future:
+        """One daemon thread per part in flight (bounded by the slots): a part stuck on an endpoint that
+        stopped answering never keeps the process alive after the deadline ended the run."""
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+
+        def work() -> None:
+            try:
+                fut.set_result(self._upload_part(number, body))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                fut.set_exception(exc)
+
+        threading.Thread(target=work, name=f"lifeboat-s3-part-{number}", daemon=True).start()
+        return fut
+
+    def _wait(self, fut: Future) -> Any:
+        while True:
+            try:
+                return fut.result(timeout=0.5)
+            except FutureTimeout:
+                self._s.check_deadline(self._what())
 
     def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
         try:
@@ -179,13 +201,13 @@ class _S3Writer(Writer):
             raise StorageError(f"{self._what()}: more than {MAX_PARTS} parts; raise part_size")
         body = bytes(self._buf[: self._s.part_size])
         del self._buf[: self._s.part_size]
-        self._slots.acquire()  # bounds memory: at most concurrency+1 parts in flight
+        while not self._slots.acquire(timeout=0.5):  # bounds memory: at most concurrency+1 parts in flight
+            self._s.check_deadline(self._what())
         for fut in self._parts:
             if fut.done() and fut.exception() is not None:
                 self._slots.release()
                 raise translate(fut.exception(), self._what(), self._s.settings, self._s.bucket)
-        assert self._pool is not None
-        self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, body))
+        self._parts.append(self._submit(len(self._parts) + 1, body))
         self.parts += 1
 
     def write(self, data: bytes) -> int:
@@ -212,7 +234,9 @@ class _S3Writer(Writer):
                 parts = []
                 for fut in self._parts:
                     try:
-                        parts.append(fut.result())
+                        parts.append(self._wait(fut))
+                    except DeadlineExceeded:
+                        raise
                     except Exception as exc:  # noqa: BLE001
                         raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
                 self._conditional(self._s.client.complete_multipart_upload,
@@ -223,16 +247,16 @@ class _S3Writer(Writer):
             raise
         finally:
             self._buf = bytearray()
-            if self._pool:
-                self._pool.shutdown(wait=True)
         self._closed = True
 
     def _conditional(self, call: Any, **kwargs: Any) -> None:
         """The committing call; with ``If-None-Match: *`` when exclusive (see the module docstring)."""
         if self._exclusive:
             try:
-                call(IfNoneMatch="*", **kwargs)
+                self._s.bounded(self._what(), call, IfNoneMatch="*", **kwargs)
                 return
+            except DeadlineExceeded:
+                raise
             except Exception as exc:  # noqa: BLE001
                 if _precondition_failed(exc):
                     raise AlreadyExists(f"{self._what()}: the object already exists (another run wrote it first); "
@@ -240,17 +264,25 @@ class _S3Writer(Writer):
                 if not _not_implemented(exc):
                     raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
         try:
-            call(**kwargs)
+            self._s.bounded(self._what(), call, **kwargs)
+        except DeadlineExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
 
     def abort(self) -> None:
         self._closed = True
         self._buf = bytearray()
-        if self._pool:
-            for fut in self._parts:
-                fut.cancel()
-            self._pool.shutdown(wait=True)
+        if self._s.deadline_passed():
+            # the endpoint stopped answering: neither wait for the parts in flight nor call it again; the next
+            # run's sweep (and the bucket's lifecycle rule) aborts this upload
+            self._upload_id = None
+            return
+        for fut in self._parts:  # a part that lands after the abort would outlive it
+            try:
+                self._wait(fut)
+            except Exception:  # noqa: BLE001 - failed or timed out: nothing more to wait for
+                pass
         if self._upload_id is not None:
             try:
                 self._s.client.abort_multipart_upload(
@@ -271,6 +303,43 @@ class S3Storage(Storage):
         self.concurrency = max(1, int(settings.concurrency))
         self.client = client if client is not None else make_client(settings)
         self.url = str(self.loc)
+        #: time.monotonic() after which every wait on the endpoint gives up (set by a run with a deadline)
+        self.deadline: float | None = None
+        self.deadline_s: float | None = None
+
+    def set_deadline(self, seconds: float | None) -> None:
+        self.deadline_s = seconds
+        self.deadline = None if not seconds else time.monotonic() + seconds
+
+    def deadline_passed(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def bounded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)``; with a deadline set, in a daemon thread whose wait gives up at the deadline."""
+        if self.deadline is None:
+            return fn(*args, **kwargs)
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+
+        def work() -> None:
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                fut.set_exception(exc)
+
+        threading.Thread(target=work, name="lifeboat-s3-call", daemon=True).start()
+        while True:
+            try:
+                return fut.result(timeout=0.5)
+            except FutureTimeout:
+                self.check_deadline(what)
+
+    def check_deadline(self, what: str) -> None:
+        if self.deadline_passed():
+            raise DeadlineExceeded(
+                f"deadline_s: {what}: the S3 endpoint {self.settings.describe()} stopped answering (no reply "
+                f"within the run's deadline of {self.deadline_s:g}s); the run was ended and its upload abandoned "
+                "(the next run's sweep, or the bucket's lifecycle rule, aborts it)", "deadline_s")
 
     @property
     def bucket(self) -> str:
@@ -295,7 +364,10 @@ class S3Storage(Storage):
         """
         prefix = self.loc.prefix + "/" if self.loc.prefix else ""
         try:
-            self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+            self.bounded(f"bucket s3://{self.bucket}", self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix,
+                         MaxKeys=1)
+        except DeadlineExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"bucket s3://{self.bucket}", self.settings, self.bucket) from None
 
@@ -325,7 +397,10 @@ class S3Storage(Storage):
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+            resp = self.bounded(f"stat {self.uri(key)}", self.client.head_object, Bucket=self.bucket,
+                                Key=self.full_key(key))
+        except DeadlineExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"stat {self.uri(key)}", self.settings, self.bucket) from None
         return ObjectInfo(key, int(resp["ContentLength"]), resp.get("LastModified"),

@@ -6,6 +6,7 @@ then asks for the same backup id / record name, which is what two schedulers fir
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -281,3 +282,142 @@ def test_damaged_manifest_reported_by_name_by_verify_and_restore(pg, lab, backed
                             engine.Options(level="integrity", record=False))
     assert res.outcome == "failed"
     assert any(second["backup_id"] in f and "damaged" in f for f in res.failures()), res.failures()
+
+
+# ------------------------------------------------------------------ a hung endpoint (private SeaweedFS)
+
+def _free_base() -> int:
+    """A base port whose 13 ports (and base+10008) are all free on 127.0.0.1."""
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randrange(45000, 54000, 20)
+        ports = [base + i for i in range(13)] + [base + 10008]
+        ok = True
+        for port in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise AssertionError("no free port range for a private SeaweedFS")
+
+
+@pytest.fixture
+def private_weed(tmp_path):
+    """A SeaweedFS of this test's own (never the shared lab's), stopped by its PID at the end."""
+    import os
+    import secrets
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from testlib import s3_client
+
+    weed = shutil.which("weed") or os.path.join(os.path.dirname(sys.executable), "weed")
+    base = _free_base()
+    access, secret = secrets.token_hex(12), secrets.token_hex(20)
+    data = tmp_path / "weed"
+    data.mkdir()
+    argv = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            "-webdav=false", f"-master.port={base}", f"-master.port.grpc={base + 1}", f"-volume.port={base + 2}",
+            f"-volume.port.grpc={base + 3}", f"-filer.port={base + 4}", f"-filer.port.grpc={base + 5}",
+            f"-s3.port={base + 6}", f"-s3.port.grpc={base + 7}", f"-admin.port={base + 8}",
+            f"-admin.port.grpc={base + 10008}", f"-s3.port.iceberg={base + 10}", f"-s3.port.lance={base + 11}",
+            f"-metricsPort={base + 12}"]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
+    log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
+    endpoint = {"endpoint": f"http://127.0.0.1:{base + 6}", "region": "us-east-1", "access_key": access,
+                "secret_key": secret}
+    try:
+        client = s3_client(endpoint)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket="hung")
+                break
+            except Exception:  # noqa: BLE001 - not ready yet
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("the private SeaweedFS did not start: "
+                                         + (tmp_path / "weed.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield proc, endpoint
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        log.close()
+
+
+def test_hung_endpoint_ended_by_the_deadline_and_the_source_released(pg, lab, source_template, private_weed):
+    """SIGSTOP the store while the dump streams into it: the deadline ends the run, names the endpoint, and the
+    source's transaction does not stay open."""
+    import os
+    import signal
+    import time
+
+    from restore_helpers import source_database
+
+    from ansible.module_utils.lifeboat import backup
+    from ansible.module_utils.lifeboat.errors import DeadlineExceeded
+    from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    weed, endpoint = private_weed
+    with source_database(pg, source_template) as db:
+        with admin_conn(pg, db) as conn:  # ~24 MiB of hex text: several 5 MiB parts even compressed
+            conn.execute("CREATE TABLE public.bulk AS SELECT g AS id, repeat(md5(random()::text), 150) AS t "
+                         "FROM generate_series(1, 5000) g")
+        req = backup.BackupRequest(
+            target=PgTarget(host=pg["host"], port=pg["port"], user=pg["backup_user"],
+                            password=pg["backup_password"], database=db),
+            destination="s3://hung/db", compression="none", part_size_mb=5, deadline_s=15,
+            s3=S3Settings(endpoint=endpoint["endpoint"], region=endpoint["region"],
+                          access_key=endpoint["access_key"], secret_key=endpoint["secret_key"],
+                          read_timeout=120, max_attempts=3))
+        stopped = threading.Event()
+
+        def stop_when_dumping():
+            with admin_conn(pg) as conn:
+                end = time.monotonic() + 60
+                while time.monotonic() < end:
+                    row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+                                       "application_name LIKE 'lifeboat-backup-%%' AND query ILIKE 'COPY%%'",
+                                       (db,)).fetchone()
+                    if row[0]:
+                        os.kill(weed.pid, signal.SIGSTOP)
+                        stopped.set()
+                        return
+                    time.sleep(0.01)
+
+        watcher = threading.Thread(target=stop_when_dumping, daemon=True)
+        watcher.start()
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as info:
+            backup.run(req)
+        elapsed = time.monotonic() - t0
+        watcher.join(timeout=5)
+        assert stopped.is_set(), "the store was never stopped during the dump"
+        msg = str(info.value)
+        assert endpoint["endpoint"] in msg and "stopped answering" in msg and "deadline" in msg, msg
+        assert elapsed < 15 + 20, f"the run took {elapsed:.0f}s for a 15s deadline"
+        # the source's sessions of this run are gone: nothing idle in transaction holds the vacuum horizon
+        end = time.monotonic() + 10
+        while True:
+            left = admin_sql(pg, f"SELECT pid, state, application_name FROM pg_stat_activity WHERE datname = '{db}' "
+                                 "AND application_name LIKE 'lifeboat-backup%'")
+            if not left or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert left == [], left

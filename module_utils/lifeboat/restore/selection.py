@@ -123,7 +123,7 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
     for i, ref in enumerate(refs):
         if states[ref.backup_id] != "failed":
             return _choice(storage, refs[:i], ref, states,
-                           f"latest complete backup{when_txt} whose newest drill did not fail (none passed)",
+                           f"latest complete backup{when_txt}",
                            damaged_notes + [f"no backup{when_txt} has a passed verification record; using "
                                             f"{ref.backup_id} (run verify.yml to verify backups)"])
     return _choice(storage, [], refs[0], states,
