@@ -10,7 +10,7 @@ PYTEST   := $(BIN)/pytest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lab lab-down lab-purge backup restore verify list monitor lint unit integration molecule test bench wheelhouse
+.PHONY: help setup lab lab-down lab-purge backup restore verify list monitor lint unit integration molecule fresh-check test bench wheelhouse
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,14 +64,22 @@ molecule: ## Molecule scenarios on podman
 	bash scripts/setup.sh --test
 	bash scripts/molecule.sh
 
-# The lab stays up through the whole run (integration and molecule use it).
-test: ## setup, lab, lint, unit, integration, molecule (in that order)
+fresh-check: ## make backup + make verify on a fresh minimal Debian 12 container (podman, own network)
 	bash scripts/setup.sh --test
+	bash scripts/fresh-check.sh
+
+# The lab stays up through the whole run (integration and molecule use it). Under CI=true
+# the lab is purged first, so that its first-run path is tested every time
+# (docs/development.md). fresh-check runs last, when podman is usable.
+test: ## setup, lab, lint, unit, integration, molecule, fresh-check (in that order)
+	bash scripts/setup.sh --test
+	$(if $(filter true,$(CI)),$(MAKE) lab-purge)
 	$(MAKE) lab
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) integration
 	$(MAKE) molecule
+	if podman info >/dev/null 2>&1; then $(MAKE) fresh-check; else echo "make test: podman is not usable here: fresh-check skipped" >&2; fi
 
 bench: lab ## Benchmarks (results in docs/)
 	$(BIN)/python bench/run.py
