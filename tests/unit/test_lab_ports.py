@@ -48,3 +48,24 @@ def test_a_free_port_and_a_taken_one(tmp_path):
     pid_file.write_text("not-a-pid\n")
     again = lab_ports.check({"service": "Thing", "ports": [taken], "pid_files": [str(pid_file), "/nonexistent"]})
     assert again["failed"] is False
+
+
+def test_a_listener_whose_holder_cannot_be_read(tmp_path, monkeypatch):
+    """A container's root cannot read another user's /proc/PID/fd: the lab's own server is then
+    recognised by its PID file and the socket's owner; anything else is still refused."""
+    monkeypatch.setattr(lab_ports, "holders", lambda inodes: {inode: set() for inode in inodes})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        refused = lab_ports.check({"service": "Thing", "ports": [port], "pid_files": []})
+        assert refused["failed"] is True
+        assert refused["busy"][0]["pid"] is None
+        assert f"port {port} is in use by a process of user root whose open files this user cannot read" in \
+            refused["msg"]
+        pid_file = tmp_path / "svc.pid"
+        pid_file.write_text(f"{os.getpid()}\n")
+        assert lab_ports.check({"service": "Thing", "ports": [port], "pid_files": [str(pid_file)]})["failed"] is False
+        # A PID file naming a dead process proves nothing.
+        pid_file.write_text("999999999\n")
+        assert lab_ports.check({"service": "Thing", "ports": [port], "pid_files": [str(pid_file)]})["failed"] is True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import sys
 
@@ -29,9 +30,9 @@ def decode_address(hex_addr: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def listeners(ports: set[int]) -> dict[str, int]:
-    """Socket inode -> port, for the listening TCP sockets on the given ports."""
-    found: dict[str, int] = {}
+def listeners(ports: set[int]) -> dict[str, tuple[int, int]]:
+    """Socket inode -> (port, owner uid), for the listening TCP sockets on the given ports."""
+    found: dict[str, tuple[int, int]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as handle:
@@ -40,11 +41,11 @@ def listeners(ports: set[int]) -> dict[str, int]:
             continue
         for line in lines:
             fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
+            local, state, uid, inode = fields[1], fields[3], fields[7], fields[9]
             addr_hex, port_hex = local.split(":")
             port = int(port_hex, 16)
             if state == TCP_LISTEN and port in ports and decode_address(addr_hex) in LOOPBACK_OR_ANY:
-                found[inode] = port
+                found[inode] = (port, int(uid))
     return found
 
 
@@ -80,6 +81,20 @@ def describe(pid: int) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def own_pids(pid_files: list[str]) -> set[int]:
     found = set()
     for pid_file in pid_files:
@@ -96,13 +111,19 @@ def check(req: dict) -> dict:
     service = req["service"]
     ours = own_pids(req.get("pid_files", []))
     inodes = listeners(ports)
+    # Without CAP_SYS_PTRACE (a container's root) the open files of another user's process
+    # cannot be read: a listener nobody visibly holds is the lab's own server when that
+    # server runs (its PID file) as the socket's owner.
+    our_uids = {uid for uid in map(uid_of, ours) if uid is not None}
     busy: list[dict] = []
     for inode, pids in sorted(holders(set(inodes)).items(), key=lambda item: inodes[item[0]]):
-        if ours & pids:
+        port, uid = inodes[inode]
+        if ours & pids or (not pids and uid in our_uids):
             continue
         pid = min(pids) if pids else None
-        busy.append({"port": inodes[inode], "pid": pid,
-                     "process": describe(pid) if pid else "a process this user cannot see"})
+        busy.append({"port": port, "pid": pid,
+                     "process": describe(pid) if pid else
+                     f"a process of user {user_name(uid)} whose open files this user cannot read"})
     if not busy:
         return {"failed": False, "msg": f"{service}: ports {sorted(ports)} free or held by the lab", "busy": []}
     by_holder: dict[tuple, list[int]] = {}
