@@ -74,9 +74,12 @@ options:
     description: Permanently delete noncurrent versions this many days after they became noncurrent.
     type: int
   abort_multipart_days:
-    description: Abort incomplete multipart uploads this many days after they started.
+    description:
+      - Abort incomplete multipart uploads this many days after they started.
+      - The default, one day, is the second net behind each run's own cleanup for uploads that a killed run
+        or a vanished endpoint left.
     type: int
-    default: 7
+    default: 1
 extends_documentation_fragment:
   - lifeboat_s3
 requirements: [boto3]
@@ -147,7 +150,7 @@ def argument_spec() -> dict:
         lifecycle_prefix=dict(type="str", default=""),
         expire_days=dict(type="int"),
         noncurrent_expire_days=dict(type="int"),
-        abort_multipart_days=dict(type="int", default=7),
+        abort_multipart_days=dict(type="int", default=1),
     )
     spec.update(options.s3_spec())
     return spec

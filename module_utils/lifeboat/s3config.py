@@ -51,7 +51,7 @@ class LifecycleRule:
     prefix: str = ""
     expire_days: int | None = None
     noncurrent_expire_days: int | None = None
-    abort_multipart_days: int | None = 7
+    abort_multipart_days: int | None = 1
 
     def validate(self) -> None:
         for name in ("expire_days", "noncurrent_expire_days", "abort_multipart_days"):
