@@ -135,11 +135,18 @@ def row_counts(conn: Any, tables: list[tuple[str, str]]) -> list[dict[str, Any]]
 
 
 def describe_schema(conn: Any, schemas: list[str] | None = None,
-                    tables: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                    tables: list[tuple[str, str]] | None = None, portable: bool = True,
+                    view_text: bool = True) -> dict[str, Any]:
     """A normalized, owner- and grant-free description of the user schemas.
 
     ``schemas`` limits it to those schemas; ``tables`` (when the dump was limited
     to tables) limits relations, columns, constraints and indexes to those tables.
+    ``portable`` leaves out what one server major records and another does not for the same schema:
+    PostgreSQL 18 records each NOT NULL as a constraint (``contype 'n'``) as well as in
+    ``attnotnull``, which the columns already describe; a PostgreSQL 15 backup restored on 18 is the same schema.
+    ``view_text=False`` leaves out the text of view definitions (their columns and types stay): each major
+    deparses the same view its own way (16+ drops the table qualification of single-table views), so the
+    hash compared across majors (:func:`cross_major_hash`) describes views by their columns.
     """
     if schemas is None:
         schemas = [r[0] for r in conn.execute(
@@ -212,9 +219,9 @@ def describe_schema(conn: Any, schemas: list[str] | None = None,
         "extensions": [r[0] for r in extensions] if full_scope else [],
         "relations": [list(r) for r in rels if r[2] not in ("r", "p") or kept(r[0], r[1])],
         "columns": [list(r) for r in columns if kept(r[0], r[1])],
-        "constraints": [list(r) for r in constraints if kept(r[0], r[1])],
+        "constraints": [list(r) for r in constraints if kept(r[0], r[1]) and not (portable and r[3] == "n")],
         "indexes": [list(r) for r in indexes if kept(r[0], r[1])],
-        "views": [list(r) for r in views] if full_scope else [],
+        "views": ([list(r) if view_text else list(r[:2]) for r in views]) if full_scope else [],
         "sequences": [[r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), bool(r[7])]
                       for r in sequences] if full_scope else [],
         "functions": [list(r) for r in functions] if full_scope else [],
@@ -229,17 +236,26 @@ def describe_schema(conn: Any, schemas: list[str] | None = None,
 HASH_SEARCH_PATH = "public"
 
 
-def schema_hash(conn: Any, schemas: list[str] | None = None, tables: list[tuple[str, str]] | None = None) -> str:
-    """sha256 of :func:`describe_schema` under :data:`HASH_SEARCH_PATH`, stable across a dump and restore on the
-    same major. The session's search_path is put back afterwards."""
+def schema_hash(conn: Any, schemas: list[str] | None = None, tables: list[tuple[str, str]] | None = None,
+                portable: bool = True, view_text: bool = True) -> str:
+    """sha256 of :func:`describe_schema` under :data:`HASH_SEARCH_PATH`, stable across a dump and restore, also
+    onto a newer server major (``portable``; ``portable=False`` is the hash manifests written on PostgreSQL 18
+    before issue 10 recorded). The session's search_path is put back afterwards."""
     previous = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
     conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (HASH_SEARCH_PATH,))
     try:
-        desc = describe_schema(conn, schemas, tables)
+        desc = describe_schema(conn, schemas, tables, portable, view_text)
     finally:
         with contextlib.suppress(Exception):  # an aborted transaction rolls the setting back by itself
             conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (previous,))
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cross_major_hash(conn: Any, schemas: list[str] | None = None,
+                     tables: list[tuple[str, str]] | None = None) -> str:
+    """The schema hash that holds across server majors (manifest ``schema_hash_cross_major``): a restore onto a
+    newer major compares this one, since each major prints some definitions its own way."""
+    return schema_hash(conn, schemas, tables, portable=True, view_text=False)
 
 
 def database_facts(conn: Any, name: str | None = None) -> dict[str, Any]:

@@ -51,7 +51,12 @@ from ansible.module_utils.lifeboat.errors import (
     NotFound,
 )
 from ansible.module_utils.lifeboat.pgconn import find_client
-from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_counts, schema_hash_for
+from ansible.module_utils.lifeboat.restore.checks import (
+    compare_counts,
+    expected_schema_hash,
+    report_counts,
+    schema_hash_for,
+)
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decode
 from ansible.module_utils.lifeboat.restore.load import GIB, restore_into
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, scratch_database, sweep_scratch
@@ -368,10 +373,10 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
             # parallel with the exact row counts and the assertions (all read the freshly restored tables)
             hash_check: tuple[bool | None, str] | None = None
             if not src.legacy:
-                expected = (src.manifest or {}).get("schema_hash")
-                if expected:
+                if (src.manifest or {}).get("schema_hash"):
                     with admin.connect(scratch) as conn:
                         got = schema_hash_for(conn, src)
+                        expected = expected_schema_hash(conn, src)
                     hash_check = (got == expected, "schema hash matches the manifest" if got == expected
                                   else f"schema hash {got} != manifest {expected}")
                 else:

@@ -7,6 +7,8 @@ named and dropped afterwards (the shared lab's servers are used by others at the
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 
 import psycopg
@@ -260,3 +262,94 @@ def test_catalog_roles_script_recreates_a_role_like_pg_dumpall(pg):
                                 "WHERE r.rolname = %s", (member,)).fetchone()[0] == ["work_mem=3MB"]
     finally:
         drop(pg, [], [member, role])
+
+
+def run_steps(steps: list[str], server: dict, lab: dict, target_db: str, tmp_path) -> subprocess.CompletedProcess:
+    """The manifest's stock-tool steps, pasted into bash as they are (libpq from the environment)."""
+    passfile = tmp_path / "pgpass"
+    fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"*:*:*:*:{server['admin_password']}\n")
+    b = lab["s3"]["backup"]
+    env = {"PATH": f"{server['bin_dir']}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
+           "LC_ALL": "C.UTF-8", "PGHOST": server["host"], "PGPORT": str(server["port"]),
+           "PGUSER": server["admin_user"], "PGPASSFILE": str(passfile), "TARGET_DB": target_db,
+           "AWS_ACCESS_KEY_ID": b["access_key"], "AWS_SECRET_ACCESS_KEY": b["secret_key"]}
+    env["GNUPGHOME"] = lab["gpg"]["homedir"]
+    try:
+        return subprocess.run(["bash", "-c", "set -e -o pipefail\n" + "\n".join(steps)], env=env,
+                              capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
+    finally:
+        passfile.unlink()
+
+
+def test_stock_tool_steps_keep_owners_privileges_and_a_revoked_execute(pg, lab, scratch_bucket, tmp_path):
+    """Fails on the old main: its steps restored with --no-owner --no-privileges, so EXECUTE came back for
+    PUBLIC, the SECURITY DEFINER function was owned by the restoring superuser, the grants were gone."""
+    t = tag()
+    name, owner, reader, new = f"lbfid_s_{t}", f"lbfid_s_owner_{t}", f"lbfid_s_reader_{t}", f"lbfid_s_new_{t}"
+    bucket, endpoint = scratch_bucket
+    try:
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+            conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 LOCALE 'C'").format(
+                sql.Identifier(name), sql.Identifier(owner)))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET app.settings.tier = 'gold'").format(sql.Identifier(name)))
+        with connect(pg, name) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+            conn.execute("CREATE TABLE t (id int)")
+            conn.execute("INSERT INTO t SELECT generate_series(1, 10)")
+            conn.execute("CREATE FUNCTION secret() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 42'")
+            conn.execute("REVOKE EXECUTE ON FUNCTION secret() FROM PUBLIC")
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION secret() TO {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("GRANT SELECT ON t TO {}").format(sql.Identifier(reader)))
+        doc = make_backup(pg, lab, name, bucket, endpoint)
+        assert "--no-owner" not in doc["restore"]["command"]
+        assert "--no-owner" in doc["restore"]["no_owner_command"] and "LOSES" in doc["restore"]["notes"]
+        proc = run_steps(doc["restore"]["steps"], pg, lab, new, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with connect(pg, new) as conn:
+            assert not conn.execute("SELECT has_function_privilege('public', 'secret()', 'EXECUTE')").fetchone()[0]
+            assert conn.execute("SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc WHERE proname = 'secret'"
+                                ).fetchone() == (owner, True)
+            assert conn.execute("SELECT has_function_privilege(%s, 'secret()', 'EXECUTE'), "
+                                "has_table_privilege(%s, 't', 'SELECT')", (reader, reader)).fetchone() == (True, True)
+        state = db_state(pg, new)
+        assert (state["collate"], state["owner"]) == ("C", owner)
+        assert state["settings"] == [(False, ["app.settings.tier=gold"])]
+    finally:
+        drop(pg, [name, new], [owner, reader])
+
+
+def test_a_pg15_backup_drilled_on_pg18_passes_when_nothing_differs(pg, lab, scratch_bucket):
+    """Fails on the old main: PostgreSQL 18 records each NOT NULL as a constraint too, so the schema hash of the
+    restored copy never matched the PG 15 manifest's and the good backup was recorded as failed."""
+    from ansible.module_utils.lifeboat import manifest as mf
+    from ansible.module_utils.lifeboat import verify
+    server18 = lab.get("postgres18")
+    if not server18:
+        pytest.skip("the lab has no postgres18")
+    name = f"lbfid_x_{tag()}"
+    bucket, endpoint = scratch_bucket
+    try:
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        with connect(pg, name) as conn:
+            conn.execute("CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE, "
+                         "score int NOT NULL DEFAULT 0 CHECK (score >= 0), note text)")
+            conn.execute("CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                         "customer int NOT NULL REFERENCES customers, total numeric(10,2) NOT NULL)")
+            conn.execute("CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100")
+            conn.execute("INSERT INTO customers SELECT i, 'c' || i || '@example.com', i FROM generate_series(1, 40) i")
+            conn.execute("INSERT INTO orders (customer, total) SELECT 1 + i % 40, i * 3.5 "
+                         "FROM generate_series(1, 90) i")
+        make_backup(pg, lab, name, bucket, endpoint)
+        storage = storage_for(bucket, endpoint)
+        ref = mf.select_backup(storage, name)
+        result = verify.verify_one(storage, ref, keys(lab), admin_for(server18), verify.Options(record=False))
+        checks = {c["name"]: c for c in result.checks}
+        assert result.outcome == "passed", result.failures()
+        assert checks["schema_hash"]["outcome"] == "passed" and checks["row_counts"]["outcome"] == "passed"
+    finally:
+        drop(pg, [name], [])

@@ -213,7 +213,10 @@ def seeded(lab):
                       secret_key=b["secret_key"]))
     earlier = backup.run(req)
     state = bucket_state(client, bucket)
-    assert len(state) == 2
+    assert len(state) == 3  # the dump, the roles file beside it, the manifest
+    # the non-superuser backup role may run pg_dumpall --roles-only --no-role-passwords
+    assert earlier["manifest"]["roles"]["method"] == "pg_dumpall"
+    assert pg["app_user"] in earlier["manifest"]["roles"]["required"]
     try:
         yield {"bucket": bucket, "client": client, "state": state, "earlier": earlier}
     finally:
@@ -533,7 +536,7 @@ def test_disk_full_on_local_destination(lab, tiny_fs, tmp_path):
     earlier, _, _ = run_backup(tmp_path, pg_args(pg) | {"destination": str(dest), "schema_only": True})
     assert earlier.get("failed") is not True, earlier.get("msg")
     before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
-    assert len(before) == 2
+    assert len(before) == 3  # the dump, the roles file, the manifest
     msg = _fail(tmp_path, pg_args(pg) | {"destination": str(dest), "compression": "none"}, pg["backup_password"])
     assert "no space left" in msg and "ENOSPC" in msg
     after = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}

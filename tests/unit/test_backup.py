@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 
 import pytest
 
@@ -82,7 +83,10 @@ def test_restore_command_custom_s3_gpg():
     assert out["command"] == (
         "set -o pipefail; aws --endpoint-url http://127.0.0.1:40106 --region eu-west-1 s3 cp "
         "s3://bkt/db/appdb/appdb-20261122T020000Z/appdb.dump.zst.gpg - | gpg --decrypt | zstd -d | "
-        'pg_restore --no-owner --no-privileges --exit-on-error -d "$TARGET_DB"')
+        'pg_restore --exit-on-error -d "$TARGET_DB"')
+    # owners and privileges are kept; the no-owner form is a labelled alternative that says what it loses
+    assert out["no_owner_command"].endswith('pg_restore --no-owner --no-privileges --exit-on-error -d "$TARGET_DB"')
+    assert "LOSES owners and privileges" in out["notes"]
     assert "ABCD" in out["notes"] and "PGPASSFILE" in out["notes"]
     text = repr(out)
     assert "SK" not in text and SECRET not in text
@@ -95,6 +99,39 @@ def test_restore_command_plain_local_age_and_directory(tmp_path):
     assert '| age -d -i "$AGE_IDENTITY_FILE" | gzip -d | psql -X -q -v ON_ERROR_STOP=1 -d "$TARGET_DB"' \
         in out["command"]
     out = _instructions(req(format="directory", jobs=4, compression="none"), st)
-    assert "tar -x -C \"$d\"" in out["command"] and "pg_restore --no-owner --no-privileges --exit-on-error -j 4" \
+    assert "tar -x -C \"$d\"" in out["command"] and "pg_restore --exit-on-error -j 4" \
         in out["command"] and '"$d/appdb"' in out["command"]
     assert manifest.FORMAT_EXT["directory"] == "tar"
+
+
+def test_restore_steps_create_roles_then_a_database_with_the_recorded_locale_and_properties():
+    r = req(s3=S3Settings(endpoint="http://127.0.0.1:40106", region="eu-west-1", access_key="AK", secret_key="SK"))
+    st = S3Storage("s3://bkt/db", r.s3, client=object())
+    lay = manifest.layout_for("appdb", dt.datetime(2026, 11, 22, 2, 0, tzinfo=dt.UTC), "custom", "zstd", "gpg")
+    comp = pipeline.Compression("zstd").resolve()
+    enc = crypto.Encryptor()
+    enc.method, enc.mode, enc.recipients = "gpg", "public-key", ["ABCD"]
+    props = {"encoding": "UTF8", "locale_provider": "libc", "collate": "C", "ctype": "C", "owner": 'app "owner"',
+             "default_acl": False, "acl": [["PUBLIC", "CONNECT", False], ["reader", "TEMPORARY", False]],
+             "settings": ["search_path=public, extensions", "app.settings.x=it's"],
+             "role_settings": [["reader", "work_mem=5MB"]], "comment": "shop's"}
+    out = backup.restore_instructions(r, st, lay, comp, enc, props, {"key": "appdb/x/roles.sql.zst.gpg"})
+    steps = out["steps"]
+    assert steps[0].endswith("roles.sql.zst.gpg - | gpg --decrypt | zstd -d > roles.sql")
+    assert steps[1] == "psql -X -d postgres -f roles.sql"
+    assert steps[3] == ('createdb --template=template0 --encoding=UTF8 --locale-provider=libc --lc-collate=C '
+                        '--lc-ctype=C "$TARGET_DB"')
+    printf, _, psql = steps[4].partition(" | ")
+    assert shlex.split(printf)[:2] == ["printf", "%s\\n"]
+    assert shlex.split(printf)[2:] == [
+        'ALTER DATABASE :"TARGET_DB" OWNER TO "app ""owner""";',
+        'REVOKE ALL ON DATABASE :"TARGET_DB" FROM PUBLIC;',
+        'GRANT CONNECT ON DATABASE :"TARGET_DB" TO PUBLIC;',
+        'GRANT TEMPORARY ON DATABASE :"TARGET_DB" TO "reader";',
+        'ALTER DATABASE :"TARGET_DB" SET "search_path" = \'public\', \'extensions\';',
+        'ALTER DATABASE :"TARGET_DB" SET "app.settings.x" = \'it\'\'s\';',
+        'ALTER ROLE "reader" IN DATABASE :"TARGET_DB" SET "work_mem" = \'5MB\';',
+        'COMMENT ON DATABASE :"TARGET_DB" IS \'shop\'\'s\';']
+    assert psql == 'psql -X -q -v ON_ERROR_STOP=1 -v TARGET_DB="$TARGET_DB" -d postgres -f -'
+    assert steps[5] == 'pg_restore --exit-on-error -d "$TARGET_DB" appdb.dump'
+    assert out["roles_command"].endswith("| psql -X -q -d postgres -f -")

@@ -52,11 +52,42 @@ def report_counts(conn: Any) -> dict[str, int]:
 
 
 def schema_hash_for(conn: Any, src: Source) -> str:
-    """Recompute the schema hash with the scope the backup engine used (backup.scope_schemas)."""
+    """Recompute the schema hash with the scope the backup engine used (backup.scope_schemas), the way that
+    compares with the manifest's :func:`expected_schema_hash`.
+
+    On the backup's own server major: the full hash. On another major: the cross-major hash (view text left
+    out: each major prints views its own way), when the manifest has one. When the full hash differs, the one
+    older manifests recorded on PostgreSQL 18 (NOT NULL constraints included) is tried, so that older backups
+    still compare."""
     scope = (src.manifest or {}).get("scope", {}) or {}
     req = SimpleNamespace(include_tables=scope.get("include_tables") or [],
                           include_schemas=scope.get("include_schemas") or [],
                           exclude_schemas=scope.get("exclude_schemas") or [],
                           exclude_tables=scope.get("exclude_tables") or [])
     schemas, tables = backup.scope_schemas(conn, req, manifest_tables(src))
-    return pgmeta.schema_hash(conn, schemas, tables)
+    if _cross_major(conn, src):
+        return pgmeta.cross_major_hash(conn, schemas, tables)
+    got = pgmeta.schema_hash(conn, schemas, tables)
+    expected = (src.manifest or {}).get("schema_hash")
+    if expected and got != expected:
+        older = pgmeta.schema_hash(conn, schemas, tables, portable=False)
+        if older == expected:
+            return older
+    return got
+
+
+def _cross_major(conn: Any, src: Source) -> bool:
+    manifest = src.manifest or {}
+    source_num = (manifest.get("server") or {}).get("version_num")
+    if not manifest.get("schema_hash_cross_major") or not source_num:
+        return False
+    here = int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])
+    return here // 10000 != int(source_num) // 10000
+
+
+def expected_schema_hash(conn: Any, src: Source) -> str | None:
+    """The manifest's hash that :func:`schema_hash_for` computes on this server."""
+    manifest = src.manifest or {}
+    if _cross_major(conn, src):
+        return manifest.get("schema_hash_cross_major")
+    return manifest.get("schema_hash")

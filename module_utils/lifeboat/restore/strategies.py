@@ -13,7 +13,12 @@ from ansible.module_utils.lifeboat.errors import (
     LifeboatError,
     SafetyError,
 )
-from ansible.module_utils.lifeboat.restore.checks import compare_counts, report_counts, schema_hash_for
+from ansible.module_utils.lifeboat.restore.checks import (
+    compare_counts,
+    expected_schema_hash,
+    report_counts,
+    schema_hash_for,
+)
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.load import restore_into
 from ansible.module_utils.lifeboat.restore.partial import copy_schema, copy_tables, copy_to_side_schema, resolve_tables
@@ -198,6 +203,7 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
         item["detail"] = f"{check['tables']} tables match the manifest's exact row counts"
         if src.manifest and src.manifest.get("schema_hash"):
             got = schema_hash_for(conn, src)
-            if got != src.manifest["schema_hash"]:
+            expected = expected_schema_hash(conn, src) or ""
+            if got != expected:
                 result["warnings"].append(f"the schema hash of '{database}' differs from the manifest's "
-                                          f"({got[:12]} != {src.manifest['schema_hash'][:12]})")
+                                          f"({got[:12]} != {expected[:12]})")
