@@ -551,7 +551,6 @@ def _ql(value: str) -> str:
 def database_sql(props: dict[str, Any]) -> list[str]:
     """psql statements that give ``:"TARGET_DB"`` the recorded owner, grants, settings and comment (a new
     database gets none of them from pg_restore without --create)."""
-    from ansible.module_utils.lifeboat.restore.pgadmin import _GUC_LIST_QUOTE, split_guc_list
     out = []
     if props.get("owner"):
         out.append(f'ALTER DATABASE :"TARGET_DB" OWNER TO {_qi(props["owner"])};')
@@ -564,8 +563,8 @@ def database_sql(props: dict[str, Any]) -> list[str]:
 
     def setting(item: str) -> str:
         key, _, value = item.partition("=")
-        if key.lower() in _GUC_LIST_QUOTE:
-            return f"{_qi(key)} = " + ", ".join(_ql(v) for v in split_guc_list(value))
+        if key.lower() in pgmeta.GUC_LIST_QUOTE:
+            return f"{_qi(key)} = " + ", ".join(_ql(v) for v in pgmeta.split_guc_list(value))
         return f"{_qi(key)} = {_ql(value)}"
 
     for item in props.get("settings", []):

@@ -329,3 +329,43 @@ def first_column(target: Any, query: str, option: str, batch: int = 5000) -> Ite
     finally:
         conn.rollback()
         conn.close()
+
+
+# settings whose value is a list of names, each double-quoted when needed (pg_dump's variable_is_guc_list_quote):
+# their stored text is a list, to be set back as one literal per element
+GUC_LIST_QUOTE = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                             "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def split_guc_list(value: str) -> list[str]:
+    """``"UPPER", public`` -> ['UPPER', 'public'] (the server's SplitGUCList: "" inside quotes is one ")."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == '"':
+            i += 1
+            buf: list[str] = []
+            while i < n:
+                if value[i] == '"':
+                    if i + 1 < n and value[i + 1] == '"':
+                        buf.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                buf.append(value[i])
+                i += 1
+            items.append("".join(buf))
+        else:
+            start = i
+            while i < n and value[i] != ",":
+                i += 1
+            items.append(value[start:i].rstrip())
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == ",":
+            i += 1
+            continue
+        return items

@@ -23,6 +23,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat import runlock
 from ansible.module_utils.lifeboat.pgconn import find_client, server_major
+from ansible.module_utils.lifeboat.pgmeta import split_guc_list  # noqa: F401 - re-exported (restore.split_guc_list)
 from ansible.module_utils.lifeboat.restore.names import scratch_age, scratch_name
 
 
@@ -100,52 +101,12 @@ def database_properties(conn: Any, name: str) -> dict[str, Any]:
     return facts
 
 
-# settings whose value is a list of names, each double-quoted when needed (pg_dump's variable_is_guc_list_quote):
-# their stored text is a list, to be set back as one literal per element
-_GUC_LIST_QUOTE = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
-                             "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
-
-
-def split_guc_list(value: str) -> list[str]:
-    """``"UPPER", public`` -> ['UPPER', 'public'] (the server's SplitGUCList: "" inside quotes is one ")."""
-    items: list[str] = []
-    i, n = 0, len(value)
-    while True:
-        while i < n and value[i].isspace():
-            i += 1
-        if i < n and value[i] == '"':
-            i += 1
-            buf: list[str] = []
-            while i < n:
-                if value[i] == '"':
-                    if i + 1 < n and value[i + 1] == '"':
-                        buf.append('"')
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                buf.append(value[i])
-                i += 1
-            items.append("".join(buf))
-        else:
-            start = i
-            while i < n and value[i] != ",":
-                i += 1
-            items.append(value[start:i].rstrip())
-        while i < n and value[i].isspace():
-            i += 1
-        if i < n and value[i] == ",":
-            i += 1
-            continue
-        return items
-
-
 def _setting(item: str):
     """``name=value`` from pg_db_role_setting -> ``name = 'value'`` (a list setting: one literal per element)."""
     key, _, value = item.partition("=")
-    if key.lower() in _GUC_LIST_QUOTE:
+    if key.lower() in pgmeta.GUC_LIST_QUOTE:
         return sql.SQL("{} = {}").format(ident(key), sql.SQL(", ").join(sql.Literal(v)
-                                                                          for v in split_guc_list(value)))
+                                                                          for v in pgmeta.split_guc_list(value)))
     return sql.SQL("{} = {}").format(ident(key), sql.Literal(value))
 
 
