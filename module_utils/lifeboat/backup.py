@@ -344,6 +344,7 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
                 schemas, scope_tables = scope_schemas(conn, req, tables)
                 facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
                 facts["schema_hash_cross_major"] = pgmeta.cross_major_hash(conn, schemas, scope_tables)
+                facts["privileges"] = pgmeta.privileges_hashes(conn, schemas)
                 facts["database_properties"] = pgmeta.database_facts(conn)
                 facts["required_roles"] = roles.required_roles(conn)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
@@ -521,6 +522,7 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
         "tables": facts.get("tables", []),
         "schema_hash": facts.get("schema_hash"),
         "schema_hash_cross_major": facts.get("schema_hash_cross_major"),
+        "privileges": facts.get("privileges") or {},
         "database_properties": facts.get("database_properties") or {},
         "roles": facts.get("roles") or {},
         "tool": {"name": "lifeboat", "version": TOOL_VERSION},

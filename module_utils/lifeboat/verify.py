@@ -53,6 +53,7 @@ from ansible.module_utils.lifeboat.errors import (
 from ansible.module_utils.lifeboat.pgconn import find_client
 from ansible.module_utils.lifeboat.restore.checks import (
     compare_counts,
+    compare_privileges,
     expected_schema_hash,
     report_counts,
     schema_hash_for,
@@ -409,6 +410,8 @@ def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, option
                                                     + [f"missing table {m}" for m in cmp["missing"]]))
                     if hash_check is not None:
                         result.check("schema_hash", *hash_check)
+                    if not src.legacy:
+                        result.check("privileges", *compare_privileges(conn, src, no_owner=options.no_owner))
                     asserted = [(a.name, *_run_assertion(conn, a)) for a in options.assertions]
             finally:
                 if amcheck_thread is not None:

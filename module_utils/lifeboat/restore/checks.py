@@ -91,3 +91,28 @@ def expected_schema_hash(conn: Any, src: Source) -> str | None:
     if _cross_major(conn, src):
         return manifest.get("schema_hash_cross_major")
     return manifest.get("schema_hash")
+
+
+def compare_privileges(conn: Any, src: Source, no_owner: bool = False) -> tuple[bool | None, str]:
+    """Owners, grants (tables, sequences, functions, schemas), SECURITY DEFINER/SET of functions and policies of
+    the restored database against the manifest's ``privileges`` (None: nothing to compare). ``no_owner``
+    restores give back neither owners nor grants: only functions and policies are compared then."""
+    recorded = (src.manifest or {}).get("privileges") or {}
+    if not recorded:
+        return None, "the manifest records no privileges (written before issue 10)"
+    scope = (src.manifest or {}).get("scope", {}) or {}
+    req = SimpleNamespace(include_tables=scope.get("include_tables") or [],
+                          include_schemas=scope.get("include_schemas") or [],
+                          exclude_schemas=scope.get("exclude_schemas") or [],
+                          exclude_tables=scope.get("exclude_tables") or [])
+    schemas, _tables = backup.scope_schemas(conn, req, manifest_tables(src))
+    got = pgmeta.privileges_hashes(conn, schemas)
+    skipped = {"owners", "acl"} if no_owner else set()
+    compared = [k for k in sorted(recorded) if k not in skipped]
+    differ = [k for k in compared if got.get(k) != recorded[k]]
+    if differ:
+        return False, ("differ from the manifest: " + ", ".join(differ)
+                       + " (owners: object owners; acl: grants on tables, sequences, functions, schemas; "
+                         "functions: SECURITY DEFINER and SET options; policies: row-level security)")
+    note = " (owners and grants not compared: restored with no_owner)" if skipped else ""
+    return True, ", ".join(compared) + " match the manifest" + note

@@ -15,6 +15,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.restore.checks import (
     compare_counts,
+    compare_privileges,
     expected_schema_hash,
     report_counts,
     schema_hash_for,
@@ -207,3 +208,6 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
             if got != expected:
                 result["warnings"].append(f"the schema hash of '{database}' differs from the manifest's "
                                           f"({got[:12]} != {expected[:12]})")
+        ok, detail = compare_privileges(conn, src, no_owner=req.no_owner)
+        if ok is False:
+            result["warnings"].append(f"owners/privileges of '{database}' {detail}")
