@@ -30,6 +30,8 @@ packages=(
   cron sudo logrotate procps util-linux
   ca-certificates gnupg age zstd pigz gzip tar
   postgresql-client
+  # molecule/default's "db" host runs a PostgreSQL server
+  postgresql-15
 )
 if [[ -n "${LIFEBOAT_IMAGE_PACKAGES:-}" ]]; then
   IFS=, read -r -a packages <<< "${LIFEBOAT_IMAGE_PACKAGES}"
