@@ -49,7 +49,7 @@ from ansible.module_utils.lifeboat.errors import (
 from ansible.module_utils.lifeboat.pipeline import Compression, open_restore_stream, run_backup_stream
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.sides import makedirs
-from ansible.module_utils.lifeboat.storage import Storage, open_storage
+from ansible.module_utils.lifeboat.storage import Storage, open_storage, stock_fetch_command
 
 SCHEMA = "lifeboat.archive/1"
 MANIFEST = "manifest.json"
@@ -285,8 +285,7 @@ def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | N
         if comp.stock_decompress():
             stock.append(comp.stock_decompress() or "")
         stock.append("tar -x --numeric-owner -p -C RESTORE_DIR")
-        fetch = (f"aws s3 cp {storage.uri(artifact_key)} -" if storage.uri(artifact_key).startswith("s3://")
-                 else f"cat {storage.uri(artifact_key)}")
+        fetch = stock_fetch_command(storage, artifact_key)
         manifest = {
             "schema": SCHEMA,
             "tool": TOOL,

@@ -31,7 +31,6 @@ import dataclasses
 import io
 import os
 import secrets as _secrets
-import shlex
 import shutil
 import subprocess
 import threading
@@ -44,7 +43,14 @@ from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta
 from ansible.module_utils.lifeboat.errors import ConfigError, DeadlineExceeded, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
-from ansible.module_utils.lifeboat.storage import MIB, LocalStorage, S3Storage, Storage, open_storage
+from ansible.module_utils.lifeboat.storage import (
+    MIB,
+    LocalStorage,
+    S3Storage,
+    Storage,
+    open_storage,
+    stock_fetch_command,
+)
 
 FORMATS = ("custom", "directory", "plain")
 #: a nightly backup that has not finished in 6 hours is stuck, not slow (raise it for multi-TB databases)
@@ -532,14 +538,7 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
 
 
 def _fetch_command(req: BackupRequest, storage: Storage, key: str) -> str:
-    if isinstance(storage, S3Storage):
-        opts = ""
-        if req.s3.endpoint:
-            opts += f" --endpoint-url {shlex.quote(req.s3.endpoint)}"
-        if req.s3.region:
-            opts += f" --region {shlex.quote(req.s3.region)}"
-        return f"aws{opts} s3 cp {shlex.quote(storage.uri(key))} -"
-    return f"cat {shlex.quote(storage.uri(key))}"
+    return stock_fetch_command(storage, key)
 
 
 def _qi(name: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import os
+import shlex
 import threading
 import time
 from concurrent.futures import Future
@@ -578,3 +579,17 @@ def open_storage(destination: str, settings: S3Settings | None = None, part_size
         raise ConfigError(f"destination: unsupported scheme in '{destination}' (use s3://bucket/prefix or an "
                           "absolute directory)", "destination")
     return LocalStorage(destination)
+
+
+def stock_fetch_command(storage: Storage, key: str) -> str:
+    """The stock-tool command that writes a stored object to stdout, runnable as pasted on any S3-compatible
+    store: ``aws --endpoint-url ... --region ... s3 cp s3://... -`` (credentials from the environment), or
+    ``cat <path>`` for a local store. Every recorded restore command starts with it."""
+    if isinstance(storage, S3Storage):
+        opts = ""
+        if storage.settings.endpoint:
+            opts += f" --endpoint-url {shlex.quote(storage.settings.endpoint)}"
+        if storage.settings.region:
+            opts += f" --region {shlex.quote(storage.settings.region)}"
+        return f"aws{opts} s3 cp {shlex.quote(storage.uri(key))} -"
+    return f"cat {shlex.quote(storage.uri(key))}"
