@@ -31,6 +31,7 @@ import dataclasses
 import io
 import os
 import secrets as _secrets
+import shlex
 import shutil
 import subprocess
 import threading
