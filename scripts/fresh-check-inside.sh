@@ -74,8 +74,10 @@ say "a taken port: make lab failed naming port 55433 and pid ${squatter} (python
 
 # --- 5. what `CI=true make test` does first: purge (also when nothing is left), then a first run
 run lab-purge 600 make lab-purge || fail "make lab-purge"
-[[ ! -e /var/lib/postgresql/lifeboat-lab-pg18 && ! -e /etc/postgresql/15/lifeboat && ! -e .lab ]] \
-  || fail "make lab-purge left lab state behind"
+for left in /var/lib/postgresql/lifeboat-lab-pg18 /usr/local/lib/lifeboat-lab /etc/postgresql/15/lifeboat \
+            /var/lib/postgresql/15/lifeboat .lab; do
+  [[ ! -e "${left}" ]] || { ls -laR "${left}" | head -20; fail "make lab-purge left ${left} behind"; }
+done
 run lab-purge-again 600 make lab-purge || fail "make lab-purge with nothing to purge"
 run lab-after-purge 1200 make lab || fail "make lab after make lab-purge"
 grep -A2 'Initialise the PostgreSQL 18 data directory' "${LOGS}/lab-after-purge.log" | grep -q '^changed:' \
