@@ -134,8 +134,10 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
 
 
 def newest_outcome(records: list[dict[str, Any]]) -> str | None:
-    """The outcome of the newest verification record (passed, failed, inconclusive...), None without one."""
-    return str(records[-1].get("outcome")) if records else None
+    """The outcome of the newest conclusive verification record (passed, failed); ``inconclusive`` when every
+    record is (a drill that could not run is no verdict: it neither verifies nor condemns); None without one."""
+    conclusive = [r for r in records if r.get("outcome") != "inconclusive"]
+    return str((conclusive or records)[-1].get("outcome")) if records else None
 
 
 def _held(storage: Storage, skipped: mf.BackupRef, chosen: mf.BackupRef) -> str:
