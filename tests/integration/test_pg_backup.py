@@ -246,9 +246,9 @@ def test_make_backup_restores_with_the_manifest_command(lab, scratch_db, tmp_pat
     assert proc.returncode == 0, out[-3000:]
     ps.assert_clean(pg["backup_password"], lab["s3"]["backup"]["secret_key"])
     assert_no_secret_in(out, pg["backup_password"], lab["s3"]["backup"]["secret_key"])
-    tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
-    results = tasks[1]["hosts"]["localhost"]["results"]
-    summary = json.dumps(tasks[2]["hosts"]["localhost"])
+    tasks = {t["task"]["name"]: t for t in json.loads(proc.stdout)["plays"][0]["tasks"]}
+    results = tasks["Back up each database"]["hosts"]["localhost"]["results"]
+    summary = json.dumps(tasks["Where each backup landed and how to restore it"]["hosts"]["localhost"])
     assert len(results) == 1
     res = results[0]
     assert res["changed"] is True and res["uri"].startswith("s3://lifeboat-backups/db/appdb/")
@@ -644,10 +644,10 @@ def test_pg_dump_backend_terminated_by_the_server(lab, seeded, big_db, tmp_path)
     terminated = []
     try:
         with psycopg.connect(big_db["dsn"], autocommit=True) as watcher:
-            for _ in range(1200):
+            for _ in range(1200):  # pg_dump's session: waiting for its LOCK TABLE (its name is the run's tag)
                 rows = watcher.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'pg_dump' "
-                    "AND wait_event_type = 'Lock'", (name,)).fetchall()
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                    "AND query LIKE 'LOCK TABLE %%' AND pid <> pg_backend_pid()", (name,)).fetchall()
                 if rows:
                     terminated = [watcher.execute("SELECT pg_terminate_backend(%s)", (r[0],)).fetchone()[0]
                                   for r in rows]

@@ -55,13 +55,22 @@ def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, adm
         _run_swap(req, storage, src, keys, admin, steps, result, names, target_exists)
 
 
+def _recorded(req: Request, src: Source) -> dict[str, Any] | None:
+    """The manifest's database properties for a NEW database; under no_owner without the roles' parts
+    (owner, grants, per-role settings): the restoring user owns everything, as no_owner promises."""
+    props = recorded_properties(src)
+    if props and req.no_owner:
+        props = {k: v for k, v in props.items() if k not in ("owner", "acl", "default_acl", "role_settings")}
+    return props
+
+
 def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
               result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
     new, old = names["new"], names["old"]
     with admin.connect() as conn:
         # swap over an existing database: it keeps its owner, grants, settings and comment; a new database gets
         # the ones the manifest recorded. The encoding and locale are always the backup's: they decide the values
-        props = database_properties(conn, req.database) if target_exists else recorded_properties(src)
+        props = database_properties(conn, req.database) if target_exists else _recorded(req, src)
         if database_exists(conn, new):
             raise SafetyError(f"database '{new}' already exists; wait a second and retry")
         create_database(conn, new, props.get("owner") if props else None, recorded_locale(src))
@@ -107,7 +116,7 @@ def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys,
                               "restored")
     with admin.connect() as conn:
         exists = database_exists(conn, req.database)
-        props = database_properties(conn, req.database) if exists else recorded_properties(src)
+        props = database_properties(conn, req.database) if exists else _recorded(req, src)
         if not req.data_only:
             with steps.step("drop and recreate", f"'{req.database}'"):
                 if exists:
