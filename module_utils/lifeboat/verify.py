@@ -148,6 +148,7 @@ class Result:
 _ENVIRONMENT = ("permission denied", "must be superuser", "must be owner", "could not connect",
                 "connection refused", "connection to server", "password authentication failed",
                 "no pg_hba.conf entry", "too many connections", "server closed the connection",
+                "ssl connection has been closed unexpectedly", "ssl syscall error",
                 "the database system is", "wrong decryption key", "no secret key")
 
 

@@ -204,7 +204,8 @@ def _run_restore_process(admin: Admin, src: Source, database: str, argv: list[st
         detail = " | ".join(errors[-4:]) or tail.text()
         low = detail.lower()
         if any(s in low for s in ("terminating connection", "server closed the connection", "connection to server",
-                                  "could not connect", "no connection to the server")):
+                                  "could not connect", "no connection to the server",
+                                  "ssl connection has been closed unexpectedly", "ssl syscall error")):
             raise ConnectionFailed(f"connection lost while restoring {src.backup_id} into '{database}' "
                                    f"({label} exit {rc}): {detail}")
         role = re.search(r'role "([^"]+)" does not exist', detail)
