@@ -82,7 +82,7 @@ def test_verify_yml_passes_on_a_good_backup(pg, backed_up_by_playbook, tmp_path)
     assert result["backup_id"] == manifest["backup_id"]
     outcomes = {c["name"]: c["outcome"] for c in result["checks"]}
     assert outcomes == {"sha256": "passed", "restore": "passed", "row_counts": "passed", "schema_hash": "passed",
-                        "amcheck": "passed", "assert: every video has a user": "passed",
+                        "amcheck": "passed", "privileges": "passed", "assert: every video has a user": "passed",
                         "assert: there are invoices": "passed"}
     assert result["row_counts"] == manifest_counts(manifest)
     assert result["restore_duration_s"] > 0 and result["rto_s_per_gib"] > 0
