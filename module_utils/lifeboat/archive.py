@@ -24,6 +24,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import stat
 import tarfile
 import threading
@@ -217,7 +218,14 @@ class _TarSource:
 
 def _manifests(storage: Storage, name: str) -> list[str]:
     keys = [o.key for o in storage.list(f"{name}/") if o.key.endswith("/" + MANIFEST)]
-    return sorted(keys)
+    return sorted(keys, key=_id_order)
+
+
+def _id_order(key: str) -> tuple[str, int]:
+    """Oldest first: by stamp, then by the same-second suffix (``-2`` sorts after no suffix)."""
+    archive_id = key.split("/")[-2]
+    m = re.fullmatch(r"(.*-\d{8}T\d{6}Z)-(\d+)", archive_id)
+    return (m.group(1), int(m.group(2))) if m else (archive_id, 1)
 
 
 def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) -> dict[str, Any] | None:
@@ -232,6 +240,22 @@ def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) 
     data = mf.read_manifest(storage, keys[-1], SCHEMA)
     data["_manifest_key"] = keys[-1]
     return data
+
+
+MAX_SEQ = 99
+
+
+def _free_id(storage: Storage, name: str, when: _dt.datetime, artifact: str) -> tuple[str, str, str]:
+    """The first ``<name>-<stamp>[-n]`` with nothing stored under it: two archives made in the same
+    second (a changed tree archived twice, two hosts) never share an id; the exclusive writes below
+    refuse the rare race between this look and the upload."""
+    base = f"{name}-{when.strftime(STAMP)}"
+    for seq in range(1, MAX_SEQ + 1):
+        archive_id = base if seq == 1 else f"{base}-{seq}"
+        if next(iter(storage.list(f"{name}/{archive_id}/")), None) is None:
+            return archive_id, f"{name}/{archive_id}/{artifact}", f"{name}/{archive_id}/{MANIFEST}"
+    raise ConfigError(f"destination: {MAX_SEQ} archives named {base}[-n] already exist at {storage.uri(name + '/')}; "
+                      "refusing to overwrite them", "destination")
 
 
 @dataclass
@@ -262,10 +286,8 @@ def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | N
                              count, size, time.monotonic() - t0)
     comp = Compression(spec.compression, level=spec.compression_level)
     when = (now or _dt.datetime.now(_dt.UTC)).replace(microsecond=0)
-    archive_id = f"{name}-{when.strftime(STAMP)}"
     enc_ext = {"none": "", "gpg": ".gpg", "age": ".age"}[spec.encryption.method or "none"]
-    artifact_key = f"{name}/{archive_id}/{name}.tar{comp.extension}{enc_ext}"
-    manifest_key = f"{name}/{archive_id}/{MANIFEST}"
+    archive_id, artifact_key, manifest_key = _free_id(storage, name, when, f"{name}.tar{comp.extension}{enc_ext}")
     if check_mode:
         plan = {"archive_id": archive_id, "artifact": {"key": artifact_key}, "files": count, "bytes": size}
         return ArchiveResult(True, archive_id, storage.uri(artifact_key), plan, count, size, time.monotonic() - t0)
@@ -273,7 +295,7 @@ def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | N
     try:
         source = _TarSource(spec)
         try:
-            writer = storage.open_writer(artifact_key, content_type="application/octet-stream")
+            writer = storage.open_writer(artifact_key, content_type="application/octet-stream", exclusive=True)
             result = run_backup_stream(source, writer, compression=comp, encryptor=encryptor,
                                        secrets=[spec.encryption.passphrase] if spec.encryption.passphrase else None,
                                        error_class=StorageError)
