@@ -16,9 +16,9 @@ description:
   - "Latest verified: the newest backup whose most recent verification record passed. When a newer backup is not
     verified, a warning names it. When no backup is verified, the latest complete backup is used with a warning,
     unless O(require_verified=true)."
-  - "O(mode=swap) (default): the backup is restored into C(<db>_lifeboat_new_<stamp>) and checked; only then are
+  - "O(mode=swap) (default): the backup is restored into C(<db>_lifeboat_new_<stamp>_<token>) and checked; only then are
     the sessions on the target terminated and both databases renamed in one transaction. The previous database is
-    kept as C(<db>_lifeboat_old_<stamp>) (returned as RV(old_database)). A failure at any point leaves the
+    kept as C(<db>_lifeboat_old_<stamp>_<token>) (returned as RV(old_database)). A failure at any point leaves the
     original database untouched and drops the new one."
   - "O(mode=in_place) drops and recreates the target, then restores into it. It is NOT atomic: a failure leaves
     the database partially restored (the safety snapshot holds the previous state). It is refused while other
@@ -262,7 +262,7 @@ old_database:
   description: With O(mode=swap), the name the previous database was kept under.
   returned: when a database was swapped
   type: str
-  sample: appdb_lifeboat_old_20261122t031500z
+  sample: appdb_lifeboat_old_20261122t031500z_4f1c2a
 safety_snapshot:
   description: The safety snapshot taken before the restore (backup id, artifact).
   returned: when taken

@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -544,12 +545,13 @@ def write_reports(results: list[Result], report_dir: str, storage_url: str) -> d
     os.makedirs(report_dir, mode=0o700, exist_ok=True)
     os.chmod(report_dir, 0o700)
     stamp = mf.stamp(mf.utcnow())
-    base = os.path.join(report_dir, f"verify-{stamp}-{os.getpid()}")
+    # a random part: two runs of the same second (one process or two) never overwrite each other's report
+    base = os.path.join(report_dir, f"verify-{stamp}-{os.getpid()}-{secrets.token_hex(3)}")
     paths = {"markdown": base + ".md", "json": base + ".json"}
     payload = {"store": storage_url, "outcome": overall(results), "results": [r.record() for r in results]}
     for kind, data in (("markdown", render_markdown(results, storage_url)),
                        ("json", json.dumps(payload, indent=2, sort_keys=True) + "\n")):
-        fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(data)
         os.chmod(paths[kind], 0o600)

@@ -421,3 +421,19 @@ def test_hung_endpoint_ended_by_the_deadline_and_the_source_released(pg, lab, so
                 break
             time.sleep(0.2)
         assert left == [], left
+
+
+def test_two_swap_restores_of_the_same_second_both_succeed(pg, lab, backed_up, same_second):
+    """A fast machine: two restores of one database within one second. Each has its own new and old names
+    (the second's swap used to refuse: '<db>_lifeboat_old_<stamp>' already existed)."""
+    db, _bucket, storage, _m = backed_up
+    keys = rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"])
+    first = rs.run(rs.Request(database=db, confirm=db, safety_snapshot=False), storage, admin(pg), keys)
+    second = rs.run(rs.Request(database=db, confirm=db, safety_snapshot=False), storage, admin(pg), keys)
+    stamp = mf.stamp(FROZEN).lower()
+    olds = [first["old_database"], second["old_database"]]
+    assert olds[0] != olds[1] and all(f"_lifeboat_old_{stamp}_" in o for o in olds), olds
+    kept = {r[0] for r in admin_sql(pg, f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_%'")}
+    assert kept == set(olds), kept  # both previous databases kept, no new database left behind
+    with admin_conn(pg, db) as conn:
+        assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] > 0

@@ -14,8 +14,11 @@ def test_names_fit_postgres_identifier_limit():
     long = "a" * 80
     for name in (rs.new_db_name(long, T0), rs.old_db_name(long, T0)):
         assert len(name.encode()) <= 63
-    assert rs.new_db_name("appdb", T0) == "appdb_lifeboat_new_20261120t020000z"
-    assert rs.old_db_name("appdb", T0) == "appdb_lifeboat_old_20261120t020000z"
+    assert rs.new_db_name("appdb", T0, "a1b2c3") == "appdb_lifeboat_new_20261120t020000z_a1b2c3"
+    assert rs.old_db_name("appdb", T0, "a1b2c3") == "appdb_lifeboat_old_20261120t020000z_a1b2c3"
+    # two restores of one database in the same second never share a name (CI: a fast machine)
+    assert rs.new_db_name("appdb", T0) != rs.new_db_name("appdb", T0)
+    assert rs.old_db_name("appdb", T0) != rs.old_db_name("appdb", T0)
     # multibyte names are cut on a character boundary
     assert len(rs.new_db_name("é" * 40, T0).encode()) <= 63
 

@@ -39,6 +39,20 @@ def test_reports_are_private(tmp_path):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     assert json.loads(open(paths["json"]).read())["outcome"] == "passed"
 
+
+def test_reports_of_the_same_second_never_overwrite(tmp_path, monkeypatch):
+    """Two verify runs of one second in one process (a fast machine): both reports kept."""
+    monkeypatch.setattr(vf.mf, "utcnow", lambda: T0)
+    ok = vf.Result("appdb-1", "appdb", "k", False, "integrity", T0)
+    ok.check("sha256", True, "ok")
+    bad = vf.Result("appdb-2", "appdb", "k", False, "integrity", T0)
+    bad.check("sha256", False, "mismatch")
+    first = vf.write_reports([ok], str(tmp_path / "reports"), "s3://b")
+    second = vf.write_reports([bad], str(tmp_path / "reports"), "s3://b")
+    assert first["json"] != second["json"]
+    assert json.loads(open(first["json"]).read())["outcome"] == "passed"
+    assert json.loads(open(second["json"]).read())["outcome"] == "failed"
+
 def test_verify_targets_latest_of_each_database(store, add_backup):
     add_backup(store, "appdb", T0)
     add_backup(store, "appdb", T0 + dt.timedelta(days=1))

@@ -13,9 +13,9 @@ The incident runbook as code (docs/runbook-restore.md):
 4. fetch -> sha256 -> decrypt -> decompress, streamed into pg_restore/psql; a
    parallel restore (``jobs > 1``) stages the decoded dump in a local file
    after checking the free space;
-5. restore: ``swap`` (default: into ``<db>_lifeboat_new_<stamp>``, checked, then
+5. restore: ``swap`` (default: into ``<db>_lifeboat_new_<stamp>_<token>``, checked, then
    sessions terminated and both renames in ONE transaction; the previous
-   database is kept as ``<db>_lifeboat_old_<stamp>``), ``in_place`` (drop and
+   database is kept as ``<db>_lifeboat_old_<stamp>_<token>``), ``in_place`` (drop and
    recreate: NOT atomic), ``partial`` (selected tables or schemas: the backup is
    restored into a staging database, then the tables' rows are replaced in the
    existing database in ONE transaction, owned sequences set, foreign keys that
@@ -84,6 +84,7 @@ from ansible.module_utils.lifeboat.restore.names import (
     SCRATCH_PREFIXES,
     new_db_name,
     old_db_name,
+    run_token,
     scratch_age,
     scratch_name,
 )
@@ -184,6 +185,7 @@ __all__ = [
     "manifest_tables",
     "new_db_name",
     "old_db_name",
+    "run_token",
     "other_sessions",
     "partial_scope_of",
     "partition_leaves",

@@ -24,12 +24,18 @@ def _fit(base: str, suffix: str) -> str:
     return raw + suffix
 
 
-def new_db_name(database: str, when: _dt.datetime) -> str:
-    return _fit(database, f"_lifeboat_new_{_stamp(when)}")
+def run_token() -> str:
+    """The random part shared by one restore's new and old names (two restores of one second never collide)."""
+    return secrets.token_hex(3)
 
 
-def old_db_name(database: str, when: _dt.datetime) -> str:
-    return _fit(database, f"_lifeboat_old_{_stamp(when)}")
+def new_db_name(database: str, when: _dt.datetime, token: str | None = None) -> str:
+    """``<db>_lifeboat_new_<stamp>_<token>``: the stamp says when, the token keeps same-second runs apart."""
+    return _fit(database, f"_lifeboat_new_{_stamp(when)}_{token or run_token()}")
+
+
+def old_db_name(database: str, when: _dt.datetime, token: str | None = None) -> str:
+    return _fit(database, f"_lifeboat_old_{_stamp(when)}_{token or run_token()}")
 
 
 def scratch_name(kind: str, when: _dt.datetime, rand: str | None = None) -> str:

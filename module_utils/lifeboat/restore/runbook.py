@@ -16,7 +16,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.hooks import describe_hook, run_hook
-from ansible.module_utils.lifeboat.restore.names import new_db_name, old_db_name, scratch_name
+from ansible.module_utils.lifeboat.restore.names import new_db_name, old_db_name, run_token, scratch_name
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, database_exists, other_sessions, repair_interrupted
 from ansible.module_utils.lifeboat.restore.request import Request, Steps
 from ansible.module_utils.lifeboat.restore.rolecheck import ensure_roles, missing_for, missing_message
@@ -134,7 +134,8 @@ def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_
             f"with mode {req.mode} would replace '{req.database}' with that part and lose the rest. Use mode "
             "partial or side_schema with the tables you need, or choose a full backup", "backup_id")
     now = mf.utcnow()
-    names = {"new": new_db_name(req.database, now), "old": old_db_name(req.database, now),
+    token = run_token()
+    names = {"new": new_db_name(req.database, now, token), "old": old_db_name(req.database, now, token),
              "stage": scratch_name("stage", now)}
     with admin.connect() as conn:
         if not check_mode:  # what killed runs left (an interrupted swap first: it may lock out the live name)

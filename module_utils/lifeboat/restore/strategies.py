@@ -72,7 +72,7 @@ def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, ad
         # the ones the manifest recorded. The encoding and locale are always the backup's: they decide the values
         props = database_properties(conn, req.database) if target_exists else _recorded(req, src)
         if database_exists(conn, new):
-            raise SafetyError(f"database '{new}' already exists; wait a second and retry")
+            raise SafetyError(f"database '{new}' already exists (its random part repeated); run the restore again")
         create_database(conn, new, props.get("owner") if props else None, recorded_locale(src))
         mark_owned(conn, new, "swap", database=req.database, old=old)
     swapped = False
