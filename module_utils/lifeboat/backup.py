@@ -7,10 +7,12 @@ nothing is written anywhere). ``run(request)`` does it:
 2. connect with psycopg (typed errors naming host:port/database, never the password),
    read the server version and pick a pg_dump whose major is >= the server's;
 3. check the destination (bucket exists and the credentials work / directory writable);
-4. open a REPEATABLE READ READ ONLY transaction, ``pg_export_snapshot()``;
+4. open a REPEATABLE READ READ ONLY transaction; the privilege pre-flight (privileges.py: everything in the
+   dump's scope the role cannot read, named with the fix, fails the run here and in check mode);
+   ``pg_export_snapshot()``;
 5. stream ``pg_dump --snapshot`` -> compressor -> encryptor -> sha256 -> storage
    (pipeline.py), while exact row counts and the schema hash are taken in the
-   same snapshot; the directory format is the one exception that dumps into a
+   same snapshot (in a savepoint: a failing query never aborts the exporting transaction); the directory format is the one exception that dumps into a
    private temporary directory (``pg_dump -Fd -j N``) and then streams it as a tar;
 6. write the manifest LAST (docs/manifest.md), with the stock-tool restore command.
 
@@ -40,8 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from ansible.module_utils.lifeboat import TOOL_VERSION, crypto, manifest, pgmeta, pipeline, roles, runlock, tmpfiles
-from ansible.module_utils.lifeboat.errors import ConfigError, DeadlineExceeded, DumpError, LifeboatError
+from ansible.module_utils.lifeboat import (TOOL_VERSION, crypto, manifest, pgmeta, pipeline, privileges, roles, runlock,
+                                          tmpfiles)
+from ansible.module_utils.lifeboat.errors import (ConfigError, DeadlineExceeded, DumpError, LifeboatError,
+                                                 PermissionDenied)
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.storage import (
@@ -188,6 +192,19 @@ def scope_schemas(conn: Any, req: BackupRequest,
     return None, (tables if req.exclude_tables else None)
 
 
+def dump_scope(req: BackupRequest) -> dict[str, Any]:
+    """The dump's scope as :func:`privileges.find_unreadable` takes it (the pg_dump filters of this request)."""
+    return {"include_schemas": list(req.include_schemas), "exclude_schemas": list(req.exclude_schemas),
+            "include_tables": list(req.include_tables), "exclude_tables": list(req.exclude_tables),
+            "schema_only": req.schema_only, "data_only": req.data_only}
+
+
+def preflight_privileges(conn: Any, req: BackupRequest) -> None:
+    """Fail before anything is dumped when the backup role cannot read or lock an object in the dump's scope,
+    naming each one with the fix (privileges.py). Catalog queries only: safe in the snapshot's transaction."""
+    privileges.check(conn, req.target.database or "", req.target.describe(), **dump_scope(req))
+
+
 def _connect(req: BackupRequest) -> Any:
     return req.target.connect(snapshot_reader=True)
 
@@ -217,6 +234,7 @@ def plan(req: BackupRequest) -> dict[str, Any]:
         try:
             version_num, version = pgmeta.server_version(conn)
             size = _database_size(conn)
+            preflight_privileges(conn, req)   # check mode finds what the dump could not read, too
             tables = [] if req.schema_only else pgmeta.list_tables(
                 conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
         finally:
@@ -331,6 +349,7 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         conn = _connect(req)
         version_num, version = pgmeta.server_version(conn)
         pg_dump, dump_major, dump_version = _pick_pg_dump(req, version_num)
+        preflight_privileges(conn, req)   # before anything is written or dumped
         storage = _storage(req, _database_size(conn))
         if isinstance(storage, S3Storage) and req.deadline_s:
             storage.set_deadline(max(0.001, req.deadline_s - (time.monotonic() - t0)))
@@ -345,15 +364,18 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
 
         def take_facts() -> None:
             try:
-                tables = [] if req.schema_only else pgmeta.list_tables(
-                    conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
-                facts["tables"] = pgmeta.row_counts(conn, tables)
-                schemas, scope_tables = scope_schemas(conn, req, tables)
-                facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
-                facts["schema_hash_cross_major"] = pgmeta.cross_major_hash(conn, schemas, scope_tables)
-                facts["privileges"] = pgmeta.privileges_hashes(conn, schemas)
-                facts["database_properties"] = pgmeta.database_facts(conn)
-                facts["required_roles"] = roles.required_roles(conn)
+                # in a savepoint: a failing query (permission denied, cancel) rolls back to it and never aborts
+                # the transaction that exported the snapshot, which pg_dump may not have imported yet
+                with conn.transaction():
+                    tables = [] if req.schema_only else pgmeta.list_tables(
+                        conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
+                    facts["tables"] = pgmeta.row_counts(conn, tables)
+                    schemas, scope_tables = scope_schemas(conn, req, tables)
+                    facts["schema_hash"] = pgmeta.schema_hash(conn, schemas, scope_tables)
+                    facts["schema_hash_cross_major"] = pgmeta.cross_major_hash(conn, schemas, scope_tables)
+                    facts["privileges"] = pgmeta.privileges_hashes(conn, schemas)
+                    facts["database_properties"] = pgmeta.database_facts(conn)
+                    facts["required_roles"] = roles.required_roles(conn)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 facts["error"] = exc
 
@@ -378,14 +400,14 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
                 result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
         except DumpError as exc:
             _stop_counter(conn, counter)
-            raise DumpError(str(exc) + _privilege_hint(str(exc), req.target.user), exc.option) from None
+            raise _dump_failure(exc, req, facts.get("error")) from None
         except BaseException:
             _stop_counter(conn, counter)
             raise
         counter.join()
         if "error" in facts:
             storage.delete(layout.artifact_key)  # no manifest will describe it
-            raise _facts_error(facts["error"], req)
+            raise _facts_error(facts["error"], req) from None
         try:
             conn.rollback()
         except Exception:  # noqa: BLE001 - read-only transaction; closing is enough
@@ -493,7 +515,46 @@ def _facts_error(exc: BaseException, req: BackupRequest) -> LifeboatError:
     if isinstance(exc, LifeboatError):
         return exc
     text = pipeline.mask(f"{exc.__class__.__name__}: {exc}", req.secrets())
-    return DumpError(f"PostgreSQL at {req.target.describe()}: counting rows in the dump's snapshot failed: {text}")
+    message = f"PostgreSQL at {req.target.describe()}: counting rows in the dump's snapshot failed: {text}"
+    if "permission denied" in text or "row-level security" in text:
+        return PermissionDenied(message + _unreadable_now(req), "exclude_tables")
+    return DumpError(message)
+
+
+def _unreadable_now(req: BackupRequest) -> str:
+    """What the backup role cannot read, checked again on a new connection after a run failed on a privilege
+    (granted or revoked since the pre-flight): the objects and their fixes, or '' when that check cannot run."""
+    try:
+        with req.target.connect(autocommit=True) as conn:
+            items = privileges.find_unreadable(conn, **dump_scope(req))
+    except Exception:  # noqa: BLE001 - the failure itself is what the user sees; this only adds the fixes
+        return ""
+    if not items:
+        return ""
+    return " - " + privileges.message(items, req.target.database or "", req.target.describe())
+
+
+def _dump_failure(exc: DumpError, req: BackupRequest, facts_error: BaseException | None) -> LifeboatError:
+    """pg_dump failed: its first error, with the row counts' own failure (which may be the cause) and the fix.
+
+    pg_dump's 'could not import the requested snapshot' is only ever a consequence: the transaction that
+    exported the snapshot ended (the source session was terminated, or before the facts ran in a savepoint, a
+    failing facts query aborted it); the cause is then named first."""
+    text = str(exc)
+    secondary = "could not import the requested snapshot" in text
+    cause = ""
+    if facts_error is not None and not isinstance(facts_error, LifeboatError):
+        detail = pipeline.mask(f"{facts_error.__class__.__name__}: {facts_error}", req.secrets())
+        if "canceling statement due to user request" not in detail:   # our own cancel after the dump failed
+            cause = f"the row counts in the dump's snapshot failed: {detail}"
+    if secondary and cause:
+        text = f"{cause} (and then {text})"
+    elif cause:
+        text = f"{text}; {cause}"
+    hint = _privilege_hint(text, req.target.user)
+    if "permission denied" in text or "row-level security" in text:
+        return PermissionDenied(text + hint + _unreadable_now(req), exc.option or "exclude_tables")
+    return DumpError(text + hint, exc.option)
 
 
 # -------------------------------------------------------------------- manifest

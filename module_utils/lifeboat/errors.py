@@ -59,6 +59,10 @@ class LockHeld(LifeboatError):
     """Another run holds the lock of this database and destination."""
 
 
+class PermissionDenied(LifeboatError):
+    """The connected role lacks a privilege the operation needs (the message names each object and the fix)."""
+
+
 class DumpError(LifeboatError):
     """pg_dump (or another child process of a pipeline) failed."""
 
