@@ -13,7 +13,8 @@ nothing is written anywhere). ``run(request)`` does it:
 5. stream ``pg_dump --snapshot`` -> compressor -> encryptor -> sha256 -> storage
    (pipeline.py), while exact row counts and the schema hash are taken in the
    same snapshot (in a savepoint: a failing query never aborts the exporting transaction);
-   the directory format is the one exception that dumps into a private temporary directory (``pg_dump -Fd -j N``) and then streams it as a tar;
+   the directory format is the one exception that dumps into a private temporary directory
+   (``pg_dump -Fd -j N``) and then streams it as a tar;
 6. write the manifest LAST (docs/manifest.md), with the stock-tool restore command.
 
 Concurrency: the whole run holds the backup lock of this database and
