@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import uuid
@@ -147,11 +148,25 @@ def db_settings(server: dict, database: str) -> list[tuple]:
                             "ON d.oid = s.setdatabase WHERE d.datname = %s ORDER BY 1", (database,)).fetchall()
 
 
+_LEFT_BESIDE = re.compile(r"_lifeboat_(?:old|new)_\d{8}t\d{6}z_[0-9a-f]+$")
+
+
+def left_beside(database: str, names: list[str]) -> list[str]:
+    """``database`` and the databases restores left beside it: ``<db>_lifeboat_{old,new}_<stamp>_<token>``,
+    where ``<db>`` is cut to fit PostgreSQL's 63 bytes (a long name keeps only its first bytes)."""
+    found = []
+    for name in names:
+        m = _LEFT_BESIDE.search(name)
+        if name == database or (m and m.start() > 0 and database.startswith(name[:m.start()])):
+            found.append(name)
+    return found
+
+
 def drop_all(server: dict, database: str, roles: list[str]) -> None:
     """The database, whatever the restores left next to it (<db>_lifeboat_old/new_...), then the roles."""
     with connect(server) as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_catalog.pg_database WHERE left(datname, %s) = %s",
-                                    (len(database), database)).fetchall():
+        names = [n for (n,) in conn.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()]
+        for name in left_beside(database, names):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for role in roles:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
