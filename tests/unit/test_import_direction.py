@@ -4,6 +4,7 @@
   module classes (``ansible.module_utils.basic``); the engine below never does, nor the module layer.
 * psycopg is imported only by the PostgreSQL modules: pgconn.py, pgmeta.py, roles.py and the restore package.
 * No module imports a private name (``_x``) of another module, by ``from m import _x`` or ``m._x``.
+* No file of the engine is over 700 lines (split it along a concern instead).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ ENGINE = REPO / "module_utils" / "lifeboat"
 MODULE_LAYER = {"module.py", "options.py"}
 POSTGRES = {"pgconn.py", "pgmeta.py", "roles.py"}
 PREFIX = "ansible.module_utils.lifeboat"
+MAX_LINES = 700
 
 
 def engine_files():
@@ -77,3 +79,9 @@ def test_no_private_names_across_modules(path):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             assert not (node.attr.startswith("_") and not node.attr.startswith("__")), \
                 f"{path.name}:{node.lineno} uses the private {node.value.id}.{node.attr}"
+
+
+@pytest.mark.parametrize("path", engine_files(), ids=rel)
+def test_no_engine_file_is_over_700_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{rel(path)} has {lines} lines (limit {MAX_LINES}): split it along a concern"
