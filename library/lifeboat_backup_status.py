@@ -25,71 +25,8 @@ description:
     self-contained HTML report to O(report_file).
   - Never fails because of an alert (the playbook decides); fails only on bad options or an unwritable output.
     Check mode checks and writes no file.
+extends_documentation_fragment: [lifeboat_s3.targets]
 options:
-  targets:
-    description:
-      - The places to read. Each is a backup root (O(targets[].kind=database)), an archive root
-        (C(archive)) or a bucket mirror (C(sync)), with the credentials to read it.
-      - Secrets (O(targets[].secret_key), O(targets[].session_token)) are never logged or returned.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Name of the target in the output, the metrics (label C(target)) and the alerts; unique.
-        type: str
-        required: true
-      kind:
-        description:
-          - C(database) lists the backup sets of a backup root (and the older procedure's dumps at its root).
-          - C(archive) lists the archives of one name in an archive root and reads the archive job's run record.
-          - C(sync) reads the run record of a bucket sync job.
-        type: str
-        default: database
-        choices: [database, archive, sync]
-      destination:
-        description: C(s3://bucket/prefix) or an absolute directory; required for C(database) and C(archive).
-        type: str
-        default: ""
-      database:
-        description: Only this database's backups (C(database) targets); omit for every database under the root.
-        type: str
-      archive:
-        description: The archive name (C(archive) targets); default the target's name.
-        type: str
-      run_record:
-        description: The location the job's C(run_record) option writes to (C(archive), C(sync) targets).
-        type: str
-        default: ""
-      include_legacy:
-        description: List the older procedure's C(db-backup-*.sql.gz) and C(backup_*.sql.gz) dumps found at the root.
-        type: bool
-        default: true
-      max_age_hours:
-        description: This target's freshness limit in hours (lifeboat_backup_status); omit for the module's.
-        type: float
-      endpoint:
-        description: URL of the S3-compatible endpoint (omit for AWS S3).
-        type: str
-      region:
-        description: Region of the bucket.
-        type: str
-      access_key:
-        description: Access key id; with O(targets[].secret_key). Omit to use boto3's default chain.
-        type: str
-      secret_key:
-        description: Secret access key. Never logged or returned.
-        type: str
-      session_token:
-        description: Session token for temporary credentials. Never logged or returned.
-        type: str
-      profile:
-        description: Named AWS profile.
-        type: str
-      validate_certs:
-        description: Verify the TLS certificate of the endpoint.
-        type: bool
-        default: true
   max_age_hours:
     description: Freshness limit (the RPO) in hours, for the newest complete backup and a storage job's last
       successful run; a target's own O(targets[].max_age_hours) wins.

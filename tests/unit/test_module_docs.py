@@ -172,6 +172,14 @@ def test_shared_options_are_specified_and_documented_once(path):
         if name in groups:
             assert set(entry) <= {"default"}, f"{path.stem} documents the shared option {name} itself: " \
                 "use its doc fragment (extends_documentation_fragment)"
+    # nor as suboptions (a list of stores, e.g. targets[]: the fragment documents the whole option)
+    stack = [(name, entry.get("suboptions") or {}) for name, entry in own.items()]
+    while stack:
+        parent, subs = stack.pop()
+        for name, entry in subs.items():
+            assert name not in groups, f"{path.stem} documents the shared option {parent}[].{name} itself: " \
+                "use a doc fragment (lifeboat_s3.targets documents a list of stores)"
+            stack.append((f"{parent}[].{name}", entry.get("suboptions") or {}))
     source = path.read_text()
     for name in groups:
         assert f"{name}=dict(" not in source and f'"{name}": dict(' not in source, \
