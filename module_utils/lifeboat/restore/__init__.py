@@ -48,6 +48,7 @@ The package, one concern per module (each imports only what it needs; this
 - ``strategies``  swap, in place, partial
 - ``rolecheck``   the roles a backup needs, compared with (or created on) the target server
 - ``runbook``     the 7-step runbook (``run``) and its plan
+- ``supabase``    a Supabase backup into a Supabase project (new, or in place) in one transaction
 
 """
 from __future__ import annotations
