@@ -75,7 +75,7 @@ say "a taken port: make lab failed naming port 55433 and pid ${squatter} (python
 # --- 5. what `CI=true make test` does first: purge (also when nothing is left), then a first run
 run lab-purge 600 make lab-purge || fail "make lab-purge"
 for left in /var/lib/postgresql/lifeboat-lab-pg18 /usr/local/lib/lifeboat-lab /etc/postgresql/15/lifeboat \
-            /var/lib/postgresql/15/lifeboat .lab; do
+            /var/lib/postgresql/15/lifeboat /etc/postgresql/15/supabase /var/lib/postgresql/15/supabase .lab; do
   [[ ! -e "${left}" ]] || { ls -laR "${left}" | head -20; fail "make lab-purge left ${left} behind"; }
 done
 run lab-purge-again 600 make lab-purge || fail "make lab-purge with nothing to purge"

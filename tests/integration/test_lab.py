@@ -23,6 +23,7 @@ from psycopg import sql
 from testlib import LAB_DIR, REPO, VENV_BIN, run_playbook
 
 PG15_PIDFILE = "/var/lib/postgresql/15/lifeboat/postmaster.pid"
+SUPABASE_PIDFILE = "/var/lib/postgresql/15/supabase/postmaster.pid"
 SAMPLE_COUNTS = {
     ("public", "users"): 400,
     ("public", "videos"): 1200,
@@ -102,6 +103,7 @@ def test_secret_and_key_files_are_private(lab):
 def lab_pids(lab) -> dict[str, int]:
     return {
         "postgres15": first_pid(PG15_PIDFILE),
+        "supabase": first_pid(SUPABASE_PIDFILE),
         "postgres18": first_pid(os.path.join(lab["postgres18"]["data_dir"], "postmaster.pid")),
         "seaweed-primary": first_pid(LAB_DIR / "seaweed-primary.pid"),
         "seaweed-backup": first_pid(LAB_DIR / "seaweed-backup.pid"),
@@ -122,6 +124,7 @@ def test_every_lab_listener_binds_loopback_only(lab):
         assert all(ip == "127.0.0.1" for ip, _ in socks), f"{name} binds {socks}"
     assert ("127.0.0.1", 55432) in listeners["postgres15"]
     assert ("127.0.0.1", 55433) in listeners["postgres18"]
+    assert ("127.0.0.1", 55434) in listeners["supabase"]
     for name, base in (("seaweed-primary", 40000), ("seaweed-backup", 40100)):
         ports = {port for _, port in listeners[name]}
         expected = {base + n for n in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12)} | {base + 10008}

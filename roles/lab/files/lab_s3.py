@@ -7,6 +7,10 @@ they travel neither in argv nor in the task's arguments. Commands:
             "buckets": [{"name", "versioning"}]}
   seed     {"endpoint", "region", "access_key_file", "secret_key_file", "bucket",
             "pg": {"host", "port", "dbname", "user", "password_file"}}
+  storage  {"endpoint", "region", "access_key_file", "secret_key_file",
+            "pg": {...}}: the Supabase-like project's storage: one unversioned bucket per
+            storage.buckets row (as Supabase Storage has: no versioning), one object
+            per storage.objects row (bucket_id, name)
 """
 from __future__ import annotations
 
@@ -92,6 +96,31 @@ def seed(req: dict[str, Any]) -> dict[str, Any]:
     return {"changed": bool(missing), "uploaded": len(missing), "total": len(wanted)}
 
 
+def seed_storage(req: dict[str, Any]) -> dict[str, Any]:
+    pg = req["pg"]
+    with psycopg.connect(host=pg["host"], port=pg["port"], dbname=pg["dbname"],
+                         user=pg["user"], password=secret(pg["password_file"]), connect_timeout=10) as conn:
+        buckets = [r[0] for r in conn.execute("SELECT id FROM storage.buckets ORDER BY id").fetchall()]
+        rows = conn.execute("SELECT bucket_id, name, coalesce(metadata ->> 'mimetype', 'application/octet-stream')"
+                            " FROM storage.objects").fetchall()
+    result = ensure_buckets({**req, "buckets": [{"name": b, "versioning": False} for b in buckets]})
+    s3 = client(req)
+    missing: list[tuple[str, str, str]] = []
+    for bucket in buckets:
+        present: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            present.update(o["Key"] for o in page.get("Contents", []))
+        missing.extend(r for r in rows if r[0] == bucket and r[1] not in present)
+
+    def put(row: tuple[str, str, str]) -> None:
+        s3.put_object(Bucket=row[0], Key=row[1], Body=object_body(f"{row[0]}/{row[1]}"), ContentType=row[2])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, missing))
+    return {"changed": bool(missing) or result["changed"], "uploaded": len(missing), "total": len(rows),
+            "buckets": buckets}
+
+
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     req = json.load(sys.stdin)
@@ -100,6 +129,8 @@ def main() -> int:
             result = ensure_buckets(req)
         elif command == "seed":
             result = seed(req)
+        elif command == "storage":
+            result = seed_storage(req)
         else:
             print(json.dumps({"failed": True, "msg": f"unknown command {command!r}"}))
             return 2
