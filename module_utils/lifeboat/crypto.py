@@ -29,6 +29,7 @@ when the exit status is 0; the pipeline (pipeline.py) uses them.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -166,13 +167,33 @@ class EncryptionSpec:
 @dataclass
 class DecryptionSpec:
     """How to decrypt: gpg with ``secret_key_file`` (imported into a private home), an existing
-    ``gpg_homedir``, or a ``passphrase``; age with ``identity_file``."""
+    ``gpg_homedir``, or a ``passphrase``; age with ``identity_file``.
+
+    The one type of decryption keys: archives give the method, a restore or a drill gives the keys alone
+    and takes each backup's method from its manifest (``keys.for_method(method)``). ``from_keys`` (the
+    restore package's older ``DecryptKeys``) and ``age_identity_file`` keep the older names working.
+    """
 
     method: str = "none"
     secret_key_file: str | None = None
     gpg_homedir: str | None = None
     passphrase: str | None = field(default=None, repr=False)
     identity_file: str | None = None
+
+    @classmethod
+    def from_keys(cls, gpg_homedir: str | None = None, secret_key_file: str | None = None,
+                  passphrase: str | None = None, age_identity_file: str | None = None) -> DecryptionSpec:
+        """The keys a restore or a drill may need, the method left to each backup's manifest."""
+        return cls(secret_key_file=secret_key_file, gpg_homedir=gpg_homedir, passphrase=passphrase,
+                   identity_file=age_identity_file)
+
+    @property
+    def age_identity_file(self) -> str | None:
+        return self.identity_file
+
+    def for_method(self, method: str) -> DecryptionSpec:
+        """The same keys for an artifact encrypted with ``method``."""
+        return dataclasses.replace(self, method=method)
 
 
 class Filter:

@@ -166,13 +166,11 @@ def decryption(params: dict[str, Any], method: str | None = None) -> DecryptionS
                           identity_file=params.get("age_identity_file"))
 
 
-def decrypt_keys(params: dict[str, Any]) -> Any:
+def decrypt_keys(params: dict[str, Any]) -> DecryptionSpec:
     """The keys a restore or a drill may need (the method comes from each backup's manifest)."""
-    from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys  # psycopg: see restore_admin
-
-    return DecryptKeys(gpg_homedir=params.get("gpg_homedir"), secret_key_file=params.get("gpg_key_file"),
-                       passphrase=params.get("decryption_passphrase"),
-                       age_identity_file=params.get("age_identity_file"))
+    return DecryptionSpec.from_keys(gpg_homedir=params.get("gpg_homedir"), secret_key_file=params.get("gpg_key_file"),
+                                    passphrase=params.get("decryption_passphrase"),
+                                    age_identity_file=params.get("age_identity_file"))
 
 
 # ------------------------------------------------------------------ file modes

@@ -44,6 +44,7 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import TOOL_VERSION
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
     ConnectionFailed,
@@ -59,7 +60,7 @@ from ansible.module_utils.lifeboat.restore.checks import (
     report_counts,
     schema_hash_for,
 )
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decode
+from ansible.module_utils.lifeboat.restore.decoding import decode
 from ansible.module_utils.lifeboat.restore.load import GIB, restore_into
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, scratch_database, sweep_scratch
 from ansible.module_utils.lifeboat.restore.selection import Source, recorded_locale, source_for
@@ -218,7 +219,7 @@ def _pg_restore_for(src: Source, admin: Admin | None, bin_dirs: list[str] | None
     return find_client("pg_restore", major, bin_dirs)[0]
 
 
-def check_integrity(storage: Storage, src: Source, keys: DecryptKeys, result: Result,
+def check_integrity(storage: Storage, src: Source, keys: DecryptionSpec, result: Result,
                     admin: Admin | None = None, bin_dirs: list[str] | None = None) -> bool:
     """Level 1: checksum, full decode, TOC / plain-SQL shape. Adds checks to ``result``."""
     lister = None
@@ -345,7 +346,7 @@ def _run_assertion(conn: Any, assertion: Assertion) -> tuple[bool, str]:
     return False, f"returned {len(rows)} row(s), e.g. {str(rows[0])[:200]}"
 
 
-def drill(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, options: Options,
+def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, options: Options,
           result: Result) -> None:
     """Level 2: restore into a scratch database, compare, check, assert; the scratch database is always dropped."""
     with admin.connect() as conn:
@@ -474,7 +475,7 @@ def targets(storage: Storage, databases: list[str], backup_id: str | None, prefi
     return out
 
 
-def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptKeys, admin: Admin | None,
+def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptionSpec, admin: Admin | None,
                options: Options, bin_dirs: list[str] | None = None) -> Result:
     if options.level not in LEVELS:
         raise ConfigError(f"level: must be one of {', '.join(LEVELS)}", "level")

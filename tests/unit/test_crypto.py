@@ -107,3 +107,29 @@ def test_gpg_bad_keys_fail_before_any_data(gpg_keys, tmp_path):
         crypto.prepare_encryptor(crypto.EncryptionSpec("gpg", [gpg_keys["pub"]], passphrase="x"))
     with pytest.raises(EncryptionError, match="holds no secret key"):
         crypto.prepare_decryptor(crypto.DecryptionSpec("gpg", secret_key_file=gpg_keys["pub"]))
+
+
+@needs
+def test_one_type_of_decryption_keys(age_keys):
+    """Archives (method given) and restores/drills (method from each manifest) share crypto.DecryptionSpec: the
+    module options build it once, the restore package's older DecryptKeys name builds the same type."""
+    import types
+
+    from ansible.module_utils.lifeboat import options
+    from ansible.module_utils.lifeboat import restore as rs
+    from ansible.module_utils.lifeboat.restore import decoding
+
+    keys = options.decrypt_keys({"age_identity_file": age_keys["identity"], "gpg_homedir": None})
+    assert type(keys) is crypto.DecryptionSpec and type(rs.DecryptKeys(age_identity_file="x")) is crypto.DecryptionSpec
+    assert keys.identity_file == keys.age_identity_file == age_keys["identity"]
+    assert "s3cret" not in repr(options.decrypt_keys({"decryption_passphrase": "s3cret"}))
+    assert keys.for_method("age").method == "age" and keys.method == "none"      # a copy, the keys unchanged
+    enc = crypto.prepare_encryptor(crypto.EncryptionSpec("age", [age_keys["recipient"]]))
+    cipher, _ = enc.spawn(subprocess.PIPE, subprocess.PIPE).communicate(b"one type")
+    dec = decoding.decryptor(types.SimpleNamespace(encryption="age"), keys)
+    try:
+        assert dec.spawn(subprocess.PIPE, subprocess.PIPE).communicate(cipher)[0] == b"one type"
+    finally:
+        dec.cleanup()
+    with pytest.raises(ConfigError, match="age_identity_file"):
+        decoding.decryptor(types.SimpleNamespace(encryption="age"), options.decrypt_keys({}))

@@ -35,7 +35,8 @@ The package, one concern per module (each imports only what it needs; this
 ``__init__`` re-exports the public API for callers that want one name):
 
 - ``selection``   which backup: ``Source`` (manifest), verification records, ``choose_backup``
-- ``decoding``    fetch -> sha256 -> decrypt -> decompress into a sink; ``DecryptKeys``
+- ``decoding``    fetch -> sha256 -> decrypt -> decompress into a sink; ``DecryptKeys`` (builds the one keys type,
+                  crypto.DecryptionSpec)
 - ``names``       new/old/scratch database names and their age
 - ``pgadmin``     PostgreSQL administration: databases, sessions, swap, scratch databases, ``Admin``
 - ``plainsql``    the plain-SQL guard (``PlainDumpGuard``) for older-procedure dumps

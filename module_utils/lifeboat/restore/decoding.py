@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ansible.module_utils.lifeboat import crypto, pipeline
 from ansible.module_utils.lifeboat.errors import (
@@ -26,14 +26,9 @@ from ansible.module_utils.lifeboat.storage import Storage
 CHUNK = 1024 * 1024
 
 
-@dataclass
-class DecryptKeys:
-    """What decrypts an artifact. ``passphrase`` is a secret (handed to gpg through a pipe fd)."""
-
-    gpg_homedir: str | None = None
-    secret_key_file: str | None = None
-    passphrase: str | None = field(default=None, repr=False)
-    age_identity_file: str | None = None
+#: the keys are crypto.DecryptionSpec (one type); ``DecryptKeys(gpg_homedir=..., age_identity_file=...)`` keeps
+#: building them under the older name
+DecryptKeys = crypto.DecryptionSpec.from_keys
 
 
 @dataclass
@@ -45,19 +40,17 @@ class DecodeResult:
     seconds: float = 0.0
 
 
-def decryptor(src: Source, keys: DecryptKeys):
+def decryptor(src: Source, keys: crypto.DecryptionSpec):
     """The prepared decryption step for ``src`` (None when it is not encrypted); a missing key names its option."""
     if src.encryption == "none":
         return None
-    if src.encryption == "age" and not keys.age_identity_file:
+    if src.encryption == "age" and not keys.identity_file:
         raise ConfigError("age_identity_file: the backup is encrypted with age; give the identity file that "
                           "decrypts it", "age_identity_file")
     if src.encryption == "gpg" and not (keys.gpg_homedir or keys.secret_key_file or keys.passphrase):
         raise ConfigError("gpg_homedir: the backup is encrypted with gpg; give gpg_homedir or gpg_key_file "
                           "(public-key mode) or passphrase (symmetric mode)", "gpg_homedir")
-    return crypto.prepare_decryptor(crypto.DecryptionSpec(
-        method=src.encryption, secret_key_file=keys.secret_key_file, gpg_homedir=keys.gpg_homedir,
-        passphrase=keys.passphrase, identity_file=keys.age_identity_file))
+    return crypto.prepare_decryptor(keys.for_method(src.encryption))
 
 
 def stored_sha256(storage: Storage, key: str) -> tuple[str, int]:
@@ -74,7 +67,7 @@ def stored_sha256(storage: Storage, key: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def decode(storage: Storage, src: Source, keys: DecryptKeys, sink: Callable[[bytes], None],
+def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Callable[[bytes], None],
            check_sha256: bool = True) -> DecodeResult:
     """Stream the stored artifact through sha256 -> decrypt -> decompress into ``sink`` (pipeline.py).
 

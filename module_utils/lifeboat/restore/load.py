@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ansible.module_utils.lifeboat import tmpfiles
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
     ConnectionFailed,
     IntegrityError,
     RestoreError,
 )
-from ansible.module_utils.lifeboat.restore.decoding import DecodeResult, DecryptKeys, decode
+from ansible.module_utils.lifeboat.restore.decoding import DecodeResult, decode
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, dbname_arg
 from ansible.module_utils.lifeboat.restore.plainsql import PlainDumpGuard
 from ansible.module_utils.lifeboat.restore.selection import Source
@@ -103,7 +104,7 @@ class RestoreRun:
     notes: list[str] = field(default_factory=list)
 
 
-def restore_into(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, database: str, *,
+def restore_into(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, database: str, *,
                  no_owner: bool = False, schema_only: bool = False, data_only: bool = False, jobs: int = 1,
                  staging_dir: str | None = None, staging_keep_free: int = 0,
                  app_name: str = APP_NAME) -> RestoreRun:

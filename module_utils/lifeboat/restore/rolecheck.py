@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.lifeboat import pipeline, roles
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import NotFound, RestoreError
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys, decryptor
+from ansible.module_utils.lifeboat.restore.decoding import decryptor
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin
 from ansible.module_utils.lifeboat.restore.selection import Source
 from ansible.module_utils.lifeboat.storage import Storage
@@ -28,7 +29,7 @@ def missing_for(admin: Admin, src: Source) -> list[str]:
         return roles.missing_roles(conn, needed_roles(src))
 
 
-def read_roles_script(storage: Storage, src: Source, keys: DecryptKeys) -> str:
+def read_roles_script(storage: Storage, src: Source, keys: DecryptionSpec) -> str:
     """Fetch, check (sha256), decrypt and decompress the backup's roles file."""
     doc = (src.manifest or {}).get("roles") or {}
     key = doc.get("key")
@@ -58,7 +59,7 @@ def missing_message(src: Source, missing: list[str], database: str) -> str:
             "denied')")
 
 
-def ensure_roles(storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, create: bool,
+def ensure_roles(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, create: bool,
                  database: str) -> dict[str, Any]:
     """Check (and with ``create``, create) the roles the backup needs. Raises RestoreError naming ALL the
     missing roles when not asked to create them."""

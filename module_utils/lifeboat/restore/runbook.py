@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
     LifeboatError,
@@ -14,7 +15,6 @@ from ansible.module_utils.lifeboat.errors import (
     RestoreError,
     SafetyError,
 )
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.hooks import describe_hook, run_hook
 from ansible.module_utils.lifeboat.restore.names import new_db_name, old_db_name, run_token, scratch_name
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, database_exists, other_sessions, repair_interrupted
@@ -93,7 +93,7 @@ def render_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_mode: bool = False,
+def run(req: Request, storage: Storage, admin: Admin, keys: DecryptionSpec, check_mode: bool = False,
         snapshot: Callable[[str, Source], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The 7-step runbook. Returns the summary; raises a LifeboatError naming the cause.
 
@@ -113,7 +113,7 @@ def run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_m
         raise type(exc)(msg, exc.option).with_partial(partial) from None
 
 
-def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptKeys, check_mode: bool,
+def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptionSpec, check_mode: bool,
          snapshot: Callable[[str, Source], dict[str, Any]] | None) -> dict[str, Any]:
     req.validate()
     if not check_mode:

@@ -8,10 +8,10 @@ import subprocess
 from typing import Any
 
 from ansible.module_utils.lifeboat import backup, crypto, tmpfiles
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
 )
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin
 from ansible.module_utils.lifeboat.restore.selection import Source
 
@@ -43,7 +43,7 @@ def _export_gpg_keys(homedir: str, fingerprints: list[str], directory: str) -> l
     return paths
 
 
-def safety_snapshot(admin: Admin, settings: Any, destination: str, database: str, src: Source, keys: DecryptKeys,
+def safety_snapshot(admin: Admin, settings: Any, destination: str, database: str, src: Source, keys: DecryptionSpec,
                     options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Back up the current ``database`` with the backup engine before it is changed.
 

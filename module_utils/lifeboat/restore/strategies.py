@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg import sql
 
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     IntegrityError,
     LifeboatError,
@@ -20,7 +21,6 @@ from ansible.module_utils.lifeboat.restore.checks import (
     report_counts,
     schema_hash_for,
 )
-from ansible.module_utils.lifeboat.restore.decoding import DecryptKeys
 from ansible.module_utils.lifeboat.restore.load import restore_into
 from ansible.module_utils.lifeboat.restore.partial import copy_schema, copy_tables, copy_to_side_schema, resolve_tables
 from ansible.module_utils.lifeboat.restore.pgadmin import (
@@ -48,7 +48,7 @@ from ansible.module_utils.lifeboat.restore.selection import (
 from ansible.module_utils.lifeboat.storage import Storage
 
 
-def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+def run_swap(req: Request, storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, steps: Steps,
               result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
     new = names["new"]
     with owned_database(admin, new):  # held until the swap is over: no sweep touches it meanwhile
@@ -64,7 +64,7 @@ def _recorded(req: Request, src: Source) -> dict[str, Any] | None:
     return props
 
 
-def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, steps: Steps,
               result: dict[str, Any], names: dict[str, str], target_exists: bool) -> None:
     new, old = names["new"], names["old"]
     with admin.connect() as conn:
@@ -110,7 +110,7 @@ def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptKeys, ad
                               f"'{new}' was dropped")
 
 
-def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, steps: Steps,
                   result: dict[str, Any]) -> None:
     result["warnings"].append(f"in-place restore of '{req.database}' is NOT atomic: a failure leaves it partially "
                               "restored")
@@ -142,7 +142,7 @@ def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptKeys,
         _check_result(admin, req.database, src, req, result, item)
 
 
-def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptKeys, admin: Admin, steps: Steps,
+def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, steps: Steps,
                  result: dict[str, Any]) -> None:
     scoped = bool(partial_scope_of(src)) and src.fmt != "plain"
     with scratch_database(admin, "stage", locale=recorded_locale(src)) as stage:
