@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import runrecord
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError
-from ansible.module_utils.lifeboat.s3 import S3Settings, translate
+from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.storage import S3Storage, Storage, open_storage
 
 KINDS = ("database", "archive", "sync")
@@ -72,14 +71,6 @@ def _time(value: Any) -> _dt.datetime | None:
 
 def _age(when: _dt.datetime | None, now: _dt.datetime) -> float | None:
     return None if when is None else round((now - when).total_seconds(), 1)
-
-
-def _json(storage: Storage, key: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(storage.get_bytes(key))
-    except (ValueError, LifeboatError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _verification(rec: dict[str, Any]) -> dict[str, Any]:
@@ -149,21 +140,11 @@ def _sort_key(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _open_uploads(storage: Storage) -> list[dict[str, Any]]:
-    """Multipart uploads left open under the root (S3 only: a directory has none)."""
+    """Multipart uploads left open under the root (S3 only: a directory's .partial files are not listed here)."""
     if not isinstance(storage, S3Storage):
         return []
-    prefix = storage.loc.prefix + "/" if storage.loc.prefix else ""
-    out = []
-    try:
-        for page in storage.client.get_paginator("list_multipart_uploads").paginate(Bucket=storage.bucket,
-                                                                                    Prefix=prefix):
-            for up in page.get("Uploads") or []:
-                initiated = up.get("Initiated")
-                out.append({"key": up.get("Key"), "initiated": mf.iso(initiated) if initiated else None})
-    except Exception as exc:  # noqa: BLE001 - translated below
-        raise translate(exc, f"list multipart uploads of s3://{storage.bucket}/{prefix}", storage.settings,
-                        storage.bucket) from None
-    return out
+    return [{"key": storage.full_key(u.key), "initiated": mf.iso(u.initiated) if u.initiated else None}
+            for u in storage.open_uploads() if u.upload_id]
 
 
 def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str, Any]:
@@ -209,7 +190,7 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
                                    "last_modified": mf.iso(lm) if lm else None,
                                    "age_s": _age(lm, now) if lm else None})
             continue
-        doc = _json(storage, found["manifest"])
+        doc = storage.get_json(found["manifest"])
         if doc is None:
             incomplete.append({"id": folder.split("/", 1)[1], "folder": folder, "objects": found["artifacts"],
                                "last_modified": None, "age_s": None,
@@ -229,7 +210,7 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
         if "size" not in found:
             continue  # a record or manifest whose dump is gone
         if found.get("manifest"):
-            doc = _json(storage, found["manifest"])
+            doc = storage.get_json(found["manifest"])
             if doc is None or doc.get("schema") != mf.SCHEMA:
                 continue
             if target.database and doc.get("database") != target.database:
@@ -246,7 +227,7 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
 
 
 def _attach_verifications(storage: Storage, entry: dict[str, Any], keys: list[str]) -> None:
-    recs = [r for r in (_json(storage, k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
+    recs = [r for r in (storage.get_json(k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
     recs.sort(key=lambda r: str(r.get("finished_at") or ""))
     entry["verifications"] = [_verification(r) for r in recs]
     entry["verification"] = entry["verifications"][-1] if recs else None

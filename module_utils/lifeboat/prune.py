@@ -27,7 +27,6 @@ fails half way deletes nothing.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,8 +35,8 @@ from typing import Any
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.errors import LifeboatError, StorageError
 from ansible.module_utils.lifeboat.retention import BackupSet, Decision, Policy, apply_policy
-from ansible.module_utils.lifeboat.s3 import bucket_versioning, translate
-from ansible.module_utils.lifeboat.storage import LocalStorage, S3Storage, Storage
+from ansible.module_utils.lifeboat.s3 import bucket_versioning
+from ansible.module_utils.lifeboat.storage import LocalStorage, OpenUpload, S3Storage, Storage
 
 ARCHIVE_SCHEMA = "lifeboat.archive/1"
 SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?)/(?P<rest>.+)$")
@@ -77,16 +76,8 @@ def _legacy_match(name: str) -> tuple[str, _dt.datetime] | None:
     return (base, when) if base and when else None
 
 
-def _read_json(storage: Storage, key: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(storage.get_bytes(key))
-    except (ValueError, LifeboatError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _verified(storage: Storage, keys: list[str]) -> bool | None:
-    records = [r for r in (_read_json(storage, k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
+    records = [r for r in (storage.get_json(k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
     if not records:
         return None
     records.sort(key=lambda r: str(r.get("finished_at", "")))
@@ -102,33 +93,6 @@ def _scope_label(manifest: dict[str, Any]) -> str:
     if any(scope.get(k) for k in ("include_tables", "exclude_tables", "include_schemas", "exclude_schemas")):
         return ":partial"
     return ""
-
-
-def _open_uploads(storage: Storage) -> list[tuple[str, str]]:
-    if not isinstance(storage, S3Storage):
-        return []
-    prefix = storage.loc.prefix + "/" if storage.loc.prefix else ""
-    out: list[tuple[str, str]] = []
-    try:
-        paginator = storage.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
-            for up in page.get("Uploads", []) or []:
-                out.append((storage.rel_key(up["Key"]), up["UploadId"]))
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, f"list multipart uploads s3://{storage.bucket}/{prefix}", storage.settings,
-                        storage.bucket) from None
-    return out
-
-
-def _local_partials(storage: Storage) -> list[str]:
-    if not isinstance(storage, LocalStorage):
-        return []
-    out = []
-    for dirpath, _dirs, files in os.walk(storage.root):
-        for name in files:
-            if name.endswith(".partial"):
-                out.append(os.path.relpath(os.path.join(dirpath, name), storage.root).replace(os.sep, "/"))
-    return sorted(out)
 
 
 def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None = None) -> list[StoredSet]:
@@ -152,18 +116,15 @@ def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None
             entry["keys"].append(obj.key)
             if obj.key == base:
                 entry["size"] += obj.size
-    for key in _local_partials(storage):
-        m = SET_RE.match(key)
+    for up in storage.open_uploads():   # S3 multipart uploads, or a directory's .partial files
+        m = SET_RE.match(up.key)
         if m:
-            grouped.setdefault((m.group("series"), m.group("id")),
-                               {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []}
-                               )["partials"].append(key)
-    for key, upload_id in _open_uploads(storage):
-        m = SET_RE.match(key)
-        if m:
-            grouped.setdefault((m.group("series"), m.group("id")),
-                               {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []}
-                               )["uploads"].append((key, upload_id))
+            g = grouped.setdefault((m.group("series"), m.group("id")),
+                                   {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []})
+            if up.upload_id:
+                g["uploads"].append((up.key, up.upload_id))
+            else:
+                g["partials"].append(up.key)
 
     sets: list[StoredSet] = []
     for (folder, backup_id), g in sorted(grouped.items()):
@@ -178,7 +139,7 @@ def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None
             sets.append(StoredSet(series=folder, kind="incomplete", time=_stamp_time(g["stamp"]),
                                   complete=False, **base))
             continue
-        man = _read_json(storage, manifest_key)
+        man = storage.get_json(manifest_key)
         if man is None or man.get("schema") not in (mf.SCHEMA, ARCHIVE_SCHEMA):
             sets.append(StoredSet(series=folder, kind="unknown", time=_stamp_time(g["stamp"]), complete=True,
                                   manifest_key=manifest_key,
@@ -208,7 +169,7 @@ def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None
         verify_keys = [k for k in keys if ".verify-" in k and k.endswith(".json")]
         backup_id = base_key[: -len(".sql.gz")]
         if man_key in keys:
-            man = _read_json(storage, man_key)
+            man = storage.get_json(man_key)
             db = (man or {}).get("database") or "unknown"
             if names and db not in names:
                 continue
@@ -315,14 +276,7 @@ def execute(storage: Storage, the_plan: Plan) -> Outcome:
     for s in the_plan.to_delete:
         try:
             for key, upload_id in s.uploads:
-                assert isinstance(storage, S3Storage)
-                try:
-                    storage.client.abort_multipart_upload(Bucket=storage.bucket, Key=storage.full_key(key),
-                                                          UploadId=upload_id)
-                except Exception as exc:  # noqa: BLE001
-                    err = translate(exc, f"abort upload {storage.uri(key)}", storage.settings, storage.bucket)
-                    if "NoSuchUpload" not in str(err):
-                        raise err from None
+                storage.abort_upload(OpenUpload(key, upload_id))
                 aborted += 1
             order = ([s.manifest_key] if s.manifest_key and s.manifest_key in s.keys else []) + \
                 [k for k in s.keys if k != s.manifest_key] + s.partials

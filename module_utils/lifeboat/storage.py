@@ -12,11 +12,16 @@ honour it; a store that answers 501 NotImplemented is retried without it, the
 backup lock then being the only guard); locally the ``.partial`` file is
 hard-linked to its name, which fails when the name exists. Either way a lost
 race raises ``AlreadyExists``.
+
+``open_uploads()`` lists what writers began and never committed (S3 multipart uploads under the root, or a
+directory's ``.partial`` files) and ``abort_upload()`` removes one: retention and the catalog read them here.
+``get_json()`` reads a small JSON document (manifests, records), None when it is missing or unreadable.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import errno
+import json
 import os
 import shlex
 import threading
@@ -27,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from collections.abc import Iterator
 
-from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, DeadlineExceeded, NotFound, StorageError
+from ansible.module_utils.lifeboat.errors import (AlreadyExists, ConfigError, DeadlineExceeded, LifeboatError, NotFound,
+                                                 StorageError)
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
@@ -47,6 +53,16 @@ class ObjectInfo:
     size: int
     last_modified: _dt.datetime | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    """An upload a writer began and never committed: an S3 multipart upload (``upload_id``) or a local
+    ``.partial`` file (``upload_id`` None)."""
+
+    key: str            # relative to the storage root (for a local one, the .partial file itself)
+    upload_id: str | None = None
+    initiated: _dt.datetime | None = None
 
 
 class Writer:
@@ -101,7 +117,21 @@ class Storage:
     def delete(self, key: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def open_uploads(self) -> list[OpenUpload]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def abort_upload(self, upload: OpenUpload) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
     # helpers built on the primitives
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        """The JSON object stored at ``key``; None when it is missing, unreadable or not an object."""
+        try:
+            data = json.loads(self.get_bytes(key))
+        except (ValueError, LifeboatError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)
@@ -413,6 +443,30 @@ class S3Storage(Storage):
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"delete {self.uri(key)}", self.settings, self.bucket) from None
 
+    def open_uploads(self) -> list[OpenUpload]:
+        """The multipart uploads left open under the root (ListMultipartUploads on the prefix)."""
+        prefix = self.loc.prefix + "/" if self.loc.prefix else ""
+        out: list[OpenUpload] = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=prefix):
+                for up in page.get("Uploads") or []:
+                    out.append(OpenUpload(self.rel_key(up["Key"]), up["UploadId"], up.get("Initiated")))
+        except Exception as exc:  # noqa: BLE001 - translated below
+            raise translate(exc, f"list multipart uploads of s3://{self.bucket}/{prefix}", self.settings,
+                            self.bucket) from None
+        return out
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        """Abort a multipart upload; one already gone (NoSuchUpload) is not an error."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.full_key(upload.key),
+                                               UploadId=upload.upload_id)
+        except Exception as exc:  # noqa: BLE001
+            err = translate(exc, f"abort upload {self.uri(upload.key)}", self.settings, self.bucket)
+            if "NoSuchUpload" not in str(err):
+                raise err from None
+
 
 # ------------------------------------------------------------------------ local
 
@@ -569,6 +623,23 @@ class LocalStorage(Storage):
             pass
         except OSError as exc:
             raise _local_error(exc, f"delete {self.path(key)}") from None
+
+    def open_uploads(self) -> list[OpenUpload]:
+        """The ``.partial`` files under the root (a writer that was killed, or is still writing)."""
+        out: list[OpenUpload] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.endswith(".partial"):
+                    full = os.path.join(dirpath, name)
+                    try:
+                        when = _dt.datetime.fromtimestamp(os.stat(full).st_mtime, tz=_dt.UTC)
+                    except OSError:
+                        continue  # committed or removed meanwhile
+                    out.append(OpenUpload(os.path.relpath(full, self.root).replace(os.sep, "/"), None, when))
+        return sorted(out, key=lambda u: u.key)
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        self.delete(upload.key)
 
 
 def open_storage(destination: str, settings: S3Settings | None = None, part_size: int = 16 * MIB) -> Storage:

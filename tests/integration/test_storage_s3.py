@@ -58,3 +58,27 @@ def test_missing_bucket_wrong_credentials_and_unreachable_endpoint(lab, scratch_
     dead = settings(ep, endpoint="http://127.0.0.1:9")  # discard port: nothing listens
     with pytest.raises(ConnectionFailed, match="cannot reach http://127.0.0.1:9"):
         S3Storage(f"s3://{bucket}", dead).check()
+
+
+def test_open_uploads_are_listed_under_the_root_and_aborted(scratch_bucket, s3_backup):
+    """What retention and the catalog read through the storage layer: open multipart uploads under the root
+    (keys relative to it, another prefix's not listed), aborted once (again: no error); get_json."""
+    bucket, ep = scratch_bucket
+    store = S3Storage(f"s3://{bucket}/root", settings(ep), part_size=5 * MIB)
+    other = S3Storage(f"s3://{bucket}/elsewhere", settings(ep), part_size=5 * MIB)
+    w, w2 = store.open_writer("appdb/b1/appdb.dump"), other.open_writer("x.dump")
+    try:
+        w.write(os.urandom(6 * MIB))      # one part uploaded: the multipart upload is open
+        w2.write(os.urandom(6 * MIB))
+        ups = store.open_uploads()
+        assert [u.key for u in ups] == ["appdb/b1/appdb.dump"] and ups[0].upload_id and ups[0].initiated
+        store.abort_upload(ups[0])
+        store.abort_upload(ups[0])        # already gone: not an error
+        assert store.open_uploads() == [] and [u.key for u in other.open_uploads()] == ["x.dump"]
+    finally:
+        w.abort()
+        w2.abort()
+    store.put_bytes("appdb/b1/manifest.json", b'{"schema": "x"}')
+    store.put_bytes("appdb/b1/list.json", b"[1]")
+    assert store.get_json("appdb/b1/manifest.json") == {"schema": "x"}
+    assert store.get_json("appdb/b1/list.json") is None and store.get_json("appdb/missing.json") is None

@@ -41,3 +41,23 @@ def test_local_storage_refuses_escaping_keys_and_relative_roots(tmp_path):
         open_storage("gs://bucket/x")
     with pytest.raises(NotFound):
         store.get_bytes("missing.json")
+
+
+def test_local_open_uploads_get_json(tmp_path):
+    """A directory store's open uploads are its .partial files (a writer killed or still writing); abort removes
+    them; get_json reads a JSON object, None when missing, not JSON or not an object."""
+    store = LocalStorage(str(tmp_path / "store"))
+    w = store.open_writer("appdb/b1/appdb.dump")
+    w.write(b"half")
+    ups = store.open_uploads()
+    assert len(ups) == 1 and ups[0].key.startswith("appdb/b1/appdb.dump") and ups[0].key.endswith(".partial")
+    assert ups[0].upload_id is None and ups[0].initiated is not None
+    assert [o.key for o in store.list("")] == []          # never listed as an object
+    store.abort_upload(ups[0])
+    assert store.open_uploads() == []
+    w.abort()
+    store.put_bytes("a.json", b'{"k": 1}')
+    store.put_bytes("b.json", b"not json")
+    store.put_bytes("c.json", b"[1]")
+    assert store.get_json("a.json") == {"k": 1}
+    assert store.get_json("b.json") is None and store.get_json("c.json") is None and store.get_json("d.json") is None
