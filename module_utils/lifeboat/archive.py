@@ -52,7 +52,7 @@ from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.sides import makedirs
 from ansible.module_utils.lifeboat.storage import Storage, open_storage, stock_fetch_command
 
-SCHEMA = "lifeboat.archive/1"
+SCHEMA = mf.ARCHIVE_SCHEMA
 MANIFEST = "manifest.json"
 STAMP = "%Y%m%dT%H%M%SZ"
 TOOL = "lifeboat-archive"

@@ -30,7 +30,7 @@ from ansible.module_utils.lifeboat.storage import S3Storage, Storage, open_stora
 
 KINDS = ("database", "archive", "sync")
 OUTCOMES = ("passed", "failed", "inconclusive")
-ARCHIVE_SCHEMA = "lifeboat.archive/1"
+ARCHIVE_SCHEMA = mf.ARCHIVE_SCHEMA
 
 
 @dataclass

@@ -42,6 +42,7 @@ from ansible.module_utils.lifeboat.errors import IntegrityError, NotFound
 from ansible.module_utils.lifeboat.storage import Storage
 
 SCHEMA = "lifeboat/backup-manifest/v1"
+ARCHIVE_SCHEMA = "lifeboat.archive/1"   # directory and configuration archives (archive.py)
 VERIFY_SCHEMA = "lifeboat/verification/v1"
 MANIFEST_NAME = "manifest.json"
 LEGACY_RE = re.compile(r"(?:^|/)db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz$")

@@ -38,7 +38,7 @@ from ansible.module_utils.lifeboat.retention import BackupSet, Decision, Policy,
 from ansible.module_utils.lifeboat.s3 import bucket_versioning
 from ansible.module_utils.lifeboat.storage import LocalStorage, OpenUpload, S3Storage, Storage
 
-ARCHIVE_SCHEMA = "lifeboat.archive/1"
+ARCHIVE_SCHEMA = mf.ARCHIVE_SCHEMA
 SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?)/(?P<rest>.+)$")
 LEGACY_SERIES = "older-procedure"
 
