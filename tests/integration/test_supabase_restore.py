@@ -9,13 +9,15 @@ time). The backup is one pg_dump archive taken by the ``postgres``-like login in
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 import subprocess
 import uuid
 
 import psycopg
 import pytest
 from psycopg import sql
-from testlib import unique
+from testlib import REPO, VENV_BIN, unique
 
 from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.errors import RestoreError, SafetyError
@@ -325,3 +327,45 @@ def test_without_set_on_session_replication_role_the_fix_is_named(pg, platform, 
     with pytest.raises(RestoreError, match="GRANT SET ON PARAMETER session_replication_role TO"):
         sb.restore(target(pg, r, src), path, sb.Scope(APP_SCHEMAS, PLATFORM), mode="in_place", confirm=src,
                    snapshot_dir=str(tmp_path / "snap"), bin_dirs=[pg["bin_dir"]])
+
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "supabase.md"
+
+
+def doc_block(name: str) -> str:
+    """The bash block under ``<!-- docs-test: NAME -->`` in docs/supabase.md, exactly as printed there."""
+    m = re.search(r"<!-- docs-test: " + re.escape(name) + r" -->\n```bash\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert m, f"docs/supabase.md has no block {name}"
+    return m.group(1)
+
+
+def run_doc(blocks: list[str], dsn: str, env: dict) -> subprocess.CompletedProcess:
+    """Run the doc's blocks with bash from the checkout, the connection string typed on stdin."""
+    script = "set -euo pipefail\n" + "".join(doc_block(b) for b in blocks)
+    full = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1", **env}
+    full.pop("LIFEBOAT_PG_DSN", None)
+    return subprocess.run(["bash", "-c", script], input=dsn + "\n", cwd=REPO, env=full, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def test_docs_restore_into_a_new_project_then_in_place_word_for_word(pg, platform, tmp_path):
+    """docs/supabase.md's restore steps, run as printed: a new project, then an incident and an in-place restore."""
+    r = platform
+    src, _paths = make_source(pg, r, tmp_path)
+    before = state(pg, r, src)
+    dest = new_project(pg, r)
+    dsn = pgdsn(pg, r["postgres"], r["password"], dest)
+    proc = run_doc(["supabase-dsn", "supabase-new"], dsn, {"RESTORE_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert r["password"] not in proc.stdout + proc.stderr
+    assert state(pg, r, dest) == before
+
+    with as_login(pg, r, dest) as conn:  # the incident
+        conn.execute("DELETE FROM storage.objects")
+        conn.execute("DROP TABLE app_private.generated_videos")
+    proc = run_doc(["supabase-dsn", "supabase-in-place"], dsn,
+                   {"RESTORE_DIR": str(tmp_path), "PROJECT_DATABASE": dest})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "public_lifeboat_old_" in proc.stdout and "safety" in proc.stdout
+    assert state(pg, r, dest) == before
+    assert len(list((tmp_path / "safety").glob(f"{dest}-before-restore-*.dump"))) == 2

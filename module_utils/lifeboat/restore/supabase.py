@@ -30,10 +30,8 @@ foreign keys are instead checked, every one from or to a restored table, by one 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +40,24 @@ from psycopg import sql
 from ansible.module_utils.lifeboat import roles as rolesmod
 from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError, SafetyError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
+from ansible.module_utils.lifeboat.restore.supabase_plan import (  # noqa: F401 - re-exported
+    MOVE_SQL,
+    PLATFORM_TABLES,
+    Entry,
+    Plan,
+    Scope,
+    count_check_sql,
+    dump_argv,
+    fk_check_sql,
+    lit,
+    old_name,
+    or_replace,
+    parse_toc,
+    plan,
+    held_tables,
+    platform_table_of,
+    qi,
+)
 
 # The platform's roles: a new project has them; a roles script's statements about them are never run.
 PLATFORM_ROLES = frozenset({
@@ -50,235 +66,6 @@ PLATFORM_ROLES = frozenset({
     "supabase_realtime_admin", "supabase_replication_admin", "supabase_read_only_user", "pgbouncer",
     "pgsodium_keyholder", "pgsodium_keyiduser", "pgsodium_keymaker", "supabase_etl_admin",
 })
-# The platform tables that hold the users' data (supabase/auth and supabase/storage migrations).
-PLATFORM_TABLES = (
-    ("auth", "users"), ("auth", "identities"), ("auth", "mfa_factors"), ("auth", "one_time_tokens"),
-    ("storage", "buckets"), ("storage", "objects"),
-)
-
-_DATA = {"TABLE DATA", "SEQUENCE SET", "BLOBS", "BLOB DATA", "LARGE OBJECT DATA"}
-_POST = {"INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "RULE", "POLICY", "ROW SECURITY",
-         "INDEX ATTACH", "MATERIALIZED VIEW DATA", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA",
-         "STATISTICS", "EVENT TRIGGER", "DEFAULT"}
-_LAST = {"ACL", "COMMENT", "SECURITY LABEL", "DEFAULT ACL"}
-# Longest first: "TABLE DATA" before "TABLE", "FK CONSTRAINT" before "CONSTRAINT".
-_TYPES = sorted(_DATA | _POST | _LAST | {
-    "TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "SEQUENCE OWNED BY", "FUNCTION", "PROCEDURE",
-    "AGGREGATE", "TYPE", "DOMAIN", "SCHEMA", "EXTENSION", "COLLATION", "CONVERSION", "OPERATOR",
-    "OPERATOR CLASS", "OPERATOR FAMILY", "CAST", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
-    "FOREIGN TABLE", "SERVER", "USER MAPPING", "PUBLICATION", "SUBSCRIPTION", "SHELL TYPE", "PROCEDURAL LANGUAGE",
-    "FOREIGN DATA WRAPPER", "TRANSFORM", "ACCESS METHOD", "DATABASE", "DATABASE PROPERTIES", "ENCODING",
-    "STDSTRINGS", "SEARCHPATH", "ROW SECURITY", "LARGE OBJECT",
-}, key=len, reverse=True)
-_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
-
-
-@dataclass
-class Entry:
-    """One line of ``pg_restore -l``: ``<id>; <tableoid> <oid> <TYPE> <namespace> <tag> <owner>``."""
-
-    line: str
-    type: str
-    rest: str          # "<namespace> <tag> <owner>" as printed (names are not quoted there)
-    archive: str = ""  # the archive file it is in
-    replace: bool = False  # a FUNCTION created with CREATE OR REPLACE (the live one is kept, same OID)
-
-    def in_schema(self, schema: str) -> bool:
-        return self.rest.startswith(schema + " ")
-
-    def tag_after(self, schema: str) -> str:
-        return self.rest[len(schema) + 1:]
-
-
-def parse_toc(text: str, archive: str = "") -> list[Entry]:
-    out = []
-    for raw in text.splitlines():
-        m = _LINE.match(raw)
-        if not m:
-            continue  # comments and headers
-        body = m.group(4)
-        kind = next((t for t in _TYPES if body.startswith(t + " ")), None)
-        if kind is None:
-            raise RestoreError(f"supabase restore: pg_restore listed an entry of a kind Lifeboat does not know: "
-                               f"{raw!r}; report it", "backup")
-        out.append(Entry(raw, kind, body[len(kind) + 1:], archive))
-    return out
-
-
-@dataclass
-class Scope:
-    """What the backup holds: the application schemas (schema and data) and the platform tables (data)."""
-
-    app_schemas: list[str]
-    platform_tables: list[tuple[str, str]] = field(default_factory=lambda: list(PLATFORM_TABLES))
-
-    def platform_schemas(self) -> list[str]:
-        return sorted({s for s, _ in self.platform_tables})
-
-    def check(self) -> None:
-        if not self.app_schemas:
-            raise ConfigError("supabase restore: the backup names no application schema", "app_schemas")
-        clash = sorted(set(self.app_schemas) & set(self.platform_schemas()))
-        if clash:
-            raise ConfigError(f"supabase restore: {', '.join(clash)} is both an application schema and a "
-                              "platform schema", "app_schemas")
-
-
-@dataclass
-class Plan:
-    """The archive's entries in the order the one transaction runs them."""
-
-    app_pre: list[Entry]
-    platform_data: list[Entry]
-    app_data: list[Entry]
-    app_post: list[Entry]
-    platform_extras: list[Entry]   # the user's triggers/policies on platform tables (and their comments)
-    app_last: list[Entry]          # grants, comments, default privileges of the application schemas
-    created_schemas: list[str]     # application schemas the archive creates itself (CREATE SCHEMA)
-    left_out: list[str]            # entries neither part (platform objects the project already has)
-    skipped: list[str] = field(default_factory=list)  # application entries the target keeps its own of
-
-    def phases(self) -> list[list[Entry]]:
-        return [self.app_pre, self.platform_data, self.app_data, self.app_post, self.platform_extras,
-                self.app_last]
-
-
-def _app_schema_of(entry: Entry, schemas: list[str]) -> str | None:
-    for s in sorted(schemas, key=len, reverse=True):
-        if entry.in_schema(s):
-            return s
-        if entry.type == "SCHEMA" and entry.rest.startswith(f"- {s} "):
-            return s
-        if entry.type in _LAST and entry.rest.startswith(f"- SCHEMA {s} "):
-            return s
-    return None
-
-
-def _platform_table_of(entry: Entry, tables: list[tuple[str, str]]) -> tuple[str, str] | None:
-    for schema, table in sorted(tables, key=lambda t: (len(t[0]), len(t[1])), reverse=True):
-        if entry.in_schema(schema):
-            tag = entry.tag_after(schema)
-            if tag.startswith(table + " "):
-                return schema, table
-    return None
-
-
-def plan(entries: list[Entry], scope: Scope, existing_schemas: set[str] | frozenset[str] = frozenset(),
-         actors: set[str] | None = None) -> Plan:
-    """``existing_schemas``: the target's schemas (their CREATE SCHEMA is skipped); ``actors``: the roles the
-    login may act as (default privileges of other roles are the platform's and are skipped)."""
-    scope.check()
-    p = Plan([], [], [], [], [], [], [], [], [])
-    for e in entries:
-        schema = _app_schema_of(e, scope.app_schemas)
-        if schema is not None:
-            if e.type == "SCHEMA":
-                p.created_schemas.append(schema)
-                if schema in existing_schemas:
-                    p.skipped.append(f"schema {schema}: the project's own is kept (owner, grants, default "
-                                     "privileges); its objects are restored into it")
-                    continue
-            if e.type == "DEFAULT ACL" and actors is not None and e.rest.rsplit(" ", 1)[-1] not in actors:
-                p.skipped.append(f"default privileges of role {e.rest.rsplit(' ', 1)[-1]} in schema {schema}: "
-                                 "the platform's (the login cannot set them); the project keeps its own")
-                continue
-            if e.type in _DATA:
-                p.app_data.append(e)
-            elif e.type in _POST:
-                p.app_post.append(e)
-            elif e.type in _LAST:
-                p.app_last.append(e)
-            else:
-                p.app_pre.append(e)
-            continue
-        table = _platform_table_of(e, scope.platform_tables)
-        if table is not None and e.type in ("TABLE DATA",):
-            p.platform_data.append(e)
-        elif table is not None and e.type in ("TRIGGER", "POLICY", "ROW SECURITY"):
-            p.platform_extras.append(e)
-        elif e.type == "SEQUENCE SET" and any(e.in_schema(s) for s in scope.platform_schemas()):
-            p.platform_data.append(e)
-        else:
-            p.left_out.append(e.line)
-    return p
-
-
-def lit(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings is on in every supported server)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def qi(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def fk_check_sql(schemas: list[str], tables: list[tuple[str, str]]) -> str:
-    """A DO block: every foreign key from or to a table of ``schemas`` or one of ``tables`` is checked by an
-    anti-join; any violation aborts the transaction naming the constraint, the tables and how many rows."""
-    schema_arr = "ARRAY[" + ", ".join(lit(s) for s in schemas) + "]::text[]" if schemas else "ARRAY[]::text[]"
-    pairs = ", ".join(f"({lit(s)}, {lit(t)})" for s, t in tables) or "(NULL, NULL)"
-    # every name below is a literal made by lit(); the block builds its queries with format('%I')
-    return f"""DO $lifeboat_fk$
-DECLARE r record; n bigint; bad text := '';
-BEGIN
-  FOR r IN
-    SELECT k.conname, format('%I.%I', cn.nspname, c.relname) AS child, format('%I.%I', pn.nspname, p.relname) AS parent,
-           (SELECT string_agg(format('c.%I IS NOT NULL', a.attname), ' AND ' ORDER BY u.o)
-              FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
-              JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n) AS notnull,
-           (SELECT string_agg(format('p.%I = c.%I', pa.attname, ca.attname), ' AND ' ORDER BY u.o)
-              FROM unnest(k.conkey, k.confkey) WITH ORDINALITY u(cn, pn, o)
-              JOIN pg_catalog.pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = u.cn
-              JOIN pg_catalog.pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = u.pn) AS joins
-      FROM pg_catalog.pg_constraint k
-      JOIN pg_catalog.pg_class c ON c.oid = k.conrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
-      JOIN pg_catalog.pg_class p ON p.oid = k.confrelid JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
-     WHERE k.contype = 'f' AND k.conparentid = 0
-       AND (cn.nspname = ANY({schema_arr}) OR pn.nspname = ANY({schema_arr})
-            OR (cn.nspname, c.relname) IN (VALUES {pairs}) OR (pn.nspname, p.relname) IN (VALUES {pairs}))
-       AND cn.nspname NOT LIKE '%\\_lifeboat\\_old\\_%' AND pn.nspname NOT LIKE '%\\_lifeboat\\_old\\_%'
-     ORDER BY 2, 1
-  LOOP
-    EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
-                   r.child, r.notnull, r.parent, r.joins) INTO n;
-    IF n > 0 THEN
-      bad := bad || format('%s row(s) of %s have no match in %s (foreign key %I); ', n, r.child, r.parent, r.conname);
-    END IF;
-  END LOOP;
-  IF bad <> '' THEN
-    RAISE EXCEPTION 'lifeboat: foreign keys broken after the restore, nothing was changed: %', bad;
-  END IF;
-END
-$lifeboat_fk$;
-"""  # noqa: S608
-
-
-def count_check_sql(expected: dict[str, int] | None, tables: Iterable[tuple[str, str]]) -> str:
-    """A DO block comparing each table's rows with the manifest's count; a difference aborts the transaction."""
-    if not expected:
-        return ""
-    lines = []
-    for schema, table in tables:
-        want = expected.get(f"{schema}.{table}")
-        if want is None:
-            continue
-        lines.append(f"  SELECT count(*) INTO n FROM {qi(schema)}.{qi(table)};\n"  # noqa: S608 - quoted (qi)
-                     f"  IF n <> {int(want)} THEN bad := bad || format('%s has %s rows, the manifest says %s; ', "
-                     f"{lit(schema + '.' + table)}, n, {int(want)}); END IF;")
-    if not lines:
-        return ""
-    body = "\n".join(lines)
-    return f"""DO $lifeboat_counts$
-DECLARE n bigint; bad text := '';
-BEGIN
-{body}
-  IF bad <> '' THEN
-    RAISE EXCEPTION 'lifeboat: restored rows differ from the backup''s manifest, nothing was changed: %', bad;
-  END IF;
-END
-$lifeboat_counts$;
-"""
-
 
 def _client(target: PgTarget, name: str, bin_dirs: list[str] | None) -> str:
     with target.connect() as conn:
@@ -369,7 +156,7 @@ def functions_used_by_platform(conn: Any, scope: Scope) -> dict[str, int]:
 
 
 def _extra_key(e: Entry, scope: Scope) -> tuple[str, str, str] | None:
-    table = _platform_table_of(e, scope.platform_tables)
+    table = platform_table_of(e, scope.platform_tables)
     if table is None or e.type not in ("TRIGGER", "POLICY"):
         return None
     tag = e.tag_after(table[0])[len(table[1]) + 1:]
@@ -378,49 +165,6 @@ def _extra_key(e: Entry, scope: Scope) -> tuple[str, str, str] | None:
 
 def roles_to_create(roles_script: str, facts: Facts) -> list[str]:
     return sorted(r for r in rolesmod.role_names(roles_script) if r not in PLATFORM_ROLES and r not in facts.roles)
-
-
-def old_name(schema: str, token: str) -> str:
-    suffix = f"_lifeboat_old_{token}"
-    base = schema.encode("utf-8")[:63 - len(suffix)].decode("utf-8", "ignore")
-    return base + suffix
-
-
-MOVE_SQL = """DO $lifeboat_move$
-DECLARE s text := %(schema)s; old text := %(old)s; keep oid[] := %(keep)s; r record;
-BEGIN
-  EXECUTE format('CREATE SCHEMA %%I', old);
-  FOR r IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
-                                 AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
-  LOOP
-    EXECUTE format('ALTER %%s %%I.%%I SET SCHEMA %%I',
-                   CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
-                                  WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, s, r.relname, old);
-  END LOOP;
-  FOR r IN SELECT p.oid::pg_catalog.regprocedure::text AS sig, p.prokind FROM pg_catalog.pg_proc p
-             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-            WHERE n.nspname = s AND p.oid <> ALL(keep) AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                   WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE format('ALTER %%s %%s SET SCHEMA %%I', CASE r.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END,
-                   r.sig, old);
-  END LOOP;
-  FOR r IN SELECT t.typname, t.typtype FROM pg_catalog.pg_type t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-            WHERE n.nspname = s AND t.typtype IN ('c', 'd', 'e', 'r')
-              AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
-              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::regclass
-                                 AND d.objid = t.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE format('ALTER %%s %%I.%%I SET SCHEMA %%I', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
-                   s, r.typname, old);
-  END LOOP;
-END
-$lifeboat_move$;
-"""
 
 
 def preamble(mode: str, scope: Scope, facts: Facts, plan_: Plan, token: str,
@@ -491,6 +235,9 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
     pg_restore = _client(target, "pg_restore", bin_dirs)
     psql = _client(target, "psql", bin_dirs)
     entries = [e for archive in archives for e in list_archive(pg_restore, archive)]
+    held = held_tables(entries, scope)
+    absent = [f"{s}.{t}" for s, t in scope.platform_tables if (s, t) not in held]
+    scope = Scope(list(scope.app_schemas), [t for t in scope.platform_tables if t in held])
     token = token or secrets.token_hex(4)
     with target.connect() as conn:
         facts = read_facts(conn, scope)
@@ -549,7 +296,8 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
     tail = fk_check_sql(scope.app_schemas, scope.platform_tables) + count_check_sql(
         expected_counts, _tables_in(p, scope))
     _run_one_transaction(target, pg_restore, psql, p, head, tail, token)
-    return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, p.skipped)
+    skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent]
+    return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped)
 
 
 def _schemas_with_objects(target: PgTarget, schemas: list[str]) -> list[str]:
@@ -589,11 +337,6 @@ def _runs(p: Plan) -> list[tuple[str, list[Entry]]]:
             else:
                 out.append((e.archive, [e]))
     return out
-
-
-def or_replace(script: bytes) -> bytes:
-    """pg_restore's text of one FUNCTION entry, creating it with CREATE OR REPLACE (the statement starts a line)."""
-    return re.sub(rb"(?m)^CREATE FUNCTION ", b"CREATE OR REPLACE FUNCTION ", script, count=1)
 
 
 def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, head: str, tail: str,
@@ -646,16 +389,6 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
                                "archive")
 
 
-def dump_argv(pg_dump: str, scope: Scope, part: str, snapshot: str | None = None) -> list[str]:
-    """pg_dump's arguments for one part of a Supabase-shaped backup: ``app`` (the application schemas, schema and
-    data) or ``platform`` (the platform tables: their rows and the user's triggers and policies on them).
-    pg_dump ignores ``--schema`` once ``--table`` is given, hence two runs (of one exported snapshot)."""
-    argv = [pg_dump, "-Fc", "--no-password"] + ([f"--snapshot={snapshot}"] if snapshot else [])
-    if part == "app":
-        return argv + [f"--schema={_pattern(s)}" for s in scope.app_schemas]
-    return argv + [f"--table={_pattern(s)}.{_pattern(t)}" for s, t in scope.platform_tables]
-
-
 def safety_snapshot(target: PgTarget, scope: Scope, directory: str | None, bin_dirs: list[str] | None,
                     token: str) -> list[str]:
     """Archives of the same shape as the backup (application schemas; platform tables) of the project as it is
@@ -683,6 +416,3 @@ def safety_snapshot(target: PgTarget, scope: Scope, directory: str | None, bin_d
     return paths
 
 
-def _pattern(name: str) -> str:
-    """A pg_dump pattern matching exactly ``name`` (quoted, so case and wildcards are literal)."""
-    return '"' + name.replace('"', '""') + '"'
