@@ -116,7 +116,8 @@ CREATE POLICY "Users read their own files" ON storage.objects FOR SELECT TO {r['
 def platform(pg):
     """Cluster roles of one Supabase-like platform (unique names), dropped afterwards."""
     tok = uuid.uuid4().hex[:8]
-    r = {k: f"sbt_{tok}_{k}" for k in ("postgres", "anon", "authenticated", "auth_admin", "storage_admin")}
+    r = {k: f"sbt_{tok}_{k}" for k in ("postgres", "anon", "authenticated", "auth_admin", "storage_admin",
+                                       "reporting")}
     r["password"] = uuid.uuid4().hex
     admin = psycopg.connect(pgdsn(pg, pg["admin_user"], pg["admin_password"]), autocommit=True)
     try:
@@ -133,7 +134,7 @@ def platform(pg):
         for db in r.get("projects", []):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         admin.execute(f"REVOKE SET ON PARAMETER session_replication_role FROM {r['postgres']}")
-        for k in ("postgres", "anon", "authenticated", "auth_admin", "storage_admin"):
+        for k in ("reporting", "postgres", "anon", "authenticated", "auth_admin", "storage_admin"):
             admin.execute(f"DROP ROLE IF EXISTS {r[k]}")
         admin.close()
 
@@ -369,3 +370,39 @@ def test_docs_restore_into_a_new_project_then_in_place_word_for_word(pg, platfor
     assert "public_lifeboat_old_" in proc.stdout and "safety" in proc.stdout
     assert state(pg, r, dest) == before
     assert len(list((tmp_path / "safety").glob(f"{dest}-before-restore-*.dump"))) == 2
+
+
+def test_new_project_gets_the_roles_it_lacks_in_the_same_transaction(pg, platform, tmp_path):
+    """A role of the application (owner of a view, granted SELECT) missing on the target server is created from the
+    roles script, without a password, and owns and holds the same things as before."""
+    r = platform
+    src = new_project(pg, r)
+    with as_login(pg, r, src) as conn:
+        conn.execute(app_sql(r))
+        conn.execute(data_sql(r))
+        conn.execute(f"CREATE ROLE {r['reporting']} NOLOGIN")
+        conn.execute(f"GRANT {r['reporting']} TO {r['postgres']}")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA app_private TO {r['reporting']}")
+        conn.execute(f"GRANT SELECT ON public.videos TO {r['reporting']}")
+        conn.execute("CREATE VIEW app_private.video_titles AS SELECT id, title FROM public.videos")
+        conn.execute(f"ALTER VIEW app_private.video_titles OWNER TO {r['reporting']}")
+    paths = backup(pg, r, src, tmp_path)
+    before = state(pg, r, src)
+    assert (("app_private", "video_titles", "v", r["reporting"]) in [row[:4] for row in before["owners"]])
+    roles_script = (f"CREATE ROLE {r['reporting']};\nALTER ROLE {r['reporting']} WITH NOSUPERUSER INHERIT "
+                    "NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;\n"
+                    f"CREATE ROLE {r['anon']};\nALTER ROLE {r['anon']} WITH NOLOGIN;\n")
+    with psycopg.connect(pgdsn(pg, pg["admin_user"], pg["admin_password"]), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(src)))
+        admin.execute(f"DROP ROLE {r['reporting']}")
+    dest = new_project(pg, r)
+    # a failing restore (a count the manifest disagrees with) leaves no role behind
+    with pytest.raises(RestoreError, match="the manifest says 7"):
+        sb.restore(target(pg, r, dest), paths, sb.Scope(APP_SCHEMAS, PLATFORM), mode="new", roles_script=roles_script,
+                   expected_counts={"public.videos": 7}, bin_dirs=[pg["bin_dir"]])
+    with as_login(pg, r, dest) as conn:
+        assert conn.execute("SELECT to_regrole(%s)", (r["reporting"],)).fetchone()[0] is None
+    result = sb.restore(target(pg, r, dest), paths, sb.Scope(APP_SCHEMAS, PLATFORM), mode="new",
+                        roles_script=roles_script, bin_dirs=[pg["bin_dir"]])
+    assert result.roles_created == [r["reporting"]]  # anon exists (a platform role here): left alone
+    assert state(pg, r, dest) == before

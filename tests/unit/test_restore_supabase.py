@@ -93,3 +93,11 @@ def test_only_the_platform_tables_the_backup_holds_are_touched():
     entries = sb.parse_toc(PLATFORM, "platform.dump")
     scope = sb.Scope(["public"], [("auth", "users"), ("auth", "mfa_factors"), ("storage", "objects")])
     assert sb.held_tables(entries, scope) == {("auth", "users"), ("storage", "objects")}
+
+
+def test_role_statements_a_non_superuser_may_run():
+    stmt = "ALTER ROLE rep WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;"
+    assert sb.without_superuser_defaults(stmt) == "ALTER ROLE rep WITH INHERIT NOCREATEROLE NOCREATEDB NOLOGIN;"
+    assert sb.without_superuser_defaults("ALTER ROLE x WITH NOSUPERUSER NOBYPASSRLS;") == ""
+    assert "BYPASSRLS" in sb.without_superuser_defaults("ALTER ROLE x WITH BYPASSRLS;")
+    assert sb.without_superuser_defaults("GRANT a TO b;") == "GRANT a TO b;"

@@ -30,6 +30,7 @@ foreign keys are instead checked, every one from or to a restored table, by one 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -163,6 +164,16 @@ def _extra_key(e: Entry, scope: Scope) -> tuple[str, str, str] | None:
     return table[0], table[1], tag.rsplit(" ", 1)[0]
 
 
+def without_superuser_defaults(stmt: str) -> str:
+    """pg_dumpall's ``ALTER ROLE x WITH NOSUPERUSER ... NOREPLICATION NOBYPASSRLS`` without the three defaults a
+    non-superuser may not even restate (PostgreSQL 15: "must be superuser to ... change superuser attribute");
+    a role that really needs SUPERUSER, REPLICATION or BYPASSRLS still fails, named by the server."""
+    if not stmt.upper().startswith("ALTER ROLE "):
+        return stmt
+    out = re.sub(r"\s+(NOSUPERUSER|NOREPLICATION|NOBYPASSRLS)\b", "", stmt)
+    return "" if re.search(r"\bWITH\s*;?\s*$", out) else out
+
+
 def roles_to_create(roles_script: str, facts: Facts) -> list[str]:
     return sorted(r for r in rolesmod.role_names(roles_script) if r not in PLATFORM_ROLES and r not in facts.roles)
 
@@ -285,14 +296,15 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         snapshot = safety_snapshot(target, scope, snapshot_dir, bin_dirs, token)
     created = []
     if roles_script:
-        wanted = roles_to_create(roles_script, facts)
-        if wanted:
-            with target.connect() as conn:
-                created = rolesmod.create_roles(conn, roles_script, wanted, existing=facts.roles)
-                if not facts.superuser:
-                    for role in created:  # so that objects can be given to it (ALTER ... OWNER TO)
-                        conn.execute(f"GRANT {qi(role)} TO {qi(facts.user)}")
+        created = roles_to_create(roles_script, facts)
     head, moved_aside = preamble(mode, scope, facts, p, token, dropped, keep)
+    if created:  # in the same transaction: a failed restore leaves no role behind
+        stmts = rolesmod.statements_for(roles_script, set(created), facts.roles)
+        if not facts.superuser:
+            stmts = [t for t in (without_superuser_defaults(st) for st in stmts) if t]
+            # so that objects can be given to them (ALTER ... OWNER TO)
+            stmts += [f"GRANT {qi(role)} TO {qi(facts.user)};" for role in created]
+        head = "\n".join(st if st.endswith(";") else st + ";" for st in stmts) + "\n" + head
     tail = fk_check_sql(scope.app_schemas, scope.platform_tables) + count_check_sql(
         expected_counts, _tables_in(p, scope))
     _run_one_transaction(target, pg_restore, psql, p, head, tail, token)
@@ -332,7 +344,11 @@ def _runs(p: Plan) -> list[tuple[str, list[Entry]]]:
     out: list[tuple[str, list[Entry]]] = []
     for phase in p.phases():
         for e in phase:
-            if out and out[-1][0] == e.archive and not e.replace and not out[-1][1][-1].replace:
+            # a new pg_restore run for a replaced function, and between ACLs and other entries (pg_restore
+            # applies a run's ACLs after everything else in it; the schemas' grants must come first)
+            last = out[-1][1][-1] if out else None
+            if out and out[-1][0] == e.archive and not e.replace and not last.replace \
+                    and (e.type == "ACL") == (last.type == "ACL"):
                 out[-1][1].append(e)
             else:
                 out.append((e.archive, [e]))

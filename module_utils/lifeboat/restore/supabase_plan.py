@@ -171,6 +171,12 @@ def plan(entries: list[Entry], scope: Scope, existing_schemas: set[str] | frozen
             p.platform_data.append(e)
         else:
             p.left_out.append(e.line)
+    # The schemas and their grants first: a non-superuser may only give an object to a role that can create in
+    # its schema (ALTER ... OWNER TO checks CREATE), so the schema's grants cannot wait for the other ACLs.
+    schema_acls = [e for e in p.app_last if e.type == "ACL" and e.rest.startswith("- SCHEMA ")]
+    p.app_last = [e for e in p.app_last if e not in schema_acls]
+    p.app_pre = [e for e in p.app_pre if e.type == "SCHEMA"] + schema_acls + [
+        e for e in p.app_pre if e.type != "SCHEMA"]
     return p
 
 
