@@ -98,6 +98,9 @@ class BackupRequest:
     lock_wait_s: float = 0.0
     #: the whole run's deadline in seconds (0: none); see the module docstring
     deadline_s: float = DEFAULT_DEADLINE_S
+    #: per-table content hashes in the dump's snapshot (manifest ``content_hashes``; one more read of every
+    #: table, see docs/manifest.md for its cost), compared by the drill and the restore
+    content_hashes: bool = False
 
     def secrets(self) -> list[str]:
         return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
@@ -381,6 +384,11 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
                     facts["privileges"] = pgmeta.privileges_hashes(conn, schemas)
                     facts["database_properties"] = pgmeta.database_facts(conn)
                     facts["required_roles"] = roles.required_roles(conn)
+                    if req.content_hashes and not req.schema_only:
+                        t_hash = time.monotonic()
+                        hashed = pgmeta.content_hashes(conn, [(t["schema"], t["name"]) for t in facts["tables"]])
+                        facts["content_hashes"] = {"method": pgmeta.CONTENT_HASH_METHOD, "tables": hashed,
+                                                   "duration_s": round(time.monotonic() - t_hash, 3)}
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 facts["error"] = exc
 

@@ -49,6 +49,7 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
         "schema_hash": facts.get("schema_hash"),
         "schema_hash_cross_major": facts.get("schema_hash_cross_major"),
         "privileges": facts.get("privileges") or {},
+        "content_hashes": facts.get("content_hashes") or {},
         "database_properties": facts.get("database_properties") or {},
         "roles": facts.get("roles") or {},
         "tool": {"name": "lifeboat", "version": TOOL_VERSION},

@@ -54,6 +54,7 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.pgconn import find_client
 from ansible.module_utils.lifeboat.restore.checks import (
+    compare_content,
     compare_counts,
     compare_privileges,
     expected_schema_hash,
@@ -415,6 +416,8 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
                         result.check("schema_hash", *hash_check)
                     if not src.legacy:
                         result.check("privileges", *compare_privileges(conn, src, no_owner=options.no_owner))
+                        if (src.manifest or {}).get("content_hashes"):
+                            result.check("content_hashes", *compare_content(conn, src))
                     asserted = [(a.name, *_run_assertion(conn, a)) for a in options.assertions]
             finally:
                 if amcheck_thread is not None:

@@ -345,13 +345,14 @@ def test_a_pg15_backup_drilled_on_pg18_passes_when_nothing_differs(pg, lab, scra
             conn.execute("INSERT INTO customers SELECT i, 'c' || i || '@example.com', i FROM generate_series(1, 40) i")
             conn.execute("INSERT INTO orders (customer, total) SELECT 1 + i % 40, i * 3.5 "
                          "FROM generate_series(1, 90) i")
-        make_backup(pg, lab, name, bucket, endpoint)
+        make_backup(pg, lab, name, bucket, endpoint, content_hashes=True)
         storage = storage_for(bucket, endpoint)
         ref = mf.select_backup(storage, name)
         result = verify.verify_one(storage, ref, keys(lab), admin_for(server18), verify.Options(record=False))
         checks = {c["name"]: c for c in result.checks}
         assert result.outcome == "passed", result.failures()
         assert checks["schema_hash"]["outcome"] == "passed" and checks["row_counts"]["outcome"] == "passed"
+        assert checks["content_hashes"]["outcome"] == "passed"  # the rows' text is the same on 18
     finally:
         drop(pg, [name], [])
 
@@ -374,3 +375,66 @@ def test_privileges_check_names_what_differs(lab, pg18_roles_source):
         # restored with no_owner, owners and grants are not compared, functions still are
         ok, detail = compare_privileges(conn, source, no_owner=True)
         assert ok is False and "functions" in detail and "acl" not in detail.split(" (")[0]
+
+
+def test_content_hashes_fail_the_drill_on_a_silent_value_change(pg, lab, scratch_bucket):
+    """Fails on the old main (no content hashes: counts and schema hash matched, the drill passed): a copy whose
+    stored generated columns were recomputed under another locale holds other values with the same row counts;
+    the drill now fails naming the table, and a value changed after a restore is named too."""
+    from ansible.module_utils.lifeboat import manifest as mf
+    from ansible.module_utils.lifeboat import verify
+    from ansible.module_utils.lifeboat.restore.checks import compare_content
+    from ansible.module_utils.lifeboat.restore.selection import source_for
+    t = tag()
+    name, new = f"lbfid_h_{t}", f"lbfid_h_new_{t}"
+    bucket, endpoint = scratch_bucket
+    try:
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE 'C'").format(sql.Identifier(name)))
+        with connect(pg, name) as conn:
+            conn.execute("CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, "
+                         "low text GENERATED ALWAYS AS (lower(name)) STORED)")
+            conn.execute("INSERT INTO people (id, name) SELECT i, (%s::text[])[1 + i %% %s] || ' ' || i "
+                         "FROM generate_series(1, 500) i", (NAMES, len(NAMES)))
+            conn.execute("CREATE TABLE \"Odd \"\"name\" (r int, at timestamptz, b bytea, f float8, m money)")
+            conn.execute("INSERT INTO \"Odd \"\"name\" SELECT i, '2026-12-03 08:00+01'::timestamptz + i * "
+                         "interval '1 hour', decode(md5(i::text), 'hex'), i / 3.0, i * 1.25 "
+                         "FROM generate_series(1, 200) i")
+            conn.execute("SET TimeZone = 'America/New_York'")  # the session's settings must not matter
+        doc = make_backup(pg, lab, name, bucket, endpoint, content_hashes=True)
+        hashes = doc["content_hashes"]
+        assert hashes["method"] == "sum64-md5-row-text/v1" and hashes["duration_s"] >= 0
+        assert sorted((h["schema"], h["name"]) for h in hashes["tables"]) == [("public", 'Odd "name'),
+                                                                              ("public", "people")]
+        storage = storage_for(bucket, endpoint)
+        ref = mf.select_backup(storage, name)
+        result = verify.verify_one(storage, ref, keys(lab), admin_for(pg), verify.Options(record=False))
+        checks = {c["name"]: c["outcome"] for c in result.checks}
+        assert result.outcome == "passed", result.failures()
+        assert checks["content_hashes"] == "passed"
+
+        # the drill's copy under C.UTF-8 (what every restore did before the locale was recorded): same counts,
+        # same schema, other lower() values
+        doc["database_properties"].update(collate="C.UTF-8", ctype="C.UTF-8")
+        doc.pop("manifest_sha256", None)
+        mf.write_manifest(storage, ref.manifest_key, doc, exclusive=False)
+        result = verify.verify_one(storage, mf.select_backup(storage, name), keys(lab), admin_for(pg),
+                                   verify.Options(record=False))
+        checks = {c["name"]: c for c in result.checks}
+        assert result.outcome == "failed"
+        assert checks["row_counts"]["outcome"] == "passed" and checks["schema_hash"]["outcome"] == "passed"
+        assert checks["content_hashes"]["outcome"] == "failed"
+        assert "public.people" in checks["content_hashes"]["detail"]
+        assert "Odd" not in checks["content_hashes"]["detail"]
+
+        # a restore warns naming the table whose values differ
+        out = engine.run(engine.Request(database=new, source_database=name, confirm=new, safety_snapshot=False),
+                         storage, admin_for(pg), keys(lab))
+        assert [w for w in out["warnings"] if "content of" in w and "public.people" in w], out["warnings"]
+        with connect(pg, new) as conn:
+            conn.execute("UPDATE \"Odd \"\"name\" SET f = f + 1e-9 WHERE r = 7")
+            ok, detail = compare_content(conn, source_for(storage, mf.select_backup(storage, name)))
+            assert ok is False and 'public.Odd "name' in detail
+    finally:
+        drop(pg, [name, new], [])
+

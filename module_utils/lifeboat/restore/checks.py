@@ -116,3 +116,26 @@ def compare_privileges(conn: Any, src: Source, no_owner: bool = False) -> tuple[
                          "functions: SECURITY DEFINER and SET options; policies: row-level security)")
     note = " (owners and grants not compared: restored with no_owner)" if skipped else ""
     return True, ", ".join(compared) + " match the manifest" + note
+
+
+def compare_content(conn: Any, src: Source) -> tuple[bool | None, str]:
+    """Each table's content hash against the manifest's ``content_hashes`` (None: the backup recorded none,
+    ``content_hashes: false``). A table whose rows came back with other values (same count) is named."""
+    recorded = ((src.manifest or {}).get("content_hashes") or {})
+    tables = recorded.get("tables") or []
+    if not tables:
+        return None, "the backup recorded no content hashes (lifeboat_pg_backup content_hashes: false)"
+    if recorded.get("method") != pgmeta.CONTENT_HASH_METHOD:
+        return None, f"content hashes of method {recorded.get('method')!r} are not known to this version"
+    existing = set(pgmeta.list_tables(conn))
+    present = [(t["schema"], t["name"]) for t in tables if (t["schema"], t["name"]) in existing]
+    got = {(t["schema"], t["name"]): t["hash"] for t in pgmeta.content_hashes(conn, present)}
+    differ = [f"{t['schema']}.{t['name']}" for t in tables
+              if (t["schema"], t["name"]) in got and got[(t["schema"], t["name"])] != t["hash"]]
+    if differ:
+        return False, (f"{len(differ)} of {len(tables)} tables hold other values than the backup's snapshot (same "
+                       f"row counts, different content): {', '.join(differ[:20])}"
+                       + (f" and {len(differ) - 20} more" if len(differ) > 20 else "")
+                       + "; compare the database's locale and collation with the manifest's database_properties "
+                         "(stored generated columns and expression results depend on them)")
+    return True, f"{len(got)} tables match the content hashes of the backup's snapshot"

@@ -15,6 +15,7 @@ from ansible.module_utils.lifeboat.errors import (
     SafetyError,
 )
 from ansible.module_utils.lifeboat.restore.checks import (
+    compare_content,
     compare_counts,
     compare_privileges,
     expected_schema_hash,
@@ -220,3 +221,7 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
         ok, detail = compare_privileges(conn, src, no_owner=req.no_owner)
         if ok is False:
             result["warnings"].append(f"owners/privileges of '{database}' {detail}")
+        if src.manifest.get("content_hashes"):
+            ok, detail = compare_content(conn, src)
+            if ok is False:
+                result["warnings"].append(f"content of '{database}': {detail}")
