@@ -438,3 +438,90 @@ def test_content_hashes_fail_the_drill_on_a_silent_value_change(pg, lab, scratch
     finally:
         drop(pg, [name, new], [])
 
+
+def runbook_by_hand_blocks() -> list[str]:
+    """The bash blocks of docs/runbook-restore.md section B up to B.3: the setup, B.1 (fetch and check) and
+    B.2 (roles, database, grants, dump, counts, swap), as printed."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "runbook-restore.md").read_text()
+    section = text[text.index("## B. By hand"):text.index("### B.3")]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3, f"docs/runbook-restore.md section B changed shape: {len(blocks)} bash blocks"
+    return blocks
+
+
+def test_runbook_by_hand_restores_roles_privileges_and_settings(pg, lab, scratch_bucket, tmp_path):
+    """docs/runbook-restore.md B.1 and B.2, pasted into bash with only the example's names replaced by this
+    test's: the application's roles are gone (dropped with the damaged database), the runbook brings back the
+    roles, the database's owner, grant and setting, the table grants, a revoked EXECUTE that stays revoked and
+    the SECURITY DEFINER owner, then swaps the restored copy in under the live name."""
+    t = tag()
+    name, owner, reader = f"lbrb_{t}", f"lbrb_owner_{t}", f"lbrb_reader_{t}"
+    bucket, endpoint = scratch_bucket
+    try:
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 LOCALE 'C.UTF-8'").format(
+                sql.Identifier(name), sql.Identifier(owner)))
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name),
+                                                                               sql.Identifier(reader)))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path = public, extensions").format(
+                sql.Identifier(name)))
+        with connect(pg, name) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+            conn.execute("CREATE TABLE users (id int PRIMARY KEY, name text)")
+            conn.execute("INSERT INTO users SELECT i, 'user ' || i FROM generate_series(1, 37) i")
+            conn.execute("CREATE FUNCTION secret() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 42'")
+            conn.execute("REVOKE EXECUTE ON FUNCTION secret() FROM PUBLIC")
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION secret() TO {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("GRANT SELECT ON users TO {}").format(sql.Identifier(reader)))
+        expected = db_state(pg, name)
+        doc = make_backup(pg, lab, name, bucket, endpoint)
+        # the worst day: the database is damaged (here: empty) and the application's roles are gone
+        drop(pg, [name], [owner, reader])
+        with connect(pg) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+        base = doc["artifact"]["uri"].rsplit("/", 1)[0]
+        script = "\n".join(runbook_by_hand_blocks())
+        passfile = tmp_path / "pgpass"
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"*:*:*:*:{pg['admin_password']}\n")
+        for example, real in (
+                ("AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...",
+                 'AWS_ACCESS_KEY_ID="$LAB_AK" AWS_SECRET_ACCESS_KEY="$LAB_SK"'),
+                ("db.example.internal", pg["host"]), ("PGPORT=5432", f"PGPORT={pg['port']}"),
+                ("PGUSER=lifeboat_admin", f"PGUSER={pg['admin_user']}"), ("~/.pgpass-restore", str(passfile)),
+                ("/secure/lifeboat-gnupg", lab["gpg"]["homedir"]), ("https://s3.example.com", endpoint["endpoint"]),
+                ("s3://lifeboat-backups/db/appdb/appdb-20261121T020000Z", base),
+                ("appdb", name), ("app_owner", owner), ("app_reader", reader)):
+            assert example in script, f"the runbook no longer shows {example!r}"
+            script = script.replace(example, real)
+        env = {"PATH": f"{pg['bin_dir']}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
+               "LC_ALL": "C.UTF-8", "LAB_AK": endpoint["access_key"], "LAB_SK": endpoint["secret_key"],
+               "AWS_DEFAULT_REGION": endpoint["region"]}
+        proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                              check=False, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert doc["artifact"]["sha256"] in proc.stdout  # B.1's sha256sum printed the manifest's value
+
+        with connect(pg, name) as conn:
+            assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 37
+            assert dict(conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)",
+                                     ([owner, reader],)).fetchall()) == {owner: True, reader: False}
+            assert not conn.execute("SELECT has_function_privilege('public', 'secret()', 'EXECUTE')").fetchone()[0]
+            assert conn.execute("SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc WHERE proname = 'secret'"
+                                ).fetchone() == (owner, True)
+            assert conn.execute("SELECT has_function_privilege(%s, 'secret()', 'EXECUTE'), "
+                                "has_table_privilege(%s, 'users', 'SELECT'), pg_get_userbyid(relowner) "
+                                "FROM pg_class WHERE relname = 'users'", (reader, reader)).fetchone() == (
+                True, True, owner)
+        assert db_state(pg, name) == expected
+        with connect(pg) as conn:  # the damaged database was kept under the runbook's old name
+            assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (f"{name}_old_20261122",)
+                                ).fetchone()
+    finally:
+        drop(pg, [name], [owner, reader])
