@@ -17,6 +17,7 @@ from ansible.module_utils.lifeboat.errors import (
     AuthError,
     ConfigError,
     ConnectionFailed,
+    DeadlineExceeded,
     LifeboatError,
     NotFound,
     StorageError,
@@ -176,12 +177,24 @@ def translate(exc: BaseException, what: str, settings: S3Settings | None = None,
     return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
 
 
-def check_bucket(client: Any, bucket: str, settings: S3Settings | None = None) -> None:
-    """Fail clearly when the bucket is missing or the credentials are wrong."""
+def check_bucket(client: Any, bucket: str, settings: S3Settings | None = None, prefix: str = "",
+                 call: Any = None) -> None:
+    """Fail clearly when the bucket is missing or the credentials are wrong: the one bucket check of every store.
+
+    A one-key listing of ``prefix`` (not HeadBucket): a least-privilege IAM policy grants s3:ListBucket only
+    with an ``s3:prefix`` condition, which HeadBucket cannot satisfy. ``call(what, fn, **kw)`` runs the
+    request (a store's deadline-bounded call); by default it is made directly.
+    """
+    what = f"bucket s3://{bucket}"
     try:
-        client.head_bucket(Bucket=bucket)
+        if call is None:
+            client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        else:
+            call(what, client.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except DeadlineExceeded:
+        raise
     except Exception as exc:  # noqa: BLE001 - translated below
-        raise translate(exc, f"bucket s3://{bucket}", settings, bucket) from None
+        raise translate(exc, what, settings, bucket) from None
 
 
 def bucket_versioning(client: Any, bucket: str, settings: S3Settings | None = None) -> str:

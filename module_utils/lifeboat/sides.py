@@ -177,7 +177,7 @@ class S3Side:
 
     def check(self) -> None:
         try:
-            check_bucket(self.client, self.bucket, self.settings)
+            check_bucket(self.client, self.bucket, self.settings, self.prefix + "/" if self.prefix else "")
         except LifeboatError as exc:
             raise type(exc)(f"{self.option}: {exc}", self.option) from None
 

@@ -37,6 +37,7 @@ from ansible.module_utils.lifeboat.errors import (AlreadyExists, ConfigError, De
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
+    check_bucket,
     make_client,
     parse_s3_url,
     translate,
@@ -387,20 +388,10 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self.full_key(key)}"
 
     def check(self, write: bool = False) -> None:
-        """Bucket exists and the credentials may list our prefix.
-
-        A one-key listing of the prefix (not HeadBucket): a least-privilege IAM
-        policy grants s3:ListBucket only with an ``s3:prefix`` condition, which
-        HeadBucket cannot satisfy.
-        """
+        """Bucket exists and the credentials may list our prefix (s3.check_bucket: a one-key listing, which a
+        least-privilege policy allows), within the run's deadline."""
         prefix = self.loc.prefix + "/" if self.loc.prefix else ""
-        try:
-            self.bounded(f"bucket s3://{self.bucket}", self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix,
-                         MaxKeys=1)
-        except DeadlineExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"bucket s3://{self.bucket}", self.settings, self.bucket) from None
+        check_bucket(self.client, self.bucket, self.settings, prefix, call=self.bounded)
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
                     metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
+import threading
+import urllib.parse
 
 import pytest
 from ansible.module_utils.lifeboat.errors import AuthError, ConnectionFailed, NotFound
 from ansible.module_utils.lifeboat.s3 import S3Settings
+from ansible.module_utils.lifeboat.sides import S3Side
 from ansible.module_utils.lifeboat.storage import MIB, S3Storage
 
 
@@ -82,3 +86,54 @@ def test_open_uploads_are_listed_under_the_root_and_aborted(scratch_bucket, s3_b
     store.put_bytes("appdb/b1/list.json", b"[1]")
     assert store.get_json("appdb/b1/manifest.json") == {"schema": "x"}
     assert store.get_json("appdb/b1/list.json") is None and store.get_json("appdb/missing.json") is None
+
+
+class _PrefixOnlyHandler(http.server.BaseHTTPRequestHandler):
+    """A store whose credentials may only list the prefix ``db/`` (s3:ListBucket with an s3:prefix condition, the
+    least-privilege policy of docs/deploy.md): HeadBucket and every other request are denied."""
+
+    def _answer(self) -> None:
+        self.server.seen.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if self.command == "GET" and query.get("list-type") == ["2"] and query.get("prefix") == ["db/"]:
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bkt</Name><Prefix>db/</Prefix>'
+                    b"<KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>")
+            self.send_response(200)
+        else:
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>denied'
+                    b"</Message></Error>")
+            self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_one_bucket_check_that_a_least_privilege_policy_passes():
+    """Backups (S3Storage) and sync / point-in-time restore (S3Side) check a bucket the same way, by a one-key
+    listing of their prefix, so credentials limited to that prefix pass (HeadBucket, which the sides used,
+    is denied by such a policy); another prefix is refused naming the bucket."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PrefixOnlyHandler)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ep = {"endpoint": f"http://127.0.0.1:{server.server_address[1]}", "region": "us-east-1",
+              "access_key": "AKIDPREFIXONLY", "secret_key": "secret-of-the-test"}
+        S3Storage("s3://bkt/db", settings(ep)).check()
+        S3Side("s3://bkt/db", settings(ep), "destination").check()
+        assert not [r for r in server.seen if r.startswith("HEAD")], server.seen
+        with pytest.raises(AuthError, match="s3://bkt"):
+            S3Storage("s3://bkt/other", settings(ep)).check()
+        with pytest.raises(AuthError, match="destination: .*s3://bkt"):
+            S3Side("s3://bkt/other", settings(ep), "destination").check()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
