@@ -59,26 +59,50 @@ def test_psycopg_only_in_the_postgresql_modules(path):
             assert allowed, f"{rel(path)}:{line} imports {module}: go through pgconn/pgmeta"
 
 
-@pytest.mark.parametrize("path", engine_files() + sorted((REPO / "library").glob("*.py")), ids=lambda p: p.name)
-def test_no_private_names_across_modules(path):
-    tree = ast.parse(path.read_text())
-    aliases: dict[str, str] = {}
-    for module, names, line in imports(path):
-        if module.startswith(PREFIX):
-            private = [n for n in names if n.startswith("_") and n != "__future__"]
-            assert not private, f"{path.name}:{line} imports private names {private} from {module}"
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(source: str) -> list[str]:
+    """Every private name of another engine module that ``source`` imports or reaches: ``from m import _x``
+    (absolute or relative), ``m._x``, ``pkg.m._x`` through any imported alias of the engine."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    aliases: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PREFIX):
-            for a in node.names:
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        if isinstance(node, ast.ImportFrom) and ((node.module or "").startswith(PREFIX) or node.level):
+            found += [f"{node.lineno}: from {'.' * node.level}{node.module or ''} import {a.name}"
+                      for a in node.names if private(a.name)]
+            aliases |= {a.asname or a.name for a in node.names}
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith(PREFIX):
-                    aliases[a.asname or a.name] = a.name
+                    aliases.add(a.asname or a.name.split(".")[0])
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-            assert not (node.attr.startswith("_") and not node.attr.startswith("__")), \
-                f"{path.name}:{node.lineno} uses the private {node.value.id}.{node.attr}"
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain, root = [node.attr], node.value
+        while isinstance(root, ast.Attribute):
+            chain.append(root.attr)
+            root = root.value
+        if isinstance(root, ast.Name) and root.id in aliases and private(node.attr):
+            found.append(f"{node.lineno}: {root.id}.{'.'.join(reversed(chain))}")
+    return found
+
+
+def test_the_private_name_check_sees_every_form():
+    assert private_uses("from ansible.module_utils.lifeboat.restore.pgadmin import _quote\n")
+    assert private_uses("from .pgadmin import _quote\n")
+    assert private_uses("from ansible.module_utils.lifeboat import restore\nrestore.pgadmin._quote('x')\n")
+    assert private_uses("import ansible.module_utils.lifeboat.storage\nansible.module_utils.lifeboat.storage._x\n")
+    assert private_uses("from ansible.module_utils.lifeboat import storage as st\nst._makedirs_private\n")
+    assert not private_uses("from ansible.module_utils.lifeboat import storage\nstorage.open_storage\nself._x\n")
+
+
+@pytest.mark.parametrize("path", engine_files() + sorted((REPO / "library").glob("*.py")), ids=lambda p: p.name)
+def test_no_private_names_across_modules(path):
+    found = private_uses(path.read_text())
+    assert not found, f"{path.name} uses private names of other modules: {found}"
 
 
 @pytest.mark.parametrize("path", engine_files(), ids=rel)
