@@ -227,8 +227,7 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
 
 
 def _attach_verifications(storage: Storage, entry: dict[str, Any], keys: list[str]) -> None:
-    recs = [r for r in (storage.get_json(k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
-    recs.sort(key=lambda r: str(r.get("finished_at") or ""))
+    recs = mf.read_verification_records(storage, keys)
     entry["verifications"] = [_verification(r) for r in recs]
     entry["verification"] = entry["verifications"][-1] if recs else None
 

@@ -207,6 +207,26 @@ def read_manifest(storage: Storage, key: str, schema: str = SCHEMA) -> dict[str,
     return data
 
 
+def read_verification_records(storage: Storage, keys: list[str]) -> list[dict[str, Any]]:
+    """The verification records stored at ``keys``, oldest first; a key that is unreadable, not JSON or not a
+    verification record is skipped. The one reader of drills' records (restore's choice, retention, catalog)."""
+    records = [r for r in (storage.get_json(k) for k in keys) if r and r.get("schema") == VERIFY_SCHEMA]
+    return sorted(records, key=lambda r: str(r.get("finished_at") or ""))
+
+
+def newest_outcome(records: list[dict[str, Any]]) -> str | None:
+    """The outcome of the newest conclusive verification record (passed, failed); ``inconclusive`` when every
+    record is (a drill that could not run is no verdict: it neither verifies nor condemns); None without one."""
+    conclusive = [r for r in records if r.get("outcome") != "inconclusive"]
+    return str((conclusive or records)[-1].get("outcome")) if records else None
+
+
+def is_verified(records: list[dict[str, Any]]) -> bool:
+    """Verified = the most recent conclusive record passed. An ``inconclusive`` record (the drill could not
+    run: key, permissions, server) says nothing about the backup: it neither verifies nor condemns it."""
+    return newest_outcome(records) == "passed"
+
+
 def backup_id_of_key(key: str) -> str:
     """The backup id a manifest key names (``<db>/<id>/manifest.json`` or ``<name>.sql.gz.manifest.json``)."""
     if key.endswith("/" + MANIFEST_NAME):

@@ -77,11 +77,10 @@ def _legacy_match(name: str) -> tuple[str, _dt.datetime] | None:
 
 
 def _verified(storage: Storage, keys: list[str]) -> bool | None:
-    records = [r for r in (storage.get_json(k) for k in keys) if r and r.get("schema") == mf.VERIFY_SCHEMA]
-    if not records:
-        return None
-    records.sort(key=lambda r: str(r.get("finished_at", "")))
-    return records[-1].get("outcome") == "passed"
+    """Whether the set's newest CONCLUSIVE drill passed (manifest.is_verified: an inconclusive drill neither
+    verifies nor condemns); None without any record."""
+    records = mf.read_verification_records(storage, keys)
+    return mf.is_verified(records) if records else None
 
 
 def _scope_label(manifest: dict[str, Any]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,25 +55,13 @@ def source_for(storage: Storage, ref: mf.BackupRef) -> Source:
 
 def verification_records(storage: Storage, ref: mf.BackupRef) -> list[dict[str, Any]]:
     """The verification records written next to a backup, oldest first."""
-    prefix = ref.layout().verification_prefix
-    records = []
-    for obj in storage.list(prefix):
-        if not obj.key.endswith(".json"):
-            continue
-        try:
-            rec = json.loads(storage.get_bytes(obj.key))
-        except (ValueError, LifeboatError):
-            continue
-        if rec.get("schema") == mf.VERIFY_SCHEMA:
-            records.append(rec)
-    return sorted(records, key=lambda r: r.get("finished_at", ""))
+    return mf.read_verification_records(
+        storage, [obj.key for obj in storage.list(ref.layout().verification_prefix) if obj.key.endswith(".json")])
 
 
-def is_verified(records: list[dict[str, Any]]) -> bool:
-    """Verified = the most recent conclusive record passed. An ``inconclusive`` record (the drill could not
-    run: key, permissions, server) says nothing about the backup: it neither verifies nor condemns it."""
-    conclusive = [r for r in records if r.get("outcome") != "inconclusive"]
-    return bool(conclusive) and conclusive[-1].get("outcome") == "passed"
+#: a backup's state from its records: manifest.py's rule, the same for retention and the catalog
+is_verified = mf.is_verified
+newest_outcome = mf.newest_outcome
 
 
 @dataclass
@@ -131,13 +118,6 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
                    damaged_notes + [f"every backup{when_txt}'s newest drill failed; {refs[0].backup_id}, the "
                                     "latest, was chosen anyway: check what the drill found (its verification "
                                     "record) before trusting it, or pass backup_id"])
-
-
-def newest_outcome(records: list[dict[str, Any]]) -> str | None:
-    """The outcome of the newest conclusive verification record (passed, failed); ``inconclusive`` when every
-    record is (a drill that could not run is no verdict: it neither verifies nor condemns); None without one."""
-    conclusive = [r for r in records if r.get("outcome") != "inconclusive"]
-    return str((conclusive or records)[-1].get("outcome")) if records else None
 
 
 def _held(storage: Storage, skipped: mf.BackupRef, chosen: mf.BackupRef) -> str:
