@@ -13,7 +13,8 @@
      ``include_legacy``; then they form their own series ``older-procedure``.
      A flat dump with Lifeboat's ``.manifest.json`` (``naming: legacy``) belongs to its database.
 
-   The latest verification record of a set (``verify-*.json``) says whether it is verified.
+   The newest conclusive verification record of a set (``verify-*.json``; an inconclusive drill is no
+   verdict) says whether it is verified, by the rule restore and the catalog use (manifest.is_verified).
 
 2. ``plan`` runs the pure policy (retention.apply_policy) on each series.
 

@@ -19,7 +19,7 @@ Semantics (chosen: restic's ``forget`` policy, not borg's ``prune``):
 
 Guarantees no policy can override (the ``reasons`` say which one applied):
 
-- the newest ``min_verified`` backups whose latest verification passed (default 1);
+- the newest ``min_verified`` backups whose latest conclusive verification passed (default 1);
 - the newest complete backup;
 - an incomplete backup (no manifest) younger than ``incomplete_grace`` (it may
   still be running). Older incomplete backups are deleted (the caller aborts their
@@ -51,7 +51,7 @@ class BackupSet:
     backup_id: str
     time: _dt.datetime                 # start of the backup, timezone-aware
     complete: bool = True              # manifest present
-    verified: bool | None = None       # latest verification: True passed, False failed, None never
+    verified: bool | None = None       # newest conclusive drill: True passed, False failed, None never
     series: str = ""
 
 
