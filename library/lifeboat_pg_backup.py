@@ -130,6 +130,14 @@ options:
         default for that reason.
     type: bool
     default: false
+  sweep_grace_s:
+    description:
+      - At the start of every run, while it holds the lock of this database and destination, what killed runs left
+        under C(<database>/) and is older than this many seconds is swept; open multipart uploads are aborted,
+        backup sets without a C(manifest.json) are removed (reported as warnings where the credentials may not
+        delete). Returned in C(swept).
+    type: float
+    default: 3600
 extends_documentation_fragment:
   - lifeboat_s3
   - lifeboat_postgres
@@ -231,6 +239,23 @@ manifest:
   description: The manifest that was written (docs/manifest.md). Contains no secret.
   returned: success
   type: dict
+swept:
+  description: What killed runs of this database had left in this destination and this run swept (see O(sweep_grace_s)).
+  returned: success
+  type: dict
+  contains:
+    aborted_uploads:
+      description: Keys whose open multipart upload was aborted.
+      type: list
+      elements: str
+    removed:
+      description: Objects of backup sets without a manifest (and C(.partial) files) that were removed.
+      type: list
+      elements: str
+    reported:
+      description: What could not be swept, each with its cause (also returned as warnings).
+      type: list
+      elements: str
 plan:
   description: In check mode, what a run would do.
   returned: check mode
@@ -274,6 +299,7 @@ def argument_spec() -> dict:
         lock_wait_s=dict(type="float", default=0),
         deadline_s=dict(type="float", default=21600),
         content_hashes=dict(type="bool", default=False),
+        sweep_grace_s=dict(type="float", default=3600),
     )
     spec.update(options.pg_spec())
     spec.update(options.encryption_spec())
@@ -310,6 +336,7 @@ def _request(p: dict):
         part_size_mb=p["part_size_mb"], pg_bin_dir=p["pg_bin_dir"],
         tags={str(k): str(v) for k, v in (p["tags"] or {}).items()},
         lock_wait_s=p["lock_wait_s"], deadline_s=p["deadline_s"], content_hashes=p["content_hashes"],
+        sweep_grace_s=p["sweep_grace_s"],
     )
 
 

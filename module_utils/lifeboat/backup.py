@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from ansible.module_utils.lifeboat import (crypto, manifest, pgmeta, pipeline, privileges, roles, runlock,
+from ansible.module_utils.lifeboat import (crypto, leftovers, manifest, pgmeta, pipeline, privileges, roles, runlock,
                                           tmpfiles)
 from ansible.module_utils.lifeboat.errors import (ConfigError, DeadlineExceeded, DumpError, LifeboatError,
                                                  PermissionDenied)
@@ -101,6 +101,8 @@ class BackupRequest:
     #: per-table content hashes in the dump's snapshot (manifest ``content_hashes``; one more read of every
     #: table, see docs/manifest.md for its cost), compared by the drill and the restore
     content_hashes: bool = False
+    #: what killed runs left under <db>/ (open uploads, sets without manifest) older than this is swept (leftovers.py)
+    sweep_grace_s: float = leftovers.DEFAULT_GRACE_S
 
     def secrets(self) -> list[str]:
         return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
@@ -130,6 +132,9 @@ def validate(req: BackupRequest) -> None:
     if req.lock_wait_s < 0:
         raise ConfigError(f"lock_wait_s: {req.lock_wait_s} is negative (0 refuses at once when another run holds "
                           "the lock)", "lock_wait_s")
+    if req.sweep_grace_s < 0:
+        raise ConfigError(f"sweep_grace_s: {req.sweep_grace_s} is negative (what killed runs left is swept once it "
+                          "is older than this many seconds)", "sweep_grace_s")
     if req.part_size_mb < 5:
         raise ConfigError(f"part_size_mb: {req.part_size_mb} MiB is below S3's minimum of 5 MiB", "part_size_mb")
     if not req.destination:
@@ -362,6 +367,9 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         if isinstance(storage, S3Storage) and req.deadline_s:
             storage.set_deadline(max(0.001, req.deadline_s - (time.monotonic() - t0)))
         _check_destination(storage, write=True)
+        # under the lock: what is under <db>/ without a manifest was left by a dead run (leftovers.py)
+        swept = leftovers.sweep(storage, req.target.database or "db", req.sweep_grace_s) \
+            if req.naming == "lifeboat" else leftovers.Swept()
 
         started = manifest.utcnow()
         layout = free_layout(req, storage, started, enc.method)
@@ -453,6 +461,8 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
             "tables": len(doc["tables"]),
             "total_rows": sum(t["rows"] for t in doc["tables"]),
             "restore_command": doc["restore"]["command"],
+            "swept": swept.as_dict(),
+            "warnings": swept.reported,
             "manifest": doc,
         }
     finally:

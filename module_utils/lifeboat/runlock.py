@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ansible.module_utils.lifeboat.errors import LockHeld
+from ansible.module_utils.lifeboat.manifest import safe_name
 
 CLASS_BACKUP = 0x4C42      # 'LB'
 CLASS_SCRATCH = 0x4C43
@@ -68,7 +69,9 @@ def backup_lock(target: Any, destination: str, database: str, wait_s: float = 0.
     Its own autocommit connection (the dump's transaction stays untouched); closed on exit,
     which releases the lock (and so does the death of this process).
     """
-    key = key_for("backup", destination.rstrip("/"), database)
+    # keyed by the folder the backup writes to (manifest.safe_name): two names that share a folder ('a b' and
+    # 'a_b') share ids and the sweep of what dead runs left (leftovers.py), so they never run at once either
+    key = key_for("backup", destination.rstrip("/"), safe_name(database))
     target = replace(target, extra={**target.extra, "application_name": owner_tag("backup")})
     conn = target.connect(autocommit=True)
     try:
