@@ -97,6 +97,13 @@ roles_created:
   type: list
   elements: str
   sample: []
+platform_sql:
+  description: Statements of the backup the login may not run (a policy on a platform table needs the table's
+    owner); run them as the platform's admin (on Supabase, in the dashboard's SQL editor).
+  returned: success
+  type: list
+  elements: str
+  sample: ["CREATE POLICY \"Avatars are public\" ON storage.objects FOR SELECT TO anon USING (true);"]
 skipped:
   description: Entries of the backup the project keeps its own of (its public schema, the platform's default
     privileges, triggers or policies on platform tables the login cannot drop), each with the reason.
@@ -156,7 +163,7 @@ def main() -> None:
     result = module.run(work, changed=False)
     module.exit_json(changed=True, mode=result.mode, moved_aside=result.moved_aside,
                      safety_snapshot=result.safety_snapshot or [], roles_created=result.roles_created,
-                     skipped=result.skipped)
+                     skipped=result.skipped, platform_sql=result.platform_sql)
 
 
 if __name__ == "__main__":

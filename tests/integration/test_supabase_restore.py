@@ -28,9 +28,11 @@ APP_SCHEMAS = ["public", "app_private"]
 PLATFORM = [("auth", "users"), ("auth", "identities"), ("storage", "buckets"), ("storage", "objects")]
 
 
-def platform_sql(r: dict) -> str:
+def platform_sql(r: dict, db: str) -> str:
     """The platform's part of a project (what Supabase makes before the user arrives), run by the superuser."""
     return f"""
+GRANT ALL ON DATABASE {db} TO {r['postgres']};
+GRANT ALL ON SCHEMA public TO {r['postgres']};
 CREATE SCHEMA extensions;
 CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
 CREATE SCHEMA auth AUTHORIZATION {r['auth_admin']};
@@ -92,7 +94,7 @@ CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users FOR EACH ROW EXEC
 
 
 def data_sql(r: dict) -> str:
-    return f"""
+    return """
 INSERT INTO auth.users (id, email, raw_user_meta_data)
   SELECT md5('u' || i)::uuid, 'user' || i || '@example.com', jsonb_build_object('username', 'user' || i)
     FROM generate_series(1, 40) i;
@@ -107,9 +109,17 @@ INSERT INTO app_private.generated_videos (video_id, prompt) SELECT id, 'prompt '
 INSERT INTO storage.objects (bucket_id, name, owner, metadata)
   SELECT 'videos', storage_path, owner_id, jsonb_build_object('size', id * 1000) FROM public.videos;
 UPDATE public.profiles SET avatar_path = 'avatars/' || username || '.png';
-CREATE POLICY "Users read their own files" ON storage.objects FOR SELECT TO {r['authenticated']}
-  USING (owner = auth.uid());
 """
+
+
+def dashboard_sql(r: dict) -> str:
+    """What the project's owner makes in the dashboard (as the platform's admin): a policy on storage.objects."""
+    return f"""CREATE POLICY "Users read their own files" ON storage.objects FOR SELECT TO {r['authenticated']}
+  USING (owner = auth.uid());"""
+
+
+def as_admin(pg: dict, database: str):
+    return psycopg.connect(pgdsn(pg, pg["admin_user"], pg["admin_password"], database), autocommit=True)
 
 
 @pytest.fixture
@@ -126,7 +136,6 @@ def platform(pg):
         admin.execute(f"CREATE ROLE {r['postgres']} LOGIN NOSUPERUSER CREATEDB CREATEROLE BYPASSRLS PASSWORD "
                       + sb.lit(r["password"]))
         admin.execute(f"GRANT {r['anon']}, {r['authenticated']} TO {r['postgres']}")
-        admin.execute(f"GRANT {r['storage_admin']} TO {r['postgres']}")  # policies on storage.objects
         admin.execute(f"GRANT SET ON PARAMETER session_replication_role TO {r['postgres']}")
         r["projects"] = []
         yield r
@@ -147,11 +156,10 @@ def pgdsn(pg: dict, user: str, password: str, database: str = "postgres") -> str
 def new_project(pg: dict, r: dict) -> str:
     name = unique("sbproj").replace("-", "_")
     with psycopg.connect(pgdsn(pg, pg["admin_user"], pg["admin_password"]), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
-                                                                    sql.Identifier(r["postgres"])))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # the platform's
     r["projects"].append(name)
     with psycopg.connect(pgdsn(pg, pg["admin_user"], pg["admin_password"], name), autocommit=True) as conn:
-        conn.execute(platform_sql(r))
+        conn.execute(platform_sql(r, sql.Identifier(name).as_string(conn)))
     return name
 
 
@@ -230,6 +238,8 @@ def make_source(pg, r, tmp_path):
     with as_login(pg, r, src) as conn:
         conn.execute(app_sql(r))
         conn.execute(data_sql(r))
+    with as_admin(pg, src) as conn:
+        conn.execute(dashboard_sql(r))
     return src, backup(pg, r, src, tmp_path)
 
 
@@ -245,6 +255,12 @@ def test_restore_into_a_new_project_reproduces_the_project(pg, platform, tmp_pat
     result = sb.restore(target(pg, r, dest), path, sb.Scope(APP_SCHEMAS, PLATFORM), mode="new",
                         expected_counts=counts, bin_dirs=[pg["bin_dir"]])
     assert result.moved_aside == {}
+    # the policy on storage.objects is the platform table owner's to make: returned, to run in the dashboard
+    assert len(result.platform_sql) == 1 and 'CREATE POLICY "Users read their own files"' in result.platform_sql[0]
+    assert any("only the table's owner may create it" in line for line in result.skipped)
+    assert state(pg, r, dest) != before
+    with as_admin(pg, dest) as conn:
+        conn.execute(result.platform_sql[0])
     after = state(pg, r, dest)
     assert after == before
     # the identity sequence goes on from the backup's value: a new row does not collide
@@ -270,8 +286,9 @@ def test_in_place_restore_after_an_incident(pg, platform, tmp_path):
                      "(SELECT id FROM auth.users WHERE email LIKE 'user1%')")
         conn.execute("DELETE FROM auth.users WHERE email LIKE 'user1%'")
         conn.execute("DELETE FROM storage.objects WHERE name LIKE 'videos/2%'")
-        conn.execute('DROP POLICY "Users read their own files" ON storage.objects')
         conn.execute("UPDATE public.videos SET title = 'defaced'")
+    with as_admin(pg, src) as conn:
+        conn.execute('DROP POLICY "Users read their own files" ON storage.objects')
     tgt = target(pg, r, src)
     scope = sb.Scope(APP_SCHEMAS, PLATFORM)
     with pytest.raises(SafetyError, match=f"confirm={src!r}"):
@@ -284,6 +301,8 @@ def test_in_place_restore_after_an_incident(pg, platform, tmp_path):
         assert app.execute("SELECT count(*) FROM public.videos WHERE title = 'defaced'").fetchone()[0] == 0
     assert set(result.moved_aside) == {"public", "app_private"}
     assert [oct(os.stat(f).st_mode & 0o777) for f in result.safety_snapshot] == ["0o600", "0o600"]
+    with as_admin(pg, src) as conn:  # the dropped policy: only the table's owner may create it again
+        conn.execute(result.platform_sql[0])
     after = state(pg, r, src)
     assert after == before
     with as_login(pg, r, src) as conn:  # the live schemas are kept aside, as they were
@@ -359,6 +378,9 @@ def test_docs_restore_into_a_new_project_then_in_place_word_for_word(pg, platfor
     proc = run_doc(["supabase-dsn", "supabase-new"], dsn, {"RESTORE_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert r["password"] not in proc.stdout + proc.stderr
+    assert "CREATE POLICY" in proc.stdout and "Users read their own files" in proc.stdout  # to run in the dashboard
+    with as_admin(pg, dest) as conn:
+        conn.execute(dashboard_sql(r))
     assert state(pg, r, dest) == before
 
     with as_login(pg, r, dest) as conn:  # the incident
@@ -380,6 +402,8 @@ def test_new_project_gets_the_roles_it_lacks_in_the_same_transaction(pg, platfor
     with as_login(pg, r, src) as conn:
         conn.execute(app_sql(r))
         conn.execute(data_sql(r))
+    with as_admin(pg, src) as conn:
+        conn.execute(dashboard_sql(r))
         conn.execute(f"CREATE ROLE {r['reporting']} NOLOGIN")
         conn.execute(f"GRANT {r['reporting']} TO {r['postgres']}")
         conn.execute(f"GRANT USAGE, CREATE ON SCHEMA app_private TO {r['reporting']}")
@@ -405,4 +429,6 @@ def test_new_project_gets_the_roles_it_lacks_in_the_same_transaction(pg, platfor
     result = sb.restore(target(pg, r, dest), paths, sb.Scope(APP_SCHEMAS, PLATFORM), mode="new",
                         roles_script=roles_script, bin_dirs=[pg["bin_dir"]])
     assert result.roles_created == [r["reporting"]]  # anon exists (a platform role here): left alone
+    with as_admin(pg, dest) as conn:
+        conn.execute(result.platform_sql[0])
     assert state(pg, r, dest) == before

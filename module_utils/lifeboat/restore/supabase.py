@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from typing import Any
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import roles as rolesmod
+from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError, SafetyError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
 from ansible.module_utils.lifeboat.restore.supabase_plan import (  # noqa: F401 - re-exported
@@ -94,6 +96,8 @@ class Facts:
     nonempty_platform: dict[str, int]
     roles: set[str]
     actors: set[str] = field(default_factory=set)
+    schema_owners: dict[str, str] = field(default_factory=dict)
+    table_rights: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # owner, may TRIGGER
 
 
 def read_facts(conn: Any, scope: Scope) -> Facts:
@@ -104,7 +108,16 @@ def read_facts(conn: Any, scope: Scope) -> Facts:
             "SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()[0]
     except Exception:  # noqa: BLE001 - before PostgreSQL 15 only a superuser may set it
         can = bool(superuser)
-    schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()}
+    owners = dict(conn.execute(
+        "SELECT nspname, pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace").fetchall())
+    schemas = set(owners)
+    rights = {}
+    for schema, table in scope.platform_tables:
+        row = conn.execute("SELECT pg_catalog.pg_get_userbyid(relowner), "
+                           "pg_catalog.has_table_privilege(oid, 'TRIGGER') FROM pg_catalog.pg_class "
+                           "WHERE oid = to_regclass(%s)", (f"{qi(schema)}.{qi(table)}",)).fetchone()
+        if row:
+            rights[(schema, table)] = (row[0], bool(row[1]))
     missing, nonempty = [], {}
     for schema, table in scope.platform_tables:
         reg = conn.execute("SELECT to_regclass(%s)", (f"{qi(schema)}.{qi(table)}",)).fetchone()[0]
@@ -118,7 +131,7 @@ def read_facts(conn: Any, scope: Scope) -> Facts:
     roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_catalog.pg_roles").fetchall()}
     actors = roles if superuser else {r[0] for r in conn.execute(
         "SELECT rolname FROM pg_catalog.pg_roles WHERE pg_catalog.pg_has_role(current_user, oid, 'USAGE')").fetchall()}
-    return Facts(user, bool(superuser), bool(can), schemas, missing, nonempty, roles, actors)
+    return Facts(user, bool(superuser), bool(can), schemas, missing, nonempty, roles, actors, owners, rights)
 
 
 def _existing_extras(conn: Any, scope: Scope) -> dict[tuple[str, str, str], str]:
@@ -218,6 +231,7 @@ class Result:
     left_out: int
     extras: list[str]
     skipped: list[str]
+    platform_sql: list[str] = field(default_factory=list)
     changed: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -254,7 +268,8 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         facts = read_facts(conn, scope)
         existing_extras = _existing_extras(conn, scope)
         keep = functions_used_by_platform(conn, scope) if mode == "in_place" else {}
-    p = plan(entries, scope, facts.schemas, facts.actors)
+    foreign = {s for s in scope.app_schemas if s in facts.schemas and facts.schema_owners.get(s) not in facts.actors}
+    p = plan(entries, scope, facts.schemas, facts.actors, foreign)
     for e in p.app_pre:
         if e.type == "FUNCTION" and any(e.in_schema(k.split(".", 1)[0]) and e.rest.startswith(
                 k.split(".", 1)[0] + " " + k.split(".", 1)[1] + " ") for k in keep):
@@ -291,6 +306,20 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
             p.skipped.append(f"{e.type.lower()} {key[2]} on {key[0]}.{key[1]}: the project's is kept (the login "
                              "cannot drop it on the platform's table; the functions it calls are restored in place)")
     p.platform_extras = [e for e in p.platform_extras if e not in kept_extras]
+    # the user's policies and triggers on a platform table the login may not create (a policy needs the table's
+    # owner; a trigger, the TRIGGER privilege): left to the platform's own role, their SQL returned
+    uncreatable = []
+    for e in p.platform_extras:
+        key = _extra_key(e, scope)
+        owner, may_trigger = facts.table_rights.get(key[:2], ("", False)) if key else ("", False)
+        if key and key not in dropped and (owner not in facts.actors and not (e.type == "TRIGGER" and may_trigger)):
+            uncreatable.append(e)
+    p.platform_extras = [e for e in p.platform_extras if e not in uncreatable]
+    platform_sql = [_entry_sql(pg_restore, e) for e in uncreatable]
+    for e in uncreatable:
+        key = _extra_key(e, scope)
+        p.skipped.append(f"{e.type.lower()} {key[2]} on {key[0]}.{key[1]}: only the table's owner may create it; "
+                         "run its statement (platform_sql) as the platform's admin (Supabase: the SQL editor)")
     snapshot = None
     if mode == "in_place":
         snapshot = safety_snapshot(target, scope, snapshot_dir, bin_dirs, token)
@@ -309,7 +338,24 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         expected_counts, _tables_in(p, scope))
     _run_one_transaction(target, pg_restore, psql, p, head, tail, token)
     skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent]
-    return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped)
+    return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped,
+                  platform_sql)
+
+
+def _entry_sql(pg_restore: str, e: Entry) -> str:
+    """The SQL statement(s) of one archive entry, without pg_restore's comments and settings."""
+    tmp = tmpfiles.private_dir("lifeboat-sb-")
+    try:
+        listfile = os.path.join(tmp, "entry.list")
+        with open(listfile, "w", encoding="utf-8") as fh:
+            fh.write(e.line + "\n")
+        out = subprocess.run([pg_restore, "-L", listfile, "-f", "-", e.archive], capture_output=True, check=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = out.stdout.decode("utf-8", "replace")
+    keep = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("--") and not ln.startswith("SET ")
+            and not ln.startswith("SELECT pg_catalog.set_config") and not ln.startswith(("\\restrict", "\\unrestrict"))]
+    return "\n".join(keep)
 
 
 def _schemas_with_objects(target: PgTarget, schemas: list[str]) -> list[str]:

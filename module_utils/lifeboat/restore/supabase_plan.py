@@ -135,9 +135,10 @@ def held_tables(entries: list[Entry], scope: Scope) -> set[tuple[str, str]]:
 
 
 def plan(entries: list[Entry], scope: Scope, existing_schemas: set[str] | frozenset[str] = frozenset(),
-         actors: set[str] | None = None) -> Plan:
+         actors: set[str] | None = None, foreign_schemas: set[str] | frozenset[str] = frozenset()) -> Plan:
     """``existing_schemas``: the target's schemas (their CREATE SCHEMA is skipped); ``actors``: the roles the
-    login may act as (default privileges of other roles are the platform's and are skipped)."""
+    login may act as (default privileges of other roles are the platform's and are skipped); ``foreign_schemas``:
+    existing application schemas the login does not own (Supabase's ``public``: their comment and grants stay)."""
     scope.check()
     p = Plan([], [], [], [], [], [], [], [], [])
     for e in entries:
@@ -149,6 +150,10 @@ def plan(entries: list[Entry], scope: Scope, existing_schemas: set[str] | frozen
                     p.skipped.append(f"schema {schema}: the project's own is kept (owner, grants, default "
                                      "privileges); its objects are restored into it")
                     continue
+            if schema in foreign_schemas and e.type in _LAST and e.rest.startswith(f"- SCHEMA {schema} "):
+                p.skipped.append(f"{e.type.lower()} on schema {schema}: the schema is the platform's (its owner is "
+                                 "not the login); the project keeps its own")
+                continue
             if e.type == "DEFAULT ACL" and actors is not None and e.rest.rsplit(" ", 1)[-1] not in actors:
                 p.skipped.append(f"default privileges of role {e.rest.rsplit(' ', 1)[-1]} in schema {schema}: "
                                  "the platform's (the login cannot set them); the project keeps its own")
