@@ -11,7 +11,6 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ansible.module_utils.lifeboat.errors import (
@@ -29,6 +28,7 @@ from ansible.module_utils.lifeboat.s3 import (
     translate,
 )
 from ansible.module_utils.lifeboat.extsort import external_sort
+from ansible.module_utils.lifeboat.storage import Entry  # the one listing type (re-exported: sides.Entry)
 
 MIB = 1024 * 1024
 #: metadata a streamed copy writes: the source object's ETag (the copy's own differs with other part sizes)
@@ -40,14 +40,6 @@ try:  # botocore is present whenever an S3 side is used (make_client requires it
 except ImportError:  # pragma: no cover
     _bce = None  # type: ignore[assignment]
     _default_timestamp = None  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str                  # relative to the side's root, '/' separated
-    size: int
-    etag: str | None = None   # S3 ETag without quotes; None for local files
-    last_modified: _dt.datetime | None = None
 
 
 def is_marker(key: str, size: int) -> bool:

@@ -49,11 +49,18 @@ MAX_PARTS = 10000
 
 
 @dataclass(frozen=True)
-class ObjectInfo:
-    key: str            # relative to the storage root
+class Entry:
+    """One stored object of any store, and one file of either side of a transfer (sides.py, s3sync): the one
+    listing type of the engine."""
+
+    key: str                  # relative to the store's root, '/' separated
     size: int
+    etag: str | None = None   # S3 ETag without quotes; None for local files
     last_modified: _dt.datetime | None = None
-    etag: str | None = None
+
+
+#: the older name of Entry (storage listings)
+ObjectInfo = Entry
 
 
 @dataclass(frozen=True)
@@ -109,10 +116,10 @@ class Storage:
     def open_reader(self, key: str) -> BinaryIO:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:  # pragma: no cover
+    def list(self, prefix: str = "") -> Iterator[Entry]:  # pragma: no cover
         raise NotImplementedError
 
-    def stat(self, key: str) -> ObjectInfo:  # pragma: no cover - interface
+    def stat(self, key: str) -> Entry:  # pragma: no cover - interface
         raise NotImplementedError
 
     def delete(self, key: str) -> None:  # pragma: no cover - interface
@@ -404,7 +411,7 @@ class S3Storage(Storage):
             raise translate(exc, f"read {self.uri(key)}", self.settings, self.bucket) from None
         return resp["Body"]
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         full = self.loc.key(prefix) if prefix else (self.loc.prefix + "/" if self.loc.prefix else "")
         if prefix.endswith("/") and not full.endswith("/"):
             full += "/"
@@ -412,12 +419,12 @@ class S3Storage(Storage):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []) or []:
-                    yield ObjectInfo(self.rel_key(obj["Key"]), int(obj["Size"]), obj.get("LastModified"),
-                                     (obj.get("ETag") or "").strip('"') or None)
+                    yield Entry(self.rel_key(obj["Key"]), int(obj["Size"]),
+                                etag=(obj.get("ETag") or "").strip('"') or None, last_modified=obj.get("LastModified"))
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"list s3://{self.bucket}/{full}", self.settings, self.bucket) from None
 
-    def stat(self, key: str) -> ObjectInfo:
+    def stat(self, key: str) -> Entry:
         try:
             resp = self.bounded(f"stat {self.uri(key)}", self.client.head_object, Bucket=self.bucket,
                                 Key=self.full_key(key))
@@ -425,8 +432,8 @@ class S3Storage(Storage):
             raise
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"stat {self.uri(key)}", self.settings, self.bucket) from None
-        return ObjectInfo(key, int(resp["ContentLength"]), resp.get("LastModified"),
-                          (resp.get("ETag") or "").strip('"') or None)
+        return Entry(key, int(resp["ContentLength"]), etag=(resp.get("ETag") or "").strip('"') or None,
+                     last_modified=resp.get("LastModified"))
 
     def delete(self, key: str) -> None:
         try:
@@ -582,7 +589,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise _local_error(exc, f"read {self.path(key)}") from None
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         base = self.path(prefix) if prefix else self.root
         start = base if os.path.isdir(base) else os.path.dirname(base)
         if not os.path.isdir(start):
@@ -597,15 +604,14 @@ class LocalStorage(Storage):
                 if prefix and not rel.startswith(prefix):
                     continue
                 st = os.stat(full)
-                yield ObjectInfo(rel, st.st_size,
-                                 _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
+                yield Entry(rel, st.st_size, last_modified=_dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
 
-    def stat(self, key: str) -> ObjectInfo:
+    def stat(self, key: str) -> Entry:
         try:
             st = os.stat(self.path(key))
         except OSError as exc:
             raise _local_error(exc, f"stat {self.path(key)}") from None
-        return ObjectInfo(key, st.st_size, _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
+        return Entry(key, st.st_size, last_modified=_dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.UTC))
 
     def delete(self, key: str) -> None:
         try:

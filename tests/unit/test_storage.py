@@ -61,3 +61,19 @@ def test_local_open_uploads_get_json(tmp_path):
     store.put_bytes("c.json", b"[1]")
     assert store.get_json("a.json") == {"k": 1}
     assert store.get_json("b.json") is None and store.get_json("c.json") is None and store.get_json("d.json") is None
+
+
+def test_one_listing_type_for_stores_and_transfer_sides(tmp_path):
+    """A directory listed as a backup store (LocalStorage) and as a side of a sync (LocalSide) gives the same
+    entries of the same type: key relative to the root, size, no ETag, modification time."""
+    from ansible.module_utils.lifeboat import sides, storage
+
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "one.bin").write_bytes(b"12345")
+    (root / "two.txt").write_bytes(b"x")
+    as_store = sorted(LocalStorage(str(root)).list(""), key=lambda e: e.key)
+    as_side = sorted(sides.LocalSide(str(root), "source").list(), key=lambda e: e.key)
+    assert as_store == as_side and [e.key for e in as_side] == ["a/b/one.bin", "two.txt"]
+    assert all(type(e) is storage.Entry and e.etag is None and e.last_modified for e in as_store + as_side)
+    assert storage.ObjectInfo is storage.Entry is sides.Entry
