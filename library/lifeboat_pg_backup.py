@@ -65,6 +65,18 @@ options:
     type: list
     elements: str
     default: []
+  db_profile:
+    description:
+      - C(supabase) backs up a Supabase project as its non-superuser C(postgres) login, in one exported snapshot, in
+        three parts - the application's roles (no passwords, the platform's roles left out), the schema and data
+        of the user's schemas (the main artifact), and the data of the platform tables that hold user data
+        (C(auth.*), C(storage.*)). What the login cannot read and the platform recreates is left out and listed
+        in the manifest (C(supabase.left_out)), with stock-tool steps for a new project (C(restore.supabase)).
+      - C(auto) chooses C(supabase) when the database is a Supabase project (role C(supabase_admin), schemas
+        C(auth) and C(storage)) and the backup is a whole C(custom)-format one; C(default) never does.
+    type: str
+    choices: [auto, default, supabase]
+    default: auto
   compression:
     description: Compression applied to pg_dump's output (pg_dump's own compression is off).
     type: str
@@ -276,6 +288,10 @@ from ansible.module_utils.lifeboat import options  # noqa: E402
 from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 
 
+# its own name (not an S3 "profile", which options.py's groups define): the engine's backup.BackupRequest.profile
+DB_PROFILE_SPEC = {"type": "str", "default": "auto", "choices": ["auto", "default", "supabase"]}
+
+
 def argument_spec() -> dict:
     """The module's argument_spec (tests compare it with the rendered documentation)."""
     spec = dict(
@@ -288,6 +304,7 @@ def argument_spec() -> dict:
         exclude_tables=dict(type="list", elements="str", default=[]),
         include_schemas=dict(type="list", elements="str", default=[]),
         exclude_schemas=dict(type="list", elements="str", default=[]),
+        db_profile=DB_PROFILE_SPEC,
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
         compression_level=dict(type="int"),
         compression_threads=dict(type="int", default=0),
@@ -329,7 +346,7 @@ def _request(p: dict):
         target=options.pg_target(p, p["database"]), destination=p["destination"], format=p["format"],
         jobs=p["jobs"], schema_only=p["schema_only"], data_only=p["data_only"],
         include_tables=p["include_tables"], exclude_tables=p["exclude_tables"],
-        include_schemas=p["include_schemas"], exclude_schemas=p["exclude_schemas"],
+        include_schemas=p["include_schemas"], exclude_schemas=p["exclude_schemas"], profile=p["db_profile"],
         compression=p["compression"], compression_level=p["compression_level"],
         compression_threads=p["compression_threads"], naming=p["naming"], encryption=options.encryption(p),
         s3=options.s3_settings(p, concurrency=p["concurrency"]),

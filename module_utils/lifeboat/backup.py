@@ -43,7 +43,7 @@ from typing import Any
 
 
 from ansible.module_utils.lifeboat import (crypto, leftovers, manifest, pgmeta, pipeline, privileges, roles, runlock,
-                                          tmpfiles)
+                                          supabase, tmpfiles)
 from ansible.module_utils.lifeboat.errors import (ConfigError, DeadlineExceeded, DumpError, LifeboatError,
                                                  PermissionDenied)
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
@@ -103,6 +103,8 @@ class BackupRequest:
     content_hashes: bool = False
     #: what killed runs left under <db>/ (open uploads, sets without manifest) older than this is swept (leftovers.py)
     sweep_grace_s: float = leftovers.DEFAULT_GRACE_S
+    #: auto: the supabase profile when the database is a Supabase project (supabase.py); default; supabase
+    profile: str = "auto"
 
     def secrets(self) -> list[str]:
         return [s for s in (self.target.password, self.s3.secret_key, self.s3.session_token,
@@ -139,6 +141,17 @@ def validate(req: BackupRequest) -> None:
         raise ConfigError(f"part_size_mb: {req.part_size_mb} MiB is below S3's minimum of 5 MiB", "part_size_mb")
     if not req.destination:
         raise ConfigError("destination: required (s3://bucket/prefix or an absolute directory)", "destination")
+    if req.profile not in supabase.PROFILES:
+        raise ConfigError(f"db_profile: '{req.profile}' is not one of {', '.join(supabase.PROFILES)}", "db_profile")
+    if req.profile == "supabase" and not _supabase_shape(req):
+        raise ConfigError("db_profile: supabase makes three parts restored with pg_restore and psql: it needs format: "
+                          f"custom, naming: lifeboat and neither schema_only nor data_only (got format: {req.format}, "
+                          f"naming: {req.naming}, schema_only: {req.schema_only}, data_only: {req.data_only})",
+                          "db_profile")
+
+
+def _supabase_shape(req: BackupRequest) -> bool:
+    return req.format == "custom" and req.naming == "lifeboat" and not (req.schema_only or req.data_only)
 
 
 def part_size_for(req: BackupRequest, estimated_bytes: int | None = None) -> int:
@@ -218,6 +231,25 @@ def preflight_privileges(conn: Any, req: BackupRequest) -> None:
     privileges.check(conn, req.target.database or "", req.target.describe(), **dump_scope(req))
 
 
+def supabase_scope(conn: Any, req: BackupRequest) -> tuple[BackupRequest, supabase.Scope | None]:
+    """The supabase profile (chosen, or detected with profile: auto): the request limited to the user's schemas
+    and the scope of the platform's user data; the user-data tables the login cannot read are named here, with
+    the fix, before anything is dumped. Any other profile: the request unchanged and None."""
+    if req.profile == "default" or (req.profile == "auto" and not (_supabase_shape(req) and supabase.detect(conn))):
+        return req, None
+    if not supabase.detect(conn):
+        raise ConfigError(f"db_profile: supabase, but database '{req.target.database}' at {req.target.describe()} is "
+                          "not a Supabase project (no role supabase_admin, or no schemas auth and storage); use "
+                          "db_profile: default", "db_profile")
+    sb = supabase.scope(conn)
+    if not (req.include_schemas or req.include_tables):   # the user's schemas, named (pg_dump --schema each)
+        req = dataclasses.replace(req, include_schemas=[privileges.dump_pattern(s) for s in sb.app_schemas])
+    if sb.data_tables:
+        privileges.check(conn, req.target.database or "", req.target.describe(),
+                         include_tables=sb.data_patterns(), data_only=True)
+    return req, sb
+
+
 def _connect(req: BackupRequest) -> Any:
     return req.target.connect(snapshot_reader=True)
 
@@ -247,6 +279,7 @@ def plan(req: BackupRequest) -> dict[str, Any]:
         try:
             version_num, version = pgmeta.server_version(conn)
             size = _database_size(conn)
+            req, sb = supabase_scope(conn, req)
             preflight_privileges(conn, req)   # check mode finds what the dump could not read, too
             tables = [] if req.schema_only else pgmeta.list_tables(
                 conn, req.include_schemas, req.exclude_schemas, req.include_tables, req.exclude_tables)
@@ -270,6 +303,9 @@ def plan(req: BackupRequest) -> dict[str, Any]:
             "tables": len(tables),
             "server_version": version,
             "pg_dump": {"path": pg_dump, "version": dump_version, "major": major},
+            "profile": "supabase" if sb else "default",
+            **({"supabase": {"app_schemas": sb.app_schemas, "left_out": sb.left_out,
+                             "platform_tables": [f"{s}.{t}" for s, t in sb.data_tables]}} if sb else {}),
         }
     finally:
         enc.cleanup()
@@ -362,6 +398,7 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         conn = _connect(req)
         version_num, version = pgmeta.server_version(conn)
         pg_dump, dump_major, dump_version = _pick_pg_dump(req, version_num)
+        req, sb = supabase_scope(conn, req)
         preflight_privileges(conn, req)   # before anything is written or dumped
         storage = _storage(req, _database_size(conn))
         if isinstance(storage, S3Storage) and req.deadline_s:
@@ -429,6 +466,16 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         if "error" in facts:
             storage.delete(layout.artifact_key)  # no manifest will describe it
             raise _facts_error(facts["error"], req) from None
+        if sb is not None:
+            try:   # still in the snapshot's transaction: the same instant as the user's schemas
+                facts["supabase"] = _supabase_parts(req, sb, conn, storage, layout, comp, enc, secrets, pg_dump,
+                                                    snapshot)
+                facts["roles_script"] = supabase.roles_sql(conn, sb.user_roles)
+            except BaseException:
+                storage.delete(layout.artifact_key)
+                if facts.get("supabase"):
+                    storage.delete(facts["supabase"]["platform_data"]["key"])
+                raise
         try:
             conn.rollback()
         except Exception:  # noqa: BLE001 - read-only transaction; closing is enough
@@ -437,6 +484,8 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
             facts["roles"] = _store_roles(req, conn, storage, layout, comp, enc, secrets, facts, version_num)
         except BaseException:
             storage.delete(layout.artifact_key)  # no manifest will describe it
+            if facts.get("supabase"):
+                storage.delete(facts["supabase"]["platform_data"]["key"])
             raise
         finished = manifest.utcnow()
         duration = round(time.monotonic() - t0, 3)
@@ -476,6 +525,40 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
         enc.cleanup()
 
 
+def platform_data_key(layout: manifest.Layout, comp: pipeline.Compression, enc_method: str) -> str:
+    """The supabase profile's platform tables beside the artifact: ``<database>/<backup_id>/platform-data.dump...``."""
+    base = layout.manifest_key[: -len(manifest.MANIFEST_NAME)]
+    return f"{base}platform-data.dump{comp.extension}{manifest.ENCRYPTION_EXT[enc_method]}"
+
+
+def _supabase_parts(req: BackupRequest, sb: supabase.Scope, conn: Any, storage: Storage, layout: manifest.Layout,
+                    comp: pipeline.Compression, enc: crypto.Encryptor, secrets: list[str], pg_dump: str,
+                    snapshot: str) -> dict[str, Any]:
+    """The platform's user-data tables (pg_dump --table each, the same snapshot: their rows, and the user's
+    triggers and policies on them), their row counts, and what was left out."""
+    tables = pgmeta.row_counts(conn, sb.data_tables)
+    key = platform_data_key(layout, comp, enc.method)
+    argv = [pg_dump, "--no-password", f"--snapshot={snapshot}", "--format=c", "--compress=0"]
+    argv += [f"--table={p}" for p in sb.data_patterns()]
+    with req.target.child_env() as env:
+        env["LC_ALL"] = "C"
+        source = pipeline.ProcSpec("pg_dump", argv, env=env, error_prefixes=("pg_dump: error:",))
+        writer = storage.open_writer(key, metadata={"lifeboat-backup-id": layout.backup_id}, exclusive=True)
+        try:
+            result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
+        except DumpError as exc:
+            raise _dump_failure(exc, req, None) from None
+    return {"profile": "supabase", "app_schemas": list(sb.app_schemas), "platform_schemas": list(sb.platform_schemas),
+            "platform_tables": [[s, t] for s, t in sb.data_tables],
+            "platform_data": {"key": key, "uri": storage.uri(key), "size": result.size, "sha256": result.sha256,
+                              "tables": tables},
+            "user_roles": list(sb.user_roles), "left_out": sb.left_out,
+            "toc_filter": supabase.toc_filter(supabase.owners_left_out(conn)),
+            "publication_sql": supabase.publication_sql(conn, sb.app_schemas),
+            "data_list_command": supabase.data_list_command("platform.dump", supabase.fk_order(
+                conn, sb.data_tables), "platform.list")}
+
+
 def roles_key(layout: manifest.Layout, comp: pipeline.Compression, enc_method: str) -> str:
     """The roles file beside the artifact: ``<database>/<backup_id>/roles.sql.zst.gpg``."""
     base = layout.manifest_key[: -len(manifest.MANIFEST_NAME)]
@@ -491,6 +574,14 @@ def _store_roles(req: BackupRequest, conn: Any, storage: Storage, layout: manife
     if req.naming == "legacy":
         return {"required": required, "skipped": "naming: legacy keeps only the older procedure's .sql.gz"}
     method, note = "pg_dumpall", None
+    if facts.get("roles_script") is not None:   # the supabase profile: the application's roles, in the snapshot
+        script = facts["roles_script"]
+        key = roles_key(layout, comp, enc.method)
+        writer = storage.open_writer(key, metadata={"lifeboat-backup-id": layout.backup_id})
+        result = pipeline.run_backup_stream(io.BytesIO(script), writer, comp, enc, secrets=secrets)
+        return {"key": key, "uri": storage.uri(key), "method": "catalog (supabase profile: platform roles left out)",
+                "size": result.size, "sha256": result.sha256,
+                "names": list((facts.get("supabase") or {}).get("user_roles") or []), "required": required}
     try:
         extra = [req.pg_bin_dir] if req.pg_bin_dir else None
         pg_dumpall = find_client("pg_dumpall", server_major(version_num), extra)[0]

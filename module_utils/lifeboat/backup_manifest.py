@@ -23,6 +23,9 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
                    dump_version: str, dump_major: int) -> dict[str, Any]:
     restore = restore_instructions(req, storage, layout, comp, enc, facts.get("database_properties") or {},
                                    facts.get("roles") or {})
+    if facts.get("supabase"):
+        restore["supabase"] = supabase_restore_steps(req, storage, layout, comp, enc, facts["supabase"],
+                                                     facts.get("roles") or {})
     return {
         "schema": manifest.SCHEMA,
         "kind": "postgresql",
@@ -52,10 +55,58 @@ def build_manifest(req: BackupRequest, storage: Storage, layout: manifest.Layout
         "content_hashes": facts.get("content_hashes") or {},
         "database_properties": facts.get("database_properties") or {},
         "roles": facts.get("roles") or {},
+        **({"supabase": facts["supabase"]} if facts.get("supabase") else {}),
         "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         "tags": dict(req.tags or {}),
         "restore": restore,
     }
+
+
+def decode_stream(storage: Storage, comp: pipeline.Compression, enc: crypto.Encryptor, key: str) -> str:
+    """The stock-tool pipeline that fetches a stored object and undoes encryption and compression."""
+    stages = [stock_fetch_command(storage, key)]
+    if enc.method == "gpg":
+        stages.append("gpg --decrypt")
+    elif enc.method == "age":
+        stages.append('age -d -i "$AGE_IDENTITY_FILE"')
+    if comp.stock_decompress():
+        stages.append(comp.stock_decompress() or "")
+    return " | ".join(stages)
+
+
+def supabase_restore_steps(req: BackupRequest, storage: Storage, layout: manifest.Layout, comp: pipeline.Compression,
+                           enc: crypto.Encryptor, sb: dict[str, Any], roles_doc: dict[str, Any]) -> dict[str, Any]:
+    """Stock-tool steps that put the supabase profile's three parts into a NEW Supabase project (database
+    "$TARGET_DB", the platform present and empty) as its postgres login, in the order it needs: the roles, the
+    platform's user data (auth users before the profiles that reference them), then the user's schemas without
+    what the project already has (the TOC filter)."""
+    steps = []
+    if roles_doc.get("key"):
+        steps += [f"{decode_stream(storage, comp, enc, roles_doc['key'])} > roles.sql",
+                  'psql -X -q -d "$TARGET_DB" -f roles.sql']
+    steps += [f"{decode_stream(storage, comp, enc, sb['platform_data']['key'])} > platform.dump",
+              sb["data_list_command"],
+              'pg_restore --data-only --exit-on-error -L platform.list -d "$TARGET_DB" platform.dump',
+              f"{decode_stream(storage, comp, enc, layout.artifact_key)} > app.dump",
+              f"pg_restore -l app.dump | {sb['toc_filter']} > app.list",
+              'pg_restore --exit-on-error -L app.list -d "$TARGET_DB" app.dump']
+    if sb.get("publication_sql"):
+        steps.append(f'psql -X -q -v ON_ERROR_STOP=1 -d "$TARGET_DB" -c {shlex.quote(sb["publication_sql"])}')
+    notes = ("Run with bash, in an empty directory, as the new project's postgres login: point libpq at it with "
+             "PGHOST, PGPORT, PGUSER=postgres and a password file (PGPASSFILE or ~/.pgpass), TARGET_DB=postgres. "
+             "Order: the application's roles (created when missing: psql reports 'already exists' for the others "
+             "and goes on; no passwords: set them with ALTER ROLE ... PASSWORD; the login's default privileges are "
+             "cleared until the dump restores the source's), the platform's user data (data only, into the "
+             "project's empty auth and storage tables), then the user's "
+             "schemas and their data (without event triggers, the platform's publication, comments on extensions "
+             "and what platform roles own: the project has them), then the user's tables back into the platform's "
+             "publications. What was left out is in the manifest's "
+             "supabase.left_out; policies the application made on platform tables are there with their CREATE "
+             "POLICY statement. The database's own settings (database_properties.settings) need the database's "
+             "owner: set them in the project's settings. The files in storage are restored separately.")
+    notes += (" The files are named as docs/supabase.md's restore expects them: app.dump, platform.dump, "
+              "roles.sql.")
+    return {"steps": steps, "command": "set -eo pipefail; " + " && ".join(steps), "notes": notes}
 
 
 def quote_ident(name: str) -> str:
