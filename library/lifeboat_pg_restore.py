@@ -238,6 +238,21 @@ backup_id:
   returned: success
   type: str
   sample: appdb-20261122T020000Z
+backup_created_at:
+  description: When the backup chosen was taken (UTC, ISO 8601); the confirmation names it.
+  returned: when a backup was chosen
+  type: str
+  sample: "2026-11-22T02:00:00Z"
+backup_age:
+  description: How old the backup chosen is, for people (C(9h 12m), C(3d 4h)).
+  returned: when a backup was chosen
+  type: str
+  sample: 9h 12m
+target_existed:
+  description: Whether the target database existed (when it did not, nothing is swapped and no old database is kept).
+  returned: when the server was reached
+  type: bool
+  sample: true
 artifact:
   description: URI of the artifact restored.
   returned: success

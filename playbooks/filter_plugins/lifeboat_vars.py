@@ -1,9 +1,15 @@
-"""The ``lifeboat_unknown_vars`` filter: every playbook refuses ``lifeboat_*`` variables that nothing reads.
+"""Filters about the playbooks' own variables.
+
+``lifeboat_unknown_vars``: every playbook refuses ``lifeboat_*`` variables that nothing reads.
 
 A typo in ``-e lifeboat_restore_backup_ld=...`` would otherwise be ignored silently and change what is
 restored. A variable is known when a playbook or a role of this repository, or an expression (``{{ }}``) of an
 inventory in use, reads it; ``lifeboat_allow_vars`` lists extra names an inventory defines for its own use.
 Used by ``playbooks/tasks/lifeboat_check_vars.yml``, the first task of every playbook.
+
+``lifeboat_option_vars``: a module's message names its options (``no_owner``, ``gpg_homedir``,
+``snapshot_options.encryption_recipients``); a playbook user sets variables. Given the playbook's mapping
+{option: variable}, the message names the variables instead.
 """
 from __future__ import annotations
 
@@ -59,6 +65,24 @@ def unknown_vars(names, inventory_sources=(), allowed=()) -> list[str]:
     return messages
 
 
+def option_vars(msg, mapping) -> str:
+    """``msg`` with the module options of ``mapping`` replaced by the playbook variables that set them.
+
+    Options with an underscore (``no_owner``, ``backup_id``) are identifiers wherever they appear; a one-word
+    option (``before``, ``mode``) is one only where the engine names it: at the start of the message or of a
+    clause (``before: 'yesterday' is not a time``), never inside prose ("the database", "before the swap").
+    """
+    text = str(msg)
+    for option in sorted((str(o) for o in mapping or {}), key=len, reverse=True):
+        variable = str(mapping[option])
+        if "_" in option or "." in option:
+            pattern = rf"(?<![\w.]){re.escape(option)}(?![\w])"
+        else:
+            pattern = rf"(?:(?<=^)|(?<=[;(] )|(?<=: )){re.escape(option)}(?=:)"
+        text = re.sub(pattern, variable, text)
+    return text
+
+
 class FilterModule:
     def filters(self):
-        return {"lifeboat_unknown_vars": unknown_vars}
+        return {"lifeboat_unknown_vars": unknown_vars, "lifeboat_option_vars": option_vars}

@@ -210,3 +210,187 @@ def test_point_in_time_restore_says_when_it_skipped_overwritten_files(tmp_path, 
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert pc.get_object(Bucket=prim, Key="notes/readme.txt")["Body"].read() == b"v1"
         assert "point_in_time_skipped: none" in proc.stdout
+
+
+# --- 8: confirmation and choice -----------------------------------------------------------------------------------
+
+def on_a_terminal(args: list[str], answer: bytes | None = None, after: bytes = b"", timeout: int = 600):
+    """ansible-playbook on a pseudo-terminal (as an operator runs it): (exit code, output, output before the
+    answer). ``answer`` is typed once ``after`` has appeared; a run that waits for input it never gets fails at
+    ``timeout``."""
+    import pty
+    import select
+    import signal
+    import time
+
+    from testlib import VENV_BIN
+
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its stdin, stdout and controlling tty
+        os.chdir(REPO)
+        os.execve(str(VENV_BIN / "ansible-playbook"), [str(VENV_BIN / "ansible-playbook"), *args], env)
+    out, before, deadline = b"", None, time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"still running after {timeout}s (waiting for input?):\n"
+                                     + out.decode(errors="replace")[-3000:])
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                out += data
+            if answer is not None and before is None and after in out:
+                before = out
+                time.sleep(0.5)
+                os.write(fd, answer)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    text = out.decode(errors="replace").replace("\r", "")
+    return os.waitstatus_to_exitcode(status), text, (before or b"").decode(errors="replace").replace("\r", "")
+
+
+def restore_vars(tmp_path, db: str, bucket: str, **extra) -> str:
+    return vars_file(tmp_path, {"lifeboat_restore_database": db, "lifeboat_restore_destination": f"s3://{bucket}/db",
+                                "lifeboat_restore_safety_snapshot": False, **extra})
+
+
+def test_the_plan_comes_first_then_a_confirmation_naming_the_backup_and_its_age(pg, backed_up, tmp_path):
+    from restore_helpers import counts, manifest_counts
+
+    db, bucket, _storage, manifest = backed_up
+    path = restore_vars(tmp_path, db, bucket)
+    # --check never prompts: on a terminal, with no lifeboat_confirm, it prints the plan and ends
+    code, out, _ = on_a_terminal(["playbooks/restore.yml", "-e", f"@{path}", "--check"], timeout=300)
+    assert code == 0, out[-3000:]
+    assert f"1. backup: {manifest['backup_id']}, taken " in out, out[-3000:]
+    assert "to confirm" not in out, out[-3000:]
+    # a real run: the plan, then the question naming the backup and its age; the answer restores it
+    with pg_conn(pg, db) as conn:
+        conn.execute("DELETE FROM public.invoices")
+    code, out, before = on_a_terminal(["playbooks/restore.yml", "-e", f"@{path}"], answer=db.encode() + b"\r",
+                                      after=b"to confirm")
+    assert code == 0, out[-4000:]
+    flat = " ".join(before.split())
+    assert f"1. backup: {manifest['backup_id']}, taken " in flat, flat[-3000:]
+    assert "5. restore into new database" in flat
+    asked = flat[flat.rindex("Restore backup"):]
+    assert re.match(rf"Restore backup {re.escape(manifest['backup_id'])} \(taken \S+Z, (\d+[smhd] ?)+(\d+m )?ago\) "
+                    rf"into database '{db}' \(it REPLACES the current one\)\? Type the name of the target database "
+                    "to confirm", asked), asked
+    assert flat.index("1. backup:") < flat.rindex("Restore backup")  # the plan came first
+    assert counts(pg, db) == manifest_counts(manifest)
+
+
+def pg_conn(pg, db):
+    from restore_helpers import admin_conn
+    return admin_conn(pg, db)
+
+
+def test_choice_errors_name_the_playbooks_variables_and_the_way_out(pg, backed_up, tmp_path):
+    from restore_helpers import counts
+
+    db, bucket, _storage, manifest = backed_up
+
+    def check(**extra):
+        proc = run_playbook("playbooks/restore.yml", "-e", f"@{restore_vars(tmp_path, db, bucket, **extra)}",
+                            check=True)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out[-3000:]
+        assert "Traceback" not in out and "ValueError" not in out, out[-3000:]
+        return " ".join(out.split())
+
+    # a bad id lists the ids that exist
+    out = check(lifeboat_restore_backup_id=f"{db}-20200101T000000Z")
+    assert (f"RESTORE FAILED: lifeboat_restore_backup_id: no backup '{db}-20200101T000000Z'" in out
+            and f"the backups that exist are: {manifest['backup_id']}" in out), out[-3000:]
+    # before=yesterday: what a time looks like, not a raw ValueError
+    out = check(lifeboat_restore_before="yesterday")
+    assert re.search(r"RESTORE FAILED: lifeboat_restore_before: 'yesterday' is not a time; give a date and time in "
+                     r"UTC such as '\d{4}-\d\d-\d\d 12:00'", out), out[-3000:]
+    # module options are named as the playbook's variables
+    out = check(lifeboat_restore_mode="partial")
+    assert "RESTORE FAILED: lifeboat_restore_tables: mode partial needs tables or schemas" in out, out[-3000:]
+    # a missing GnuPG directory is reported as such (it was "the public key ... is not in gpg_homedir; give
+    # snapshot_options.encryption_recipients"), in check mode and before anything changes in a real run
+    missing = str(tmp_path / "no-such-gnupg")
+    out = check(lifeboat_restore_gpg_homedir=missing)
+    assert f"lifeboat_restore_gpg_homedir: the GnuPG directory '{missing}' does not exist" in out, out[-3000:]
+    before = counts(pg, db)
+    path = restore_vars(tmp_path, db, bucket, lifeboat_restore_gpg_homedir=missing,
+                        lifeboat_restore_safety_snapshot=True, lifeboat_confirm=db)
+    proc = run_playbook("playbooks/restore.yml", "-e", f"@{path}")
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert f"lifeboat_restore_gpg_homedir: the GnuPG directory '{missing}' does not exist" in out, out[-3000:]
+    assert "is not in gpg_homedir" not in out and "snapshot_options" not in out, out[-3000:]
+    assert counts(pg, db) == before
+
+
+def test_a_restore_into_a_database_that_does_not_exist_shows_no_swap_and_no_old_database(pg, backed_up, tmp_path):
+    from psycopg import sql
+    from restore_helpers import admin_conn, counts, manifest_counts
+    from testlib import unique
+
+    db, bucket, _storage, manifest = backed_up
+    target = unique("lbnew").replace("-", "_")
+    try:
+        path = restore_vars(tmp_path, target, bucket, lifeboat_restore_source_database=db, lifeboat_confirm=target)
+        proc = run_playbook("playbooks/restore.yml", "-e", f"@{path}", check=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "(nothing to swap)" in proc.stdout and "_lifeboat_old_" not in proc.stdout, proc.stdout[-3000:]
+        proc = run_playbook("playbooks/restore.yml", "-e", f"@{path}")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert counts(pg, target) == manifest_counts(manifest)
+        assert "_lifeboat_old_" not in out and "previous database kept" not in out, out[-3000:]
+        assert not re.search(r"^\s*\"?\s*swap\s", out, re.M), out[-3000:]
+        flat = " ".join(out.split()).replace("''", "'")  # the YAML callback wraps lines and doubles quotes
+        assert "nothing to swap, no old database" in flat and f"('{target}' did not exist)" in flat, flat[-3000:]
+    finally:
+        with admin_conn(pg) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+
+
+# --- 7: the older procedure's dumps --------------------------------------------------------------------------------
+
+def test_older_dumps_in_database_backups_an_empty_gzip_is_skipped_and_said_so(pg, lab, scratch_bucket,
+                                                                             source_template, tmp_path):
+    """The S3 procedure's dumps under database-backups/ (runbook C): backup_YYYYmmdd_HHMMSS.sql.gz is recognised,
+    and a newer empty gzip (the old cron job's output when pg_dump failed) is skipped in "latest", said so."""
+    import datetime as dt
+    import gzip
+
+    from restore_helpers import counts, make_legacy_backup, source_database, storage_for
+
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint, prefix="database-backups")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with source_database(pg, source_template) as db:
+        original = counts(pg, db)
+        key = make_legacy_backup(pg, storage, db, now - dt.timedelta(hours=2))
+        good = (now - dt.timedelta(hours=2)).strftime("backup_%Y%m%d_%H%M%S.sql.gz")
+        storage.put_bytes(good, storage.get_bytes(key))
+        storage.delete(key)
+        empty = (now - dt.timedelta(hours=1)).strftime("backup_%Y%m%d_%H%M%S.sql.gz")
+        storage.put_bytes(empty, gzip.compress(b""))
+        with pg_conn(pg, db) as conn:
+            conn.execute("DELETE FROM public.invoices")
+        path = vars_file(tmp_path, {"lifeboat_restore_database": db,
+                                    "lifeboat_restore_destination": f"s3://{bucket}/database-backups",
+                                    "lifeboat_restore_safety_snapshot": False, "lifeboat_confirm": db})
+        proc = run_playbook("playbooks/restore.yml", "-e", f"@{path}")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        flat = " ".join(out.split())
+        assert f"1. backup: {good[:-len('.sql.gz')]}, taken" in flat, flat[-3000:]
+        said = rf"older dump {empty[:-len('.sql.gz')]} \(\S+\) is an EMPTY gzip .*skipped"
+        assert re.search(said, flat), flat[-3000:]
+        assert counts(pg, db) == original

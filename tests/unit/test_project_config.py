@@ -181,3 +181,17 @@ def test_an_unknown_variable_names_the_closest_known_one_or_none():
     assert messages[1].startswith(
         "unknown variable lifeboat_restore_backup_ld: did you mean lifeboat_restore_backup_id?")
     assert module.unknown_vars(["lifeboat_qqqq"], allowed=["lifeboat_qqqq"]) == []
+
+
+def test_module_options_in_a_message_become_the_playbooks_variables():
+    module = _lifeboat_vars_filter()
+    mapping = {"no_owner": "lifeboat_restore_no_owner", "create_roles": "lifeboat_restore_create_roles",
+               "before": "lifeboat_restore_before", "database": "lifeboat_restore_database",
+               "snapshot_options": "lifeboat_restore_snapshot_options"}
+    msg = ("before: 'x' is not a time; database: 'db' is used before the swap; set create_roles: true or "
+           "no_owner: true; give snapshot_options.encryption_recipients")
+    assert module.option_vars(msg, mapping) == (
+        "lifeboat_restore_before: 'x' is not a time; lifeboat_restore_database: 'db' is used before the swap; set "
+        "lifeboat_restore_create_roles: true or lifeboat_restore_no_owner: true; give "
+        "lifeboat_restore_snapshot_options.encryption_recipients")
+    assert module.option_vars("lifeboat_restore_no_owner stays", mapping) == "lifeboat_restore_no_owner stays"

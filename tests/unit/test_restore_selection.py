@@ -63,3 +63,29 @@ def test_legacy_dumps_are_candidates(store, add_backup):
     assert choice.ref.legacy and choice.ref.backup_id == "db-backup-2026-11-22_02-00-00"
     src = rs.source_for(store, choice.ref)
     assert (src.fmt, src.compression, src.encryption, src.legacy) == ("plain", "gzip", "none", True)
+
+
+def test_before_that_is_not_a_time_is_refused_naming_the_option_and_an_example(store, add_backup):
+    from ansible.module_utils.lifeboat.errors import ConfigError
+
+    add_backup(store, "appdb", T0)
+    with pytest.raises(ConfigError, match=r"^before: 'yesterday' is not a time; give a date and time in UTC such as "
+                                          r"'\d{4}-\d\d-\d\d 12:00'") as exc:
+        rs.choose_backup(store, "appdb", before="yesterday")
+    assert exc.value.option == "before"
+
+
+def test_an_empty_older_dump_is_skipped_in_latest_and_said_so(store):
+    import gzip
+
+    store.put_bytes("backup_20261120_020000.sql.gz", gzip.compress(b"-- PostgreSQL database dump\n" * 40))
+    store.put_bytes("backup_20261121_020000.sql.gz", gzip.compress(b""))
+    store.put_bytes("db-backup-2026-11-22_02-00-00.sql.gz", b"")
+    choice = rs.choose_backup(store, "appdb")
+    assert choice.ref.backup_id == "backup_20261120_020000"
+    said = " ".join(choice.warnings)
+    assert "older dump backup_20261121_020000" in said and "db-backup-2026-11-22_02-00-00" in said
+    assert "EMPTY gzip" in said and "skipped" in said
+    # named explicitly, it is still the one chosen (and refused by the restore, naming why)
+    assert rs.choose_backup(store, "appdb", backup_id="backup_20261121_020000").ref.backup_id == \
+        "backup_20261121_020000"

@@ -2,6 +2,8 @@
 """
 from __future__ import annotations
 
+import datetime as _dt
+import os
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,7 @@ from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
+    EncryptionError,
     LifeboatError,
     NotFound,
     RestoreError,
@@ -27,7 +30,8 @@ from ansible.module_utils.lifeboat.storage import Storage
 
 def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, names: dict[str, str]) -> list[str]:
     """The full plan, in the order the steps run (shown by check mode and before a real run)."""
-    lines = [f"1. backup: {src.backup_id} ({choice.reason}; "
+    taken = f"taken {mf.iso(src.ref.created_at)}, {age_text(mf.utcnow() - src.ref.created_at)} ago"
+    lines = [f"1. backup: {src.backup_id}, {taken} ({choice.reason}; "
              + ("older-procedure plain SQL dump, gzip, no manifest" if src.legacy
                 else f"format {src.fmt}, {src.compression}, encryption {src.encryption}, "
                      f"{len((src.manifest or {}).get('tables', []))} tables in the manifest") + ")",
@@ -74,13 +78,43 @@ def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, n
 
 
 #: what a failed restore returns with its message (the rest of the summary stays in the steps)
-FAILURE_KEYS = ("plan", "steps", "hooks", "backup_id", "old_database", "safety_snapshot", "note", "warnings")
+FAILURE_KEYS = ("plan", "steps", "hooks", "backup_id", "backup_created_at", "backup_age", "target_existed",
+                "old_database", "safety_snapshot", "note", "warnings")
+
+
+def check_key_directory(src: Source, keys: DecryptionSpec) -> None:
+    """A gpg-encrypted backup with a GnuPG directory that is not there: said so before anything runs (it used to
+    surface as a public key missing for the safety snapshot)."""
+    home = keys.gpg_homedir
+    if src.encryption == "gpg" and home and not os.path.isdir(home):
+        raise EncryptionError(f"gpg_homedir: the GnuPG directory '{home}' does not exist (or is not a directory); "
+                              f"backup {src.backup_id} is encrypted with gpg and its secret key (and the public key "
+                              "the safety snapshot encrypts with) must be in that directory: give the directory "
+                              "that holds them", "gpg_homedir")
+
+
+def age_text(delta: _dt.timedelta) -> str:
+    """'3d 4h', '5h 12m', '7m', '40s': how old a backup is, for the plan and the confirmation."""
+    secs = max(0, int(delta.total_seconds()))
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
 
 
 def render_summary(result: dict[str, Any]) -> str:
     """A human-readable summary: what was restored from which backup, how long each step took."""
+    mode = result["mode"]
+    if mode == "swap" and result.get("target_existed") is False:
+        mode = "swap: a new database, nothing to swap, no old database"
     lines = [f"{'plan for' if not result.get('changed') else 'restore of'} database '{result['database']}' "
-             f"(mode {result['mode']}) from backup {result.get('backup_id', '?')}"]
+             f"(mode {mode}) from backup {result.get('backup_id', '?')}"
+             + (f", taken {result['backup_created_at']} ({result['backup_age']} ago)"
+                if result.get("backup_created_at") else "")]
     if result.get("old_database"):
         lines.append(f"previous database kept as '{result['old_database']}'")
     if result.get("safety_snapshot"):
@@ -126,7 +160,9 @@ def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptionSpec, che
         src = source_for(storage, choice.ref)
         item["detail"] = f"{src.backup_id} ({choice.reason})"
     result["warnings"] += choice.warnings
-    result.update(backup_id=src.backup_id, artifact=storage.uri(src.ref.artifact_key), legacy=src.legacy)
+    result.update(backup_id=src.backup_id, artifact=storage.uri(src.ref.artifact_key), legacy=src.legacy,
+                  backup_created_at=mf.iso(src.ref.created_at), backup_age=age_text(mf.utcnow() - src.ref.created_at))
+    check_key_directory(src, keys)
     partial_scope = partial_scope_of(src)
     if partial_scope and req.mode in ("swap", "in_place"):
         raise SafetyError(
@@ -144,6 +180,7 @@ def _run(req: Request, storage: Storage, admin: Admin, keys: DecryptionSpec, che
                 result["repaired"] = repaired
                 result["warnings"] += repaired
         target_exists = database_exists(conn, req.database)
+        result["target_existed"] = target_exists
         sessions = other_sessions(conn, req.database) if target_exists else []
     if req.mode in ("partial", "side_schema") and not target_exists:
         raise NotFound(f"database: '{req.database}' does not exist; a {req.mode} restore needs the existing "

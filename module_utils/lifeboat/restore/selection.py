@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.errors import (
+    ConfigError,
     LifeboatError,
     NotFound,
 )
@@ -86,11 +89,16 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
         if ref.legacy is False and ref.manifest_key and not storage.exists(ref.manifest_key):
             raise NotFound(f"backup_id: backup '{backup_id}' has no manifest", "backup_id")
         return Choice(ref, f"backup id {backup_id}", [])
-    when = mf.parse_time(before) if isinstance(before, str) else before
+    when = parse_before(before) if isinstance(before, str) else before
     refs = [r for r in mf.iter_backups(storage, database, prefix, include_legacy)
             if when is None or r.created_at < when]
+    empty = [r for r in refs if empty_legacy_dump(storage, r)]
+    refs = [r for r in refs if r not in empty]
+    empty_notes = [f"older dump {r.backup_id} ({storage.uri(r.artifact_key)}) is an EMPTY gzip (what the older "
+                   "procedure wrote when its pg_dump failed): skipped, it holds no data" for r in empty]
     damaged_notes = [f"backup {d.backup_id}: its manifest {storage.uri(d.manifest_key)} is DAMAGED ({d.reason}); "
                      "it was not considered" for d in mf.damaged_manifests(storage, database, prefix)]
+    damaged_notes = empty_notes + damaged_notes
     if not refs:
         if damaged_notes:
             raise NotFound("no intact backup under " + storage.url + ": " + "; ".join(damaged_notes))
@@ -118,6 +126,34 @@ def choose_backup(storage: Storage, database: str | None, backup_id: str | None 
                    damaged_notes + [f"every backup{when_txt}'s newest drill failed; {refs[0].backup_id}, the "
                                     "latest, was chosen anyway: check what the drill found (its verification "
                                     "record) before trusting it, or pass backup_id"])
+
+
+def parse_before(text: str) -> _dt.datetime:
+    """``before`` as a UTC time; anything else is refused naming the accepted forms (never a raw ValueError)."""
+    try:
+        return mf.parse_time(text)
+    except ValueError:
+        noon = (mf.utcnow() - _dt.timedelta(days=1)).strftime("%Y-%m-%d 12:00")
+        raise ConfigError(f"before: '{text}' is not a time; give a date and time in UTC such as '{noon}' (yesterday "
+                          f"at noon), or with an offset ('{noon.replace(' ', 'T')}+01:00')", "before") from None
+
+
+#: an older-procedure dump this small may be an empty gzip (a 20-byte header and trailer); bigger ones hold SQL
+EMPTY_DUMP_MAX = 512
+
+
+def empty_legacy_dump(storage: Storage, ref: mf.BackupRef) -> bool:
+    """True for an older-procedure dump that holds no SQL at all: 0 bytes, or a gzip of nothing (what the old
+    cron job wrote when pg_dump failed). Only small objects are read; a damaged one is left for the drill."""
+    if not ref.legacy or ref.size is None or ref.size > EMPTY_DUMP_MAX:
+        return False
+    if ref.size == 0:
+        return True
+    try:
+        return gzip.decompress(storage.get_bytes(ref.artifact_key)).strip() == b""
+    except (OSError, EOFError, zlib.error, LifeboatError):
+        return False
+
 
 
 def _held(storage: Storage, skipped: mf.BackupRef, chosen: mf.BackupRef) -> str:

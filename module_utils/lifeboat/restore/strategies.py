@@ -91,24 +91,26 @@ def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptionSpec,
             comment = (props or {}).get("comment")
             if props:
                 apply_database_properties(conn, new, {k: v for k, v in props.items() if k != "comment"})
-            with steps.step("swap", f"'{req.database}' -> '{old}', '{new}' -> '{req.database}'") as item:
-                if target_exists:
+            if target_exists:
+                with steps.step("swap", f"'{req.database}' -> '{old}', '{new}' -> '{req.database}'") as item:
                     item["terminated_sessions"] = swap_databases(conn, req.database, new, old, comment)
                     result["old_database"] = old
-                else:
+            else:  # nothing to swap and no old database: the checked new database takes the name
+                with steps.step("rename", f"'{new}' -> '{req.database}' ('{req.database}' did not exist)"):
                     with conn.transaction():
                         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new),
                                                                                       ident(req.database)))
                         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                             ident(req.database), sql.Literal(comment or None)))
-                swapped = True
+            swapped = True
     finally:
         if not swapped:
             reopen_connections(admin, req.database, old)
             with contextlib.suppress(Exception), admin.connect() as conn:
                 drop_database(conn, new)
-            result["note"] = (f"the original database '{req.database}' was not touched; the partial new database "
-                              f"'{new}' was dropped")
+            result["note"] = ((f"the original database '{req.database}' was not touched" if target_exists else
+                               f"'{req.database}' did not exist and still does not") +
+                              f"; the partial new database '{new}' was dropped")
 
 
 def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, steps: Steps,
