@@ -227,7 +227,9 @@ def restore_instructions(req: BackupRequest, storage: Storage, layout: manifest.
              "with PGHOST, PGPORT, PGUSER and a password file (PGPASSFILE or ~/.pgpass): never a password in argv. "
              "The steps keep owners and privileges: first the roles (roles.sql, pg_dumpall --roles-only "
              "--no-role-passwords of the source server: psql reports 'already exists' for the roles this server "
-             "has and goes on; set passwords afterwards with ALTER ROLE ... PASSWORD), then the database with the "
+             "has and goes on, but also runs their ALTER ROLE and GRANT lines, giving an existing role its "
+             "attributes and memberships of backup time back (on such a server keep only the missing roles' "
+             "lines); set passwords afterwards with ALTER ROLE ... PASSWORD), then the database with the "
              "source's encoding and locale (createdb fails, naming the locale, when this server lacks it), its "
              "owner, grants, settings and comment, then the dump. 'command' restores the dump into the existing "
              "empty $TARGET_DB (run 'roles_command' first on a server that lacks the roles).")

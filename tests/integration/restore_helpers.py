@@ -191,8 +191,9 @@ def backup_with_engine(pg: dict, lab: dict, storage: S3Storage, bucket: str, end
     return out["manifest"]
 
 
-def backup_with_playbook(pg: dict, bucket: str, database: str, workdir) -> dict:
-    """Run playbooks/backup.yml for ``database`` into ``s3://bucket/db``; returns the manifest.
+def backup_with_playbook(pg: dict, bucket: str, database: str, workdir, **item) -> dict:
+    """Run playbooks/backup.yml for ``database`` into ``s3://bucket/db`` (``item``: more keys of the
+    lifeboat_databases item); returns the playbook's output.
 
     The extra vars (with the lab's throwaway password) go through a 0600 file, never argv.
     """
@@ -203,7 +204,7 @@ def backup_with_playbook(pg: dict, bucket: str, database: str, workdir) -> dict:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump({"lifeboat_databases": [{"name": database, "host": pg["host"], "port": pg["port"],
-                                           "user": pg["backup_user"]}],
+                                           "user": pg["backup_user"], **item}],
                    "lifeboat_database_secrets": {database: {"password": pg["backup_password"]}},
                    "lifeboat_backup_destination": f"s3://{bucket}/db"}, fh)
     proc = run_playbook("playbooks/backup.yml", "-e", f"@{path}")

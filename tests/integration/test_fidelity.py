@@ -525,3 +525,22 @@ def test_runbook_by_hand_restores_roles_privileges_and_settings(pg, lab, scratch
                                 ).fetchone()
     finally:
         drop(pg, [name], [owner, reader])
+
+
+def test_backup_playbook_item_switches_content_hashes_on(pg, lab, scratch_bucket, tmp_path, source_template):
+    """playbooks/backup.yml passes an item's content_hashes (or lifeboat_backup_content_hashes) to the module;
+    the drill of that backup checks them."""
+    from restore_helpers import backup_with_playbook, source_database
+
+    from ansible.module_utils.lifeboat import manifest as mf
+    from ansible.module_utils.lifeboat import verify
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg, source_template) as db:
+        backup_with_playbook(pg, bucket, db, tmp_path, content_hashes=True)
+        ref = mf.select_backup(storage, db)
+        doc = mf.read_manifest(storage, ref.manifest_key)
+        assert {(h["schema"], h["name"]) for h in doc["content_hashes"]["tables"]} == {
+            (t["schema"], t["name"]) for t in doc["tables"]} and doc["tables"]
+        result = verify.verify_one(storage, ref, keys(lab), admin_for(pg), verify.Options(record=False))
+        assert {c["name"]: c["outcome"] for c in result.checks}["content_hashes"] == "passed", result.checks
