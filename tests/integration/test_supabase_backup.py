@@ -194,3 +194,41 @@ def test_backup_playbook_detects_the_project_and_backs_it_up_as_postgres(sb, sou
     assert doc["supabase"]["profile"] == "supabase"
     assert "supabase_functions.hooks" in {i["object"] for i in doc["supabase"]["left_out"]}
     assert os.path.exists(os.path.join(dest, doc["supabase"]["platform_data"]["key"]))
+
+
+def test_the_parts_are_one_snapshot(sb, tmp_path, monkeypatch):
+    """A user who signs up (auth.users + public.profiles, committed) after the user's schemas were dumped and
+    before the platform's tables are: in neither part, so the parts agree (profiles -> auth.users holds)."""
+    from ansible.module_utils.lifeboat import pipeline
+
+    name = new_project(sb, with_app=True)
+    try:
+        original = pipeline.run_backup_stream
+        calls = []
+
+        def signup_after_first_part(*args, **kwargs):
+            result = original(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 1:   # the user's schemas are stored; the platform's rows are not dumped yet
+                sb_sql(sb, "INSERT INTO auth.users (id, aud, role, email) VALUES"
+                           " ('00000000-0000-4000-8000-00000000abcd', 'authenticated', 'authenticated',"
+                           " 'late@example.com');"
+                           " INSERT INTO public.profiles (id, username)"
+                           " VALUES ('00000000-0000-4000-8000-00000000abcd', 'late')", database=name, admin=True)
+            return result
+
+        monkeypatch.setattr(pipeline, "run_backup_stream", signup_after_first_part)
+        dest = tmp_path / "b"
+        dest.mkdir(mode=0o700)
+        m = backup.run(request(sb, name, str(dest), compression="none"))["manifest"]
+        assert len(calls) >= 2
+        assert sb_sql(sb, "SELECT count(*) FROM auth.users", database=name, admin=True) == [(301,)]
+        platform = {f"{t['schema']}.{t['name']}": t["rows"] for t in m["supabase"]["platform_data"]["tables"]}
+        assert platform["auth.users"] == 300
+        assert {f"{t['schema']}.{t['name']}": t["rows"] for t in m["tables"]}["public.profiles"] == 300
+        data = subprocess.run([f"{sb['bin_dir']}/pg_restore", "--data-only", "-f", "-",
+                               str(dest / m["supabase"]["platform_data"]["key"])],
+                              capture_output=True, text=True, check=True).stdout
+        assert "member7@example.com" in data and "late@example.com" not in data
+    finally:
+        drop_project(sb, name)
