@@ -37,6 +37,7 @@ from ansible.module_utils.lifeboat.sides import (
     MIB,
     SOURCE_ETAG_META,
     Entry,
+    abort_upload,
     LocalSide,
     S3Side,
     content_args,
@@ -301,10 +302,7 @@ class _Restorer:
             t.client.complete_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), UploadId=up["UploadId"],
                                                MultipartUpload={"Parts": parts})
         except BaseException:
-            try:
-                t.client.abort_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), UploadId=up["UploadId"])
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            abort_upload(t, v.key, up["UploadId"])   # best effort; the lifecycle rule aborts the rest
             raise
 
     def _download(self, v: Version, t: LocalSide) -> None:
