@@ -59,7 +59,9 @@ from ansible.module_utils.lifeboat.restore.supabase_plan import (  # noqa: F401 
     plan,
     held_tables,
     platform_table_of,
+    publications_sql,
     qi,
+    reset_grants_sql,
 )
 
 # The platform's roles: a new project has them; a roles script's statements about them are never run.
@@ -336,7 +338,9 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         head = "\n".join(st if st.endswith(";") else st + ";" for st in stmts) + "\n" + head
     tail = fk_check_sql(scope.app_schemas, scope.platform_tables) + count_check_sql(
         expected_counts, _tables_in(p, scope))
-    _run_one_transaction(target, pg_restore, psql, p, head, tail, token)
+    tail = (publications_sql(moved_aside) if mode == "in_place" else "") + tail
+    _run_one_transaction(target, pg_restore, psql, p, head, tail, token,
+                         before_grants=reset_grants_sql(scope.app_schemas))
     skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent]
     return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped,
                   platform_sql)
@@ -385,15 +389,19 @@ def _tables_in(p: Plan, scope: Scope) -> list[tuple[str, str]]:
     return out
 
 
-def _runs(p: Plan) -> list[tuple[str, list[Entry]]]:
-    """(archive, entries) in the transaction's order: each phase, and within it each archive's entries."""
-    out: list[tuple[str, list[Entry]]] = []
-    for phase in p.phases():
+def _runs(p: Plan, before_grants: str = "") -> list[tuple[str, Any]]:
+    """(archive, entries) in the transaction's order: each phase, and within it each archive's entries; ("",
+    sql) for ``before_grants``, run before the grants and comments (the last phase)."""
+    out: list[tuple[str, Any]] = []
+    phases = p.phases()
+    for i, phase in enumerate(phases):
+        if i == len(phases) - 1 and before_grants:
+            out.append(("", before_grants))
         for e in phase:
             # a new pg_restore run for a replaced function, and between ACLs and other entries (pg_restore
             # applies a run's ACLs after everything else in it; the schemas' grants must come first)
-            last = out[-1][1][-1] if out else None
-            if out and out[-1][0] == e.archive and not e.replace and not last.replace \
+            last = out[-1][1][-1] if out and out[-1][0] else None
+            if last is not None and out[-1][0] == e.archive and not e.replace and not last.replace \
                     and (e.type == "ACL") == (last.type == "ACL"):
                 out[-1][1].append(e)
             else:
@@ -401,8 +409,15 @@ def _runs(p: Plan) -> list[tuple[str, list[Entry]]]:
     return out
 
 
+def _send(pipe: Any, data: bytes) -> None:
+    """Write to psql's stdin NOW: pg_restore runs write to the same pipe directly, so nothing may wait in
+    Python's buffer (it would reach psql after them, out of order)."""
+    pipe.write(data)
+    pipe.flush()
+
+
 def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, head: str, tail: str,
-                         token: str) -> None:
+                         token: str, before_grants: str = "") -> None:
     with target.child_env() as env:
         private = os.path.dirname(env["PGPASSFILE"])
         env["PGAPPNAME"] = f"lifeboat-supabase-restore-{token}"
@@ -414,9 +429,11 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
             assert psql_proc.stdin is not None
             dump_rc = 0
             try:
-                psql_proc.stdin.write(head.encode("utf-8"))
-                psql_proc.stdin.flush()
-                for n, (archive, entries) in enumerate(_runs(p)):
+                _send(psql_proc.stdin, head.encode("utf-8"))
+                for n, (archive, entries) in enumerate(_runs(p, before_grants)):
+                    if not archive:
+                        _send(psql_proc.stdin, entries.encode("utf-8"))
+                        continue
                     listfile = os.path.join(private, f"restore-{n}.list")
                     with open(listfile, "w", encoding="utf-8") as fh:
                         fh.write("\n".join(e.line for e in entries) + "\n")
@@ -424,7 +441,7 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
                         proc = subprocess.run([pg_restore, "-L", listfile, "-f", "-", archive],
                                               stdout=subprocess.PIPE, stderr=dump_err, env=env, check=False)
                         dump_rc = proc.returncode
-                        psql_proc.stdin.write(or_replace(proc.stdout))
+                        _send(psql_proc.stdin, or_replace(proc.stdout))
                     else:
                         dump_rc = subprocess.run([pg_restore, "-L", listfile, "-f", "-", archive],
                                                  stdout=psql_proc.stdin, stderr=dump_err, env=env,
@@ -432,7 +449,7 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
                     if dump_rc != 0:
                         break
                 if dump_rc == 0:
-                    psql_proc.stdin.write(tail.encode("utf-8"))
+                    _send(psql_proc.stdin, tail.encode("utf-8"))
                 psql_proc.stdin.close()
             except BrokenPipeError:
                 pass

@@ -327,3 +327,60 @@ def dump_argv(pg_dump: str, scope: Scope, part: str, snapshot: str | None = None
 def dump_pattern(name: str) -> str:
     """A pg_dump pattern matching exactly ``name`` (quoted, so case and wildcards are literal)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def reset_grants_sql(schemas: list[str]) -> str:
+    """A DO block giving every table, sequence and function of ``schemas`` its built-in default privileges (owner
+    only; functions also EXECUTE to PUBLIC) before the backup's grants run. The project's default privileges
+    (Supabase grants ALL to anon, authenticated and service_role on whatever ``postgres`` creates in ``public``)
+    would otherwise add grants the backup never had: pg_dump writes grants relative to the built-in default."""
+    arr = "ARRAY[" + ", ".join(lit(s) for s in schemas) + "]::text[]"
+    return f"""DO $lifeboat_acl$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT DISTINCT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+                  format('%I.%I', n.nspname, c.relname) AS name,
+                  CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                       ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END AS who
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+                  LATERAL pg_catalog.aclexplode(c.relacl) a
+            WHERE n.nspname = ANY({arr}) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND a.grantee <> c.relowner
+  LOOP
+    EXECUTE format('REVOKE ALL ON %s %s FROM %s', r.kind, r.name, r.who);
+  END LOOP;
+  FOR r IN SELECT DISTINCT p.oid::pg_catalog.regprocedure::text AS name,
+                  quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) AS who
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace,
+                  LATERAL pg_catalog.aclexplode(p.proacl) a
+            WHERE n.nspname = ANY({arr}) AND a.grantee NOT IN (0, p.proowner) AND p.prokind IN ('f', 'p')
+  LOOP
+    EXECUTE format('REVOKE ALL ON ROUTINE %s FROM %s', r.name, r.who);
+  END LOOP;
+END
+$lifeboat_acl$;
+"""  # noqa: S608
+
+
+def publications_sql(moved: dict[str, str]) -> str:
+    """A DO block: a table kept aside that was in a publication (Supabase Realtime's ``supabase_realtime``) is
+    replaced there by the restored table of the same name (when the login owns the publication)."""
+    if not moved:
+        return ""
+    pairs = ", ".join(f"({lit(live)}, {lit(old)})" for live, old in moved.items())
+    return f"""DO $lifeboat_pub$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT pb.pubname, m.live, c.relname, m.old
+             FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication pb ON pb.oid = pr.prpubid
+             JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             JOIN (VALUES {pairs}) AS m (live, old) ON m.old = n.nspname
+            WHERE pg_catalog.pg_has_role(pb.pubowner, 'USAGE')
+  LOOP
+    IF to_regclass(format('%I.%I', r.live, r.relname)) IS NOT NULL THEN
+      EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', r.pubname, r.live, r.relname);
+    END IF;
+    EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', r.pubname, r.old, r.relname);
+  END LOOP;
+END
+$lifeboat_pub$;
+"""  # noqa: S608
