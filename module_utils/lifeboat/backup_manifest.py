@@ -84,6 +84,8 @@ def supabase_restore_steps(req: BackupRequest, storage: Storage, layout: manifes
     if roles_doc.get("key"):
         steps += [f"{decode_stream(storage, comp, enc, roles_doc['key'])} > roles.sql",
                   'psql -X -q -d "$TARGET_DB" -f roles.sql']
+    if sb.get("extensions_sql"):
+        steps.append(f'psql -X -q -v ON_ERROR_STOP=1 -d "$TARGET_DB" -c {shlex.quote(sb["extensions_sql"])}')
     steps += [f"{decode_stream(storage, comp, enc, sb['platform_data']['key'])} > platform.dump",
               sb["data_list_command"],
               'pg_restore --data-only --exit-on-error -L platform.list -d "$TARGET_DB" platform.dump',
@@ -96,7 +98,8 @@ def supabase_restore_steps(req: BackupRequest, storage: Storage, layout: manifes
              "PGHOST, PGPORT, PGUSER=postgres and a password file (PGPASSFILE or ~/.pgpass), TARGET_DB=postgres. "
              "Order: the application's roles (created when missing: psql reports 'already exists' for the others "
              "and goes on; no passwords: set them with ALTER ROLE ... PASSWORD; the login's default privileges are "
-             "cleared until the dump restores the source's), the platform's user data (data only, into the "
+             "cleared until the dump restores the source's), the source's extensions (CREATE EXTENSION IF NOT "
+             "EXISTS: the project may lack one an index needs), the platform's user data (data only, into the "
              "project's empty auth and storage tables), then the user's "
              "schemas and their data (without event triggers, the platform's publication, comments on extensions "
              "and what platform roles own: the project has them), then the user's tables back into the platform's "

@@ -163,6 +163,16 @@ def publication_sql(conn: Any, app_schemas: list[str]) -> str:
         sql.Identifier(p), sql.Identifier(sc), sql.Identifier(t)).as_string(conn) for p, sc, t in rows)
 
 
+def extensions_sql(conn: Any) -> str:
+    """CREATE EXTENSION IF NOT EXISTS for every extension of the database (pg_dump --schema leaves out those of
+    the platform's ``extensions`` schema, where Supabase puts them, and an index or a column of the user's
+    schemas may need one): a no-op for those the new project has, '' when there are none."""
+    rows = conn.execute("SELECT e.extname, n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1").fetchall()
+    return " ".join(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {};").format(
+        sql.Identifier(e), sql.Identifier(n)).as_string(conn) for e, n in rows)
+
+
 def fk_order(conn: Any, tables: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``tables`` ordered so that a table comes after the tables its foreign keys reference (auth.users before
     auth.identities); a cycle keeps the remaining tables in name order."""

@@ -34,6 +34,10 @@ def source(sb):
     """A project of its own with the lab's application and data (other tests may change the lab's)."""
     name = new_project(sb, with_app=True)
     try:
+        # an extension in the platform's schema (where Supabase puts them) that an index of the user's needs
+        sb_sql(sb, "SET ROLE postgres; CREATE EXTENSION pg_trgm WITH SCHEMA extensions;"
+                   " CREATE INDEX videos_title_trgm_idx ON public.videos USING gin (title extensions.gin_trgm_ops)",
+               database=name, admin=True)
         yield name
     finally:
         drop_project(sb, name)
@@ -67,6 +71,8 @@ CATALOG = {
                  " WHERE n.nspname IN ('public', 'private') ORDER BY 1, 2",
     "functions": "SELECT p.oid::regprocedure::text, p.proowner::regrole::text, p.proacl::text, p.prosecdef,"
                  " p.proconfig::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1",
+    "indexes": "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes"
+               " WHERE schemaname IN ('public', 'private') ORDER BY 1, 2, 3",
     "triggers": "SELECT tgrelid::regclass::text, tgname, tgfoid::regproc::text FROM pg_trigger"
                 " WHERE NOT tgisinternal ORDER BY 1, 2",
     "publication": "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
