@@ -12,7 +12,8 @@ description:
     table of contents (custom format), or a plain SQL dump has pg_dump's header and 'dump complete' trailer."
   - "O(level=drill): restores the backup into a scratch database C(lifeboat_drill_<stamp>_<rand>) that is ALWAYS
     dropped afterwards, also on failure (stale ones older than O(sweep_hours) are dropped first); compares the exact
-    per-table row counts and the schema hash with the manifest; runs C(pg_amcheck); runs O(assertions)."
+    per-table row counts, the schema hash and the owners and privileges with the manifest, and each table's
+    content hash when the backup recorded them (C(content_hashes)); runs C(pg_amcheck); runs O(assertions)."
   - "Older-procedure dumps (C(db-backup-*.sql.gz), no manifest) are verified too: gzip stream to the end and SQL
     shape; the drill restores them with psql and reports their row counts (nothing to compare with)."
   - With O(record=true), a verification record (C(verify-<stamp>.json)) is written next to the backup
