@@ -38,10 +38,12 @@ options:
     elements: str
     default: [public]
   platform_tables:
-    description: The platform tables whose rows the backup holds, as C(schema.table).
+    description: The platform tables to restore, as C(schema.table) (the backup manifest's
+      C(supabase.platform_tables)); those the archives do not hold are left as they are.
     type: list
     elements: str
-    default: [auth.users, auth.identities, auth.mfa_factors, auth.one_time_tokens, storage.buckets, storage.objects]
+    default: [auth.users, auth.identities, auth.mfa_factors, auth.one_time_tokens, auth.sessions, auth.refresh_tokens,
+              auth.audit_log_entries, storage.buckets, storage.objects]
   roles_file:
     description: The backup's roles script (C(pg_dumpall --roles-only --no-role-passwords) lines); platform roles
       in it are ignored.
@@ -117,7 +119,8 @@ from ansible.module_utils.lifeboat import options  # noqa: E402
 from ansible.module_utils.lifeboat.errors import ConfigError  # noqa: E402
 from ansible.module_utils.lifeboat.module import LifeboatModule  # noqa: E402
 
-DEFAULT_TABLES = ["auth.users", "auth.identities", "auth.mfa_factors", "auth.one_time_tokens", "storage.buckets",
+DEFAULT_TABLES = ["auth.users", "auth.identities", "auth.mfa_factors", "auth.one_time_tokens", "auth.sessions",
+                  "auth.refresh_tokens", "auth.audit_log_entries", "storage.buckets",
                   "storage.objects"]
 
 

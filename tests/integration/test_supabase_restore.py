@@ -465,3 +465,64 @@ def test_new_project_gets_the_roles_it_lacks_in_the_same_transaction(pg, platfor
     with as_admin(pg, dest) as conn:
         conn.execute(result.platform_sql[0])
     assert new_project_state(pg, r, dest) == dict(before, publication=[])
+
+
+def test_a_supabase_profile_backup_restores_into_a_new_lab_project(lab, tmp_path):
+    """End to end on the Supabase-like lab (supabase_helpers): the backup module's supabase profile, its parts
+    decoded by the manifest's own commands (app.dump, platform.dump, roles.sql), restored by this engine as the
+    new project's postgres login; per-table content hashes and the application's catalogs equal the source's."""
+    from supabase_helpers import drop_project, new_project, sb_sql
+
+    from ansible.module_utils.lifeboat import backup as backupmod
+
+    s = lab["supabase"]
+    tables = ["public.profiles", "public.videos", "public.generated_videos", "private.mux_webhooks",
+              "auth.users", "auth.identities", "auth.sessions", "auth.refresh_tokens", "auth.audit_log_entries",
+              "storage.buckets", "storage.objects"]
+
+    def content(db):
+        return {t: sb_sql(s, f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+                             f"FROM {t} x", database=db, admin=True)[0] for t in tables}
+
+    def catalog(db):
+        with psycopg.connect(pgdsn(s, s["admin_user"], s["admin_password"], db), autocommit=True) as conn:
+            return pgmeta.schema_hash(conn, schemas=["public", "private"]), \
+                pgmeta.privileges_hashes(conn, schemas=["public", "private"])
+
+    src = new_project(s, with_app=True)
+    dest = None
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    try:
+        req = backupmod.BackupRequest(target=PgTarget(host=s["host"], port=s["port"], user=s["app_user"],
+                                                      password=s["app_password"], database=src),
+                                      destination=str(store))
+        doc = backupmod.run(req)["manifest"]
+        env = dict(os.environ, PATH=f"{s['bin_dir']}:{os.environ['PATH']}")
+        for step in doc["restore"]["supabase"]["steps"]:
+            if step.rstrip().endswith(("> app.dump", "> platform.dump", "> roles.sql")):
+                subprocess.run(["bash", "-c", "set -o pipefail; " + step], cwd=work, env=env, check=True,
+                               capture_output=True, timeout=300)
+        dest = new_project(s)
+        sb_sql(s, "GRANT SET ON PARAMETER session_replication_role TO postgres", admin=True)  # supautils' grant
+        counts = {f"{t['schema']}.{t['name']}": t["rows"]
+                  for t in doc["tables"] + doc["supabase"]["platform_data"]["tables"]}
+        assert set(counts) == set(tables)  # the restore checks every one against the manifest
+        result = sb.restore(PgTarget(host=s["host"], port=s["port"], user=s["app_user"], password=s["app_password"],
+                                     database=dest),
+                            [str(work / "app.dump"), str(work / "platform.dump")],
+                            sb.Scope(doc["supabase"]["app_schemas"],
+                                     [tuple(t) for t in doc["supabase"]["platform_tables"]]),
+                            mode="new", roles_script=(work / "roles.sql").read_text(), expected_counts=counts,
+                            bin_dirs=[s["bin_dir"]])
+        for statement in result.platform_sql:  # the dashboard's part: policies on storage.objects
+            sb_sql(s, statement, database=dest, admin=True)
+        assert content(dest) == content(src)
+        assert catalog(dest) == catalog(src)
+    finally:
+        sb_sql(s, "REVOKE SET ON PARAMETER session_replication_role FROM postgres", admin=True)
+        if dest:
+            drop_project(s, dest)
+        drop_project(s, src)

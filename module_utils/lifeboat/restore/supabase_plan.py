@@ -13,6 +13,7 @@ from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError
 # The platform tables that hold the users' data (supabase/auth and supabase/storage migrations).
 PLATFORM_TABLES = (
     ("auth", "users"), ("auth", "identities"), ("auth", "mfa_factors"), ("auth", "one_time_tokens"),
+    ("auth", "sessions"), ("auth", "refresh_tokens"), ("auth", "audit_log_entries"),
     ("storage", "buckets"), ("storage", "objects"),
 )
 
