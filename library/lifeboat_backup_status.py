@@ -16,7 +16,8 @@ description:
     O(row_loss) of its rows since the previous backup (C(row_loss)); no passed restore drill in
     O(verify_max_age_days) days (C(verify_stale)); the latest drill of the newest backup failed
     (C(verify_failed)) or could not run (C(verify_inconclusive)); backup sets without a manifest
-    (C(incomplete)) or multipart uploads (C(open_uploads)) older than O(incomplete_grace_hours)."
+    (C(incomplete)) or multipart uploads (C(open_uploads)) older than O(incomplete_grace_hours); a set whose
+    manifest is damaged or torn (C(damaged), at once, named with the reason)."
   - "Storage targets (sync, archive): no successful run in O(max_age_hours) (C(stale)); the last run failed
     (C(run_failed)). Every target: it could not be read (C(unreachable)), the cause named; the other targets are
     still checked."

@@ -10,7 +10,8 @@ description:
   - Reads each target's store (one listing per target) and returns every backup set with its id, start and end
     time, age, size, duration, format, compression, encryption (recipients' fingerprints), table and row totals,
     whether its manifest is present, and its latest verification (passed, failed or inconclusive; when; RTO).
-  - Also lists backup sets without a manifest (incomplete), multipart uploads left open under the root, the
+  - Also lists backup sets without a manifest (incomplete), sets whose manifest is damaged or torn (damaged, by id
+    with the reason; never silently skipped), multipart uploads left open under the root, the
     older procedure's C(db-backup-*.sql.gz) and C(backup_*.sql.gz) dumps (marked C(legacy)), and for storage
     targets the last run and last successful run of the sync or archive job.
   - A target that cannot be read (missing bucket, rejected credentials, unreachable endpoint) is returned with
@@ -62,7 +63,7 @@ targets:
   elements: dict
   sample: [{"name": "appdb", "kind": "database", "reachable": true, "error": null,
             "backups": [{"id": "appdb-20261122T031500Z", "size": 1048576, "rows": 5120}],
-            "incomplete": [], "open_uploads": [], "last_run": null, "last_success": null}]
+            "incomplete": [], "damaged": [], "open_uploads": [], "last_run": null, "last_success": null}]
 table:
   description: The catalog as text, one block per target and one line per backup (newest first).
   returned: always

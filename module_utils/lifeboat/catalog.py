@@ -6,8 +6,10 @@ A target is one place Lifeboat writes to:
   ``<database>/<backup_id>/manifest.json`` sets (manifest.py), their verification records
   (``verify-<stamp>.json``) and, flat at the root, the older procedure's dumps
   (``db-backup-*.sql.gz`` / ``backup_*.sql.gz``, listed with ``legacy`` set). A set whose
-  manifest is missing is listed apart, in ``incomplete``; multipart uploads left open under the
-  root are listed in ``open_uploads``.
+  manifest is missing is listed apart, in ``incomplete``; one whose manifest is damaged or torn
+  (manifest.manifest_problem: its checksum or JSON, the rule verify and restore apply) in ``damaged``,
+  by id with the reason, never silently skipped; multipart uploads left open under the root are
+  listed in ``open_uploads``.
 - ``archive``: an archive root (archive.py: ``<name>/<archive_id>/manifest.json``) and the run
   record of the archive job (runrecord.py).
 - ``sync``: a bucket mirror: the run record of the sync job (a mirror has no sets of its own).
@@ -182,6 +184,7 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
                 legacy[name.split(".verify-", 1)[0]].setdefault("verify", []).append(name)
     backups: list[dict[str, Any]] = []
     incomplete: list[dict[str, Any]] = []
+    damaged: list[dict[str, Any]] = []
     for folder, found in sorted(sets.items()):
         if found["manifest"] is None:
             if found["artifacts"]:
@@ -190,11 +193,13 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
                                    "last_modified": mf.iso(lm) if lm else None,
                                    "age_s": _age(lm, now) if lm else None})
             continue
-        doc = storage.get_json(found["manifest"])
+        schema = mf.ARCHIVE_SCHEMA if target.kind == "archive" else mf.SCHEMA
+        doc, problem = _checked_manifest(storage, found["manifest"], schema)
+        if problem is not None:
+            damaged.append({"id": folder.split("/", 1)[1], "folder": folder, "manifest_key": found["manifest"],
+                            "objects": found["artifacts"], "reason": problem})
+            continue
         if doc is None:
-            incomplete.append({"id": folder.split("/", 1)[1], "folder": folder, "objects": found["artifacts"],
-                               "last_modified": None, "age_s": None,
-                               "error": f"manifest {storage.uri(found['manifest'])} is not readable JSON"})
             continue
         if target.kind == "archive":
             if doc.get("schema") != ARCHIVE_SCHEMA:
@@ -223,7 +228,23 @@ def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str,
         _attach_verifications(storage, entry, found.get("verify") or [])
         backups.append(entry)
     backups.sort(key=_sort_key, reverse=True)
-    return {"backups": backups, "incomplete": incomplete}
+    return {"backups": backups, "incomplete": incomplete, "damaged": damaged}
+
+
+def _checked_manifest(storage: Storage, key: str, schema: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, None) for a sound manifest of ``schema``; (None, None) for another kind's (an archive's
+    manifest under a database root is not a backup of it); (None, reason) for a damaged or torn one
+    (manifest.manifest_problem: the same rule as verify and restore)."""
+    try:
+        raw = storage.get_bytes(key)
+    except LifeboatError as exc:
+        return None, f"manifest {storage.uri(key)} could not be read: {exc}"
+    doc, problem = mf.manifest_problem(raw, schema)
+    if problem is None:
+        return doc, None
+    if doc is not None and doc.get("schema") != schema:
+        return None, None
+    return None, f"manifest {storage.uri(key)} is damaged: {problem}"
 
 
 def _attach_verifications(storage: Storage, entry: dict[str, Any], keys: list[str]) -> None:
@@ -243,7 +264,8 @@ def scan(target: Target, now: _dt.datetime | None = None) -> dict[str, Any]:
     now = now or mf.utcnow()
     out: dict[str, Any] = {"name": target.name, "kind": target.kind, "destination": target.destination,
                            "database": target.database, "reachable": True, "error": None, "backups": [],
-                           "incomplete": [], "open_uploads": [], "last_run": None, "last_success": None}
+                           "incomplete": [], "damaged": [], "open_uploads": [], "last_run": None,
+                           "last_success": None}
     try:
         target.validate()
         if target.kind in ("database", "archive"):
@@ -357,6 +379,9 @@ def render_table(targets: list[dict[str, Any]]) -> list[str]:
                              + (f" - {rec['error']}" if rec.get("error") else ""))
             elif t["kind"] in ("archive", "sync") and label == "last_run":
                 lines.append("   last run: none recorded")
+        for bad in t.get("damaged") or []:
+            lines.append(f"   DAMAGED {bad['id']}: {bad['reason']} (not counted as a backup; verify and restore "
+                         "name it too)")
         if t["open_uploads"]:
             lines.append(f"   open multipart uploads: {len(t['open_uploads'])} "
                          f"(oldest {min(str(u['initiated']) for u in t['open_uploads'])})")

@@ -5,8 +5,8 @@
 kind (fixed, so every metric series exists on every run, 0 when clear):
 
 - database: stale, too_few, size_change, duration_change, row_loss, verify_stale, verify_failed,
-  verify_inconclusive, incomplete, open_uploads, unreachable
-- archive:  stale (last successful run), run_failed, incomplete, open_uploads, unreachable
+  verify_inconclusive, incomplete, damaged, open_uploads, unreachable
+- archive:  stale (last successful run), run_failed, incomplete, damaged, open_uploads, unreachable
 - sync:     stale (last successful run), run_failed, unreachable
 
 ``metrics_text`` renders the Prometheus text exposition (timestamps, not ages), ``write_atomic`` puts
@@ -28,8 +28,8 @@ from ansible.module_utils.lifeboat.errors import ConfigError, StorageError
 
 KINDS = {
     "database": ("stale", "too_few", "size_change", "duration_change", "row_loss", "verify_stale",
-                 "verify_failed", "verify_inconclusive", "incomplete", "open_uploads", "unreachable"),
-    "archive": ("stale", "run_failed", "incomplete", "open_uploads", "unreachable"),
+                 "verify_failed", "verify_inconclusive", "incomplete", "damaged", "open_uploads", "unreachable"),
+    "archive": ("stale", "run_failed", "incomplete", "damaged", "open_uploads", "unreachable"),
     "sync": ("stale", "run_failed", "unreachable"),
 }
 #: a size/duration comparison needs at least this many earlier backups
@@ -178,6 +178,12 @@ def _run_alerts(t: dict[str, Any], th: Thresholds, now: _dt.datetime, add) -> No
 
 
 def _leftover_alerts(t: dict[str, Any], th: Thresholds, now: _dt.datetime, add) -> None:
+    bad = t.get("damaged") or []
+    if bad:  # at once, no grace: a damaged manifest never heals, and its backup counts as none
+        add("damaged", f"{len(bad)} backup set(s) with a DAMAGED manifest (not counted as backups): "
+                       + "; ".join(f"{b['id']} ({b['reason']})" for b in bad[:3])
+                       + " (restore cannot use them; make a new backup, then remove the set or restore its manifest "
+                       "from a copy)")
     grace = th.incomplete_grace_hours * 3600
     old = [i for i in t["incomplete"] if i.get("age_s") is None or i["age_s"] > grace]
     if old:
@@ -236,6 +242,7 @@ def summary(target: dict[str, Any], th: Thresholds, now: _dt.datetime) -> dict[s
         "complete_sets": len(sets),
         "window_sets": len([b for b in sets if (_ts(b.get("started_at")) or now) >= since]),
         "incomplete_sets": len(target["incomplete"]),
+        "damaged_sets": len(target.get("damaged") or []),
         "open_uploads": len(target["open_uploads"]),
         "last_verification_timestamp_seconds": max(passed) if passed else 0.0,
         "last_run_timestamp_seconds": epoch((target.get("last_run") or {}).get("finished_at")),
@@ -254,6 +261,7 @@ METRICS = (
     ("complete_sets", "lifeboat_backup_complete_sets", "Complete backups (with a manifest) in the store."),
     ("window_sets", "lifeboat_backup_window_sets", "Complete backups started within the count window."),
     ("incomplete_sets", "lifeboat_backup_incomplete_sets", "Backup sets without a manifest."),
+    ("damaged_sets", "lifeboat_backup_damaged_sets", "Backup sets whose manifest is damaged or torn."),
     ("open_uploads", "lifeboat_backup_open_uploads", "Multipart uploads left open under the backup prefix."),
     ("last_verification_timestamp_seconds", "lifeboat_backup_last_verification_timestamp_seconds",
      "End of the newest passed restore drill; 0 when there is none."),

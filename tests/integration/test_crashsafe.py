@@ -437,3 +437,37 @@ def test_two_swap_restores_of_the_same_second_both_succeed(pg, lab, backed_up, s
     assert kept == set(olds), kept  # both previous databases kept, no new database left behind
     with admin_conn(pg, db) as conn:
         assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] > 0
+
+
+def test_damaged_and_torn_manifests_reported_by_name_by_the_catalog_and_monitor(pg, lab, backed_up):
+    """The catalog (list.yml) and the monitor name a damaged (one value changed) and a torn (cut short) manifest,
+    with the reason; neither is silently dropped from the listing nor counted as a backup."""
+    from ansible.module_utils.lifeboat import catalog, monitor
+    from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    db, bucket, storage, first = backed_up
+    later = mf.parse_time(first["started_at"]) + dt.timedelta(hours=1)
+    second = make_backup(pg, lab, storage, db, when=later)
+    third = make_backup(pg, lab, storage, db, when=later + dt.timedelta(hours=1))
+    damaged_key = f"{db}/{second['backup_id']}/manifest.json"
+    storage.put_bytes(damaged_key, storage.get_bytes(damaged_key).replace(b'"rows": ', b'"rows": 1', 1))
+    torn_key = f"{db}/{third['backup_id']}/manifest.json"
+    raw = storage.get_bytes(torn_key)
+    storage.put_bytes(torn_key, raw[: len(raw) // 2])
+    ep = lab["s3"]["backup"]
+    target = catalog.Target(name="crashsafe", destination=f"s3://{bucket}/db", database=db,
+                            s3=S3Settings(endpoint=ep["endpoint"], region=ep["region"], access_key=ep["access_key"],
+                                          secret_key=ep["secret_key"]))
+    found = catalog.scan(target)
+    assert found["reachable"], found["error"]
+    assert [b["id"] for b in found["backups"]] == [first["backup_id"]]
+    bad = {d["id"]: d["reason"] for d in found["damaged"]}
+    assert set(bad) == {second["backup_id"], third["backup_id"]}, found["damaged"]
+    assert "manifest_sha256" in bad[second["backup_id"]] and "damaged" in bad[second["backup_id"]]
+    assert "not valid JSON" in bad[third["backup_id"]] and "torn" in bad[third["backup_id"]]
+    assert found["incomplete"] == []
+    table = "\n".join(catalog.render_table([found]))
+    assert f"DAMAGED {second['backup_id']}" in table and f"DAMAGED {third['backup_id']}" in table
+    alerts = [a for a in monitor.evaluate(found, monitor.Thresholds(), mf.utcnow()) if a["kind"] == "damaged"]
+    assert len(alerts) == 1 and second["backup_id"] in alerts[0]["message"] and third["backup_id"] in \
+        alerts[0]["message"], alerts

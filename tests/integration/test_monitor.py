@@ -196,7 +196,7 @@ def test_monitor_is_quiet_when_healthy(tmp_path, scenario):
     text = metrics.read_text()
     gauges = re.findall(r'^lifeboat_backup_alert\{target="healthy",alert="(\w+)"\} (\d)$', text, re.M)
     assert {k for k, _ in gauges} == {"stale", "too_few", "size_change", "duration_change", "row_loss",
-                                      "verify_stale", "verify_failed", "verify_inconclusive", "incomplete",
+                                      "verify_stale", "verify_failed", "verify_inconclusive", "incomplete", "damaged",
                                       "open_uploads", "unreachable"}
     assert all(v == "0" for _, v in gauges), gauges
     assert re.search(r"^lifeboat_backup_alerts_active 0$", text, re.M)
