@@ -47,8 +47,12 @@ options:
     type: list
     elements: str
   keys_query:
-    description: SQL returning the referenced keys in its first column, e.g. C(select storage_path from videos).
-    type: str
+    description:
+      - SQL returning referenced keys in its first column, e.g. C(select storage_path from videos), or a list of
+        such statements whose keys are taken together.
+      - Every column that holds a storage key needs one, e.g. C(select storage_path from videos) and
+        C(select output_path from generated_videos where output_path is not null).
+    type: raw
   database:
     description: Database O(keys_query) runs in (or the DSN's), over the connection the PostgreSQL options describe.
     type: str
@@ -170,7 +174,7 @@ def argument_spec() -> dict:
         delete_newer=dict(type="bool", default=False),
         force=dict(type="bool", default=False),
         keys=dict(type="list", elements="str", no_log=False),
-        keys_query=dict(type="str"),
+        keys_query=dict(type="raw"),
         database=dict(type="str"),
         concurrency=dict(type="int", default=8),
     )

@@ -574,9 +574,23 @@ def parse_time(value: str) -> _dt.datetime:
     return at
 
 
-def keys_from_query(dsn: str | PgTarget, query: str, batch: int = 5000) -> Iterator[str]:
+def keys_from_query(dsn: str | PgTarget, query: str | list[str], batch: int = 5000) -> Iterator[str]:
     """Object keys from the first column of ``query`` (a read-only transaction, server-side cursor), on a
-    connection string or a PgTarget."""
+    connection string or a PgTarget. A list of queries: the keys of all of them (the application keeps storage
+    keys in several columns), each once."""
     target = dsn if isinstance(dsn, PgTarget) else PgTarget.from_options(dsn=dsn)
-    for value in pgmeta.first_column(target, query, "keys_query", batch):
-        yield str(value)
+    queries = [query] if isinstance(query, str) else list(query or [])
+    if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+        raise ConfigError("keys_query: give an SQL statement returning keys in its first column, or a list of "
+                          f"them (got {query!r})", "keys_query")
+    if len(queries) == 1:
+        for value in pgmeta.first_column(target, queries[0], "keys_query", batch):
+            yield str(value)
+        return
+    seen: set[str] = set()
+    for i, one in enumerate(queries):
+        for value in pgmeta.first_column(target, one, f"keys_query[{i}]", batch):
+            key = str(value)
+            if key not in seen:
+                seen.add(key)
+                yield key

@@ -394,3 +394,32 @@ def test_older_dumps_in_database_backups_an_empty_gzip_is_skipped_and_said_so(pg
         said = rf"older dump {empty[:-len('.sql.gz')]} \(\S+\) is an EMPTY gzip .*skipped"
         assert re.search(said, flat), flat[-3000:]
         assert counts(pg, db) == original
+
+
+# --- 6: every column that holds a storage key ---------------------------------------------------------------------
+
+def test_the_lab_defaults_restore_files_referenced_by_every_column(tmp_path, lab, app_dsn):
+    """The lab's lifeboat_storage_missing_query covers videos.storage_path AND generated_videos.output_path (it
+    covered only the first: the second column's lost files were never mentioned); a list of queries works."""
+    import psycopg
+
+    app = lab["s3"]["primary"]["buckets"][0]
+    with psycopg.connect(app_dsn) as conn:
+        video = conn.execute("SELECT storage_path FROM videos ORDER BY id LIMIT 1").fetchone()[0]
+        output = conn.execute("SELECT output_path FROM generated_videos WHERE output_path IS NOT NULL "
+                              "ORDER BY id LIMIT 1").fetchone()[0]
+    with bucket(lab["s3"]["primary"]) as (prim, pc), bucket(lab["s3"]["backup"], versioned=True) as (bk, _):
+        for key in (video, output):
+            pc.copy_object(Bucket=prim, Key=key, CopySource={"Bucket": app, "Key": key})
+        path = vars_file(tmp_path, {"lifeboat_storage_primary_url": f"s3://{prim}",
+                                    "lifeboat_storage_backup_url": f"s3://{bk}/app-storage"})
+        proc = run_playbook("playbooks/storage_backup.yml", "-e", f"@{path}", "--tags", "storage_backup_sync")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for key in (video, output):  # the incident: both files lost
+            pc.delete_object(Bucket=prim, Key=key)
+        proc = run_playbook("playbooks/storage_restore.yml", "-e", f"@{path}")  # the lab's default queries
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        for key in (video, output):
+            assert pc.get_object(Bucket=prim, Key=key)["Body"].read(), key
+            assert key in out
