@@ -506,7 +506,6 @@ def test_a_supabase_profile_backup_restores_into_a_new_lab_project(lab, tmp_path
                 subprocess.run(["bash", "-c", "set -o pipefail; " + step], cwd=work, env=env, check=True,
                                capture_output=True, timeout=300)
         dest = new_project(s)
-        sb_sql(s, "GRANT SET ON PARAMETER session_replication_role TO postgres", admin=True)  # supautils' grant
         counts = {f"{t['schema']}.{t['name']}": t["rows"]
                   for t in doc["tables"] + doc["supabase"]["platform_data"]["tables"]}
         assert set(counts) == set(tables)  # the restore checks every one against the manifest
@@ -522,7 +521,6 @@ def test_a_supabase_profile_backup_restores_into_a_new_lab_project(lab, tmp_path
         assert content(dest) == content(src)
         assert catalog(dest) == catalog(src)
     finally:
-        sb_sql(s, "REVOKE SET ON PARAMETER session_replication_role FROM postgres", admin=True)
         if dest:
             drop_project(s, dest)
         drop_project(s, src)

@@ -42,6 +42,9 @@ $roles$;
 
 GRANT anon, authenticated, service_role TO authenticator;
 GRANT anon, authenticated, service_role TO postgres;
+-- Supabase lets postgres SET session_replication_role (supautils' privileged settings; its restore
+-- instructions load data with it set to replica); plain PostgreSQL says so with a parameter grant.
+GRANT SET ON PARAMETER session_replication_role TO postgres;
 GRANT pg_read_all_data TO supabase_read_only_user;
 ALTER ROLE anon SET statement_timeout = '3s';
 ALTER ROLE authenticated SET statement_timeout = '8s';
