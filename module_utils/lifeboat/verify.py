@@ -39,7 +39,7 @@ import secrets
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansible.module_utils.lifeboat import TOOL_VERSION
@@ -436,6 +436,36 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
         result.could_not("scratch database", str(exc))
 
 
+# ------------------------------------------------------------------ supabase profile
+
+def supabase_parts(src: Source) -> dict[str, Any] | None:
+    """The ``supabase`` section of a backup made with the supabase profile (None for any other backup)."""
+    sb = (src.manifest or {}).get("supabase")
+    return sb if isinstance(sb, dict) and sb.get("platform_data") else None
+
+
+def check_supabase(storage: Storage, src: Source, keys: DecryptionSpec, result: Result, admin: Admin | None,
+                   bin_dirs: list[str] | None, level: str) -> None:
+    """A supabase-profile backup: both dumps of its one snapshot (the user's schemas, the platform's user data) are
+    checked to the end (sha256, decode, TOC). Its restore needs a Supabase project (the platform's roles, schemas
+    and tables, which a plain drill server does not have): a drill records that step as inconclusive, never as
+    failed, and says how to prove the backup by a restore (docs/supabase.md)."""
+    check_integrity(storage, src, keys, result, admin, bin_dirs)
+    part = supabase_parts(src) or {}
+    data = part["platform_data"]
+    platform = replace(src, ref=replace(src.ref, artifact_key=data["key"]), sha256=data.get("sha256"),
+                       size=data.get("size"), dump_sha256=None, dump_size=None)
+    checks = Result(result.backup_id, result.database, data["key"], False, result.level, result.started_at)
+    check_integrity(storage, platform, keys, checks, admin, bin_dirs)
+    for check in checks.checks:
+        result.checks.append(dict(check, name=f"platform_data {check['name']}"))
+    if level != "integrity":
+        result.could_not("restore", "a supabase-profile backup restores into a Supabase project (the platform's "
+                                    "roles, auth and storage schemas), which the drill server is not: both dumps "
+                                    "were checked to the end; prove the restore with playbooks/supabase_restore.yml "
+                                    "into a new project (docs/supabase.md)")
+
+
 # ------------------------------------------------------------------ orchestration
 
 def targets(storage: Storage, databases: list[str], backup_id: str | None, prefix: str = "") -> list[mf.BackupRef]:
@@ -488,7 +518,9 @@ def verify_one(storage: Storage, ref: mf.BackupRef, keys: DecryptionSpec, admin:
     except LifeboatError as exc:
         result.check("manifest", False, str(exc))
         src = None
-    if src is not None:
+    if src is not None and supabase_parts(src):
+        check_supabase(storage, src, keys, result, admin, bin_dirs, options.level)
+    elif src is not None:
         if options.level == "integrity":
             check_integrity(storage, src, keys, result, admin, bin_dirs)
         else:

@@ -16,9 +16,13 @@ import pytest
 from supabase_helpers import drop_project, new_project, sb_sql
 from testlib import run_playbook
 
-from ansible.module_utils.lifeboat import backup
+from ansible.module_utils.lifeboat import backup, verify
+from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import PermissionDenied
 from ansible.module_utils.lifeboat.pgconn import PgTarget
+from ansible.module_utils.lifeboat.restore.pgadmin import Admin
+from ansible.module_utils.lifeboat.storage import open_storage
 
 USER_TABLES = ["public.profiles", "public.videos", "public.generated_videos", "private.mux_webhooks"]
 PLATFORM_DATA = ["auth.users", "auth.identities", "storage.buckets", "storage.objects"]
@@ -238,3 +242,41 @@ def test_the_parts_are_one_snapshot(sb, tmp_path, monkeypatch):
         assert "member7@example.com" in data and "late@example.com" not in data
     finally:
         drop_project(sb, name)
+
+
+def _drill(lab: dict, dest: str, database: str, level: str):
+    storage = open_storage(dest)
+    ref = mf.select_backup(storage, database)
+    pg = lab["postgres"]
+    admin = Admin(PgTarget(host=pg["host"], port=pg["port"], user=pg["admin_user"], password=pg["admin_password"],
+                           database="postgres"))
+    return verify.verify_one(storage, ref, DecryptionSpec(), admin, verify.Options(level=level, record=True))
+
+
+def test_a_drill_checks_both_parts_and_never_calls_the_backup_failed(lab, sb, source, tmp_path):
+    """A drill server is a plain PostgreSQL: the supabase profile's restore needs a project (its roles, auth and
+    storage). The drill checks both dumps to the end and records the restore step as inconclusive, naming the way
+    to prove it; restore.yml's choice is not turned away from a good backup (it restored as 'schema public already
+    exists', recorded as failed, on the old main). A damaged platform part is still a failed drill, named."""
+    dest = str(tmp_path / "dest")
+    os.makedirs(dest, mode=0o700)
+    manifest = backup.run(request(sb, source, dest))["manifest"]
+    res = _drill(lab, dest, source, "drill")
+    outcomes = {c["name"]: c["outcome"] for c in res.checks}
+    assert res.outcome == "inconclusive", res.checks
+    assert {outcomes[n] for n in ("sha256", "decode", "toc", "platform_data sha256", "platform_data decode",
+                                  "platform_data toc")} == {"passed"}, res.checks
+    restore = next(c for c in res.checks if c["name"] == "restore")
+    assert restore["outcome"] == "inconclusive" and "supabase_restore.yml" in restore["detail"], restore
+    assert _drill(lab, dest, source, "integrity").outcome == "passed"
+
+    key = manifest["supabase"]["platform_data"]["key"]
+    path = os.path.join(dest, key)
+    with open(path, "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    res = _drill(lab, dest, source, "drill")
+    assert res.outcome == "failed", res.checks
+    assert any(f.startswith("platform_data sha256:") for f in res.failures()), res.failures()
