@@ -423,3 +423,21 @@ def test_the_lab_defaults_restore_files_referenced_by_every_column(tmp_path, lab
         for key in (video, output):
             assert pc.get_object(Bucket=prim, Key=key)["Body"].read(), key
             assert key in out
+
+
+# --- 4: a printed command runs as pasted ---------------------------------------------------------------------------
+
+def test_the_printed_restore_command_is_one_line_equal_to_the_manifests(backed_up_by_playbook, pg, tmp_path):
+    """backup.yml printed the restore command folded over several lines (the callback's YAML wrapped the list's
+    strings): pasted, it failed. Now the line after 'restore command: ' is the manifest's command, whole
+    (test_pg_backup runs that command with bash and stock tools)."""
+    from restore_helpers import backup_with_playbook
+
+    db, bucket, storage, _manifest = backed_up_by_playbook
+    out = backup_with_playbook(pg, bucket, db, tmp_path)
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("restore command: ")]
+    assert len(lines) == 1, out[-3000:]
+    from ansible.module_utils.lifeboat import manifest as mf
+    newest = mf.read_manifest(storage, mf.select_backup(storage, db).manifest_key)
+    assert lines[0] == "restore command: " + newest["restore"]["command"], (lines[0], out[-3000:])
+    assert f"backup:          {newest['artifact']['uri']}" in out
