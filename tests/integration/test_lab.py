@@ -189,6 +189,16 @@ def test_backup_buckets_exist_and_are_versioned(s3_backup):
         assert s3_backup.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
 
 
+def test_backup_buckets_abort_incomplete_multipart_uploads_after_a_day(s3_backup):
+    """The lab's backup buckets carry the lifecycle rule docs/deploy.md asks of a production bucket: multipart
+    uploads a killed run or a vanished endpoint left open are aborted after a day (the second net behind each
+    backup's own sweep)."""
+    for bucket in ("lifeboat-backups", "app-storage-backup"):
+        rules = s3_backup.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        abort = [r for r in rules if r.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in r]
+        assert abort and abort[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1, (bucket, rules)
+
+
 def test_postgres18_server_and_sample_db(lab):
     pg18 = lab["postgres18"]
     with psycopg.connect(conninfo(pg18, "admin_user", "admin_password", pg18["database"])) as conn:

@@ -4,7 +4,7 @@ Reads a JSON request on stdin and prints a JSON result with "changed".
 Credentials are read from the lab's 0600 secret files named in the request, so
 they travel neither in argv nor in the task's arguments. Commands:
   buckets  {"endpoint", "region", "access_key_file", "secret_key_file",
-            "buckets": [{"name", "versioning"}]}
+            "buckets": [{"name", "versioning", "abort_multipart_days" (optional)}]}
   seed     {"endpoint", "region", "access_key_file", "secret_key_file", "bucket",
             "pg": {"host", "port", "dbname", "user", "password_file"}}
   storage  {"endpoint", "region", "access_key_file", "secret_key_file",
@@ -65,7 +65,35 @@ def ensure_buckets(req: dict[str, Any]) -> dict[str, Any]:
         if want and have != want:
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": want})
             changed.append(f"versioning {name}")
+        days = bucket.get("abort_multipart_days")
+        if days and _ensure_abort_rule(s3, name, int(days)):
+            changed.append(f"lifecycle {name}: abort incomplete multipart uploads after {days} day(s)")
     return {"changed": bool(changed), "actions": changed}
+
+
+ABORT_RULE_ID = "lifeboat-abort-incomplete-multipart"
+
+
+def _ensure_abort_rule(s3: Any, name: str, days: int) -> bool:
+    """The bucket's lifecycle holds the abort-incomplete-multipart rule (other rules kept); True when changed.
+
+    The second net behind each backup's own sweep of killed runs' uploads, as docs/deploy.md asks of a
+    production bucket."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    want = {"ID": ABORT_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days}}
+    mine = [r for r in rules if r.get("ID") == ABORT_RULE_ID]
+    if mine and mine[0].get("AbortIncompleteMultipartUpload") == want["AbortIncompleteMultipartUpload"] \
+            and mine[0].get("Status") == "Enabled":
+        return False
+    others = [r for r in rules if r.get("ID") != ABORT_RULE_ID]
+    s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [*others, want]})
+    return True
 
 
 def object_body(key: str) -> bytes:
