@@ -26,6 +26,7 @@ import json
 import os
 import re
 import stat
+import copy
 import tarfile
 import threading
 import time
@@ -403,7 +404,8 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
         for path, info in sorted(dirs, key=lambda t: t[0], reverse=True):
             # checked again now: a link extracted after the directory member may lead elsewhere
             if not _inside(real_target, path):
-                raise tarfile.OutsideDestinationError(info, os.path.realpath(path))
+                raise UnsafeMember(f"{info.name!r} would be extracted to {os.path.realpath(path)!r}, which is "
+                                   "outside the destination")
             if not os.path.isdir(path):
                 if patterns:
                     continue  # nothing extracted below it
@@ -412,7 +414,7 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
             if is_root:
                 os.chown(path, owner if owner is not None else info.uid, group if group is not None else info.gid)
             os.utime(path, (info.mtime, info.mtime))
-    except tarfile.FilterError as exc:
+    except UnsafeMember as exc:
         raise RestoreError(f"archive {man['archive_id']}: refused an unsafe member: {exc}") from None
     except tarfile.TarError as exc:
         raise RestoreError(f"archive {man['archive_id']}: the tar stream is damaged: {exc}") from None
@@ -444,7 +446,7 @@ def _extract(stream: Any, target_dir: str, patterns: list[str] | None, file_mode
             _make_parents(target_dir, checked.name, dir_mode)
             if os.path.lexists(dest) and not os.path.isdir(dest):
                 os.unlink(dest)  # never write through an existing (hard or symbolic) link
-            tar.extract(info, target_dir, set_attrs=True, numeric_owner=True, filter=_safe_filter)
+            _extract_member(tar, checked, target_dir)
             if info.isreg():
                 done.add(info.name)
                 if file_mode is not None:
@@ -477,8 +479,7 @@ def _extract_orphans(stream: Any, target_dir: str, orphans: dict[str, list[tarfi
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     os.unlink(dest)
                 if n == 0:
-                    tar.extract(info.replace(name=link.name, deep=False), target_dir, set_attrs=True,
-                                numeric_owner=True, filter=_safe_filter)
+                    _extract_member(tar, _safe_filter(_with(info, name=link.name), target_dir), target_dir)
                     if file_mode is not None:
                         os.chmod(dest, file_mode)
                     if is_root and (owner is not None or group is not None):
@@ -501,20 +502,52 @@ def _inside(real_root: str, path: str) -> bool:
     return os.path.commonpath([real, real_root]) == real_root
 
 
+class UnsafeMember(tarfile.TarError):
+    """A member that would be created outside the destination (or a hard link leading out of it)."""
+
+
+#: PEP 706's extraction filters (Python 3.11.4+; Debian 12's python3 is 3.11.2 and has none of them)
+_HAS_FILTERS = hasattr(tarfile, "tar_filter") and hasattr(tarfile, "fully_trusted_filter")
+
+
+def _with(member: tarfile.TarInfo, **changes: Any) -> tarfile.TarInfo:
+    """A shallow copy of ``member`` with ``changes`` (TarInfo.replace exists only from 3.11.4)."""
+    out = copy.copy(member)
+    for key, value in changes.items():
+        setattr(out, key, value)
+    return out
+
+
+def _extract_member(tar: tarfile.TarFile, checked: tarfile.TarInfo, target_dir: str) -> None:
+    """Extract a member already checked by _safe_filter. Where Python has PEP 706's filters, they are told it is
+    checked ('fully_trusted'): Python 3.14's default filter ('data') would refuse the symbolic links an archive of
+    a directory legitimately holds."""
+    if _HAS_FILTERS:
+        tar.extract(checked, target_dir, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+    else:
+        tar.extract(checked, target_dir, set_attrs=True, numeric_owner=True)
+
+
 def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's 'tar' filter (leading '/' stripped, nothing outside dest) but keep group/other write bits;
-    setuid/setgid bits are dropped. Hard links must point inside dest (tarfile's 'tar' filter lets
-    them reach any file on the same filesystem, whose mode and owner extraction would then change).
-    Symbolic links may point anywhere: they are kept as links, and nothing is ever written through one
-    (every path is resolved and checked)."""
-    checked = tarfile.tar_filter(member, dest)
-    if checked.islnk():
-        real_dest = os.path.realpath(dest)
-        if os.path.isabs(checked.linkname) or not _inside(real_dest, os.path.join(real_dest, checked.linkname)):
-            raise tarfile.LinkOutsideDestinationError(member, os.path.join(real_dest, checked.linkname))
-    if member.mode is None or checked.issym() or checked.islnk():
-        return checked
-    return checked.replace(mode=member.mode & 0o1777, deep=False)
+    """What tarfile's 'tar' filter does (leading '/' stripped, nothing created outside dest), on every Python,
+    but keeping group/other write bits; setuid/setgid bits are dropped. Hard links must point inside dest
+    (tarfile's 'tar' filter lets them reach any file on the same filesystem, whose mode and owner extraction
+    would then change). Symbolic links may point anywhere: they are kept as links, and nothing is ever written
+    through one (every path is resolved and checked)."""
+    real_dest = os.path.realpath(dest)
+    name = member.name.lstrip("/" + os.sep)
+    if not name or os.path.isabs(name):
+        raise UnsafeMember(f"member {member.name!r} has no relative name")
+    target = os.path.realpath(os.path.join(real_dest, name))
+    if not _inside(real_dest, target):
+        raise UnsafeMember(f"{member.name!r} would be extracted to {target!r}, which is outside the destination")
+    changes: dict[str, Any] = {"name": name}
+    if member.islnk():
+        if os.path.isabs(member.linkname) or not _inside(real_dest, os.path.join(real_dest, member.linkname)):
+            raise UnsafeMember(f"hard link {member.name!r} points to {member.linkname!r}, outside the destination")
+    elif not member.issym() and member.mode is not None:
+        changes["mode"] = member.mode & 0o1777
+    return _with(member, **changes)
 
 
 def _make_parents(root: str, name: str, dir_mode: int | None) -> None:
