@@ -28,6 +28,7 @@ TEST_PACKAGES=(
   fuse-overlayfs
   slirp4netns
   prometheus chromium   # promtool and headless Chromium: the monitor's metrics and report tests
+  awscli                # the runbook's by-hand steps (tests/integration/test_runbook.py runs them as written)
 )
 
 wanted=("${PACKAGES[@]}")
