@@ -179,18 +179,7 @@ def restore_instructions(req: BackupRequest, storage: Storage, layout: manifest.
     PGUSER, PGPASSFILE or ~/.pgpass), never from argv.
     """
     props = props or {}
-
-    def decode_stream(key: str) -> str:
-        stages = [stock_fetch_command(storage, key)]
-        if enc.method == "gpg":
-            stages.append("gpg --decrypt")
-        elif enc.method == "age":
-            stages.append('age -d -i "$AGE_IDENTITY_FILE"')
-        if comp.stock_decompress():
-            stages.append(comp.stock_decompress() or "")
-        return " | ".join(stages)
-
-    stream = decode_stream(layout.artifact_key)
+    stream = decode_stream(storage, comp, enc, layout.artifact_key)
     db = manifest.safe_name(req.target.database or "db")
     restore_flags = "--exit-on-error"
     lossy_flags = "--no-owner --no-privileges --exit-on-error"
@@ -214,7 +203,7 @@ def restore_instructions(req: BackupRequest, storage: Storage, layout: manifest.
     steps = []
     roles_command = None
     if roles_doc and roles_doc.get("key"):
-        roles_stream = decode_stream(roles_doc["key"])
+        roles_stream = decode_stream(storage, comp, enc, roles_doc["key"])
         steps.append(f"{roles_stream} > roles.sql")
         steps.append("psql -X -d postgres -f roles.sql")
         roles_command = f"set -o pipefail; {roles_stream} | psql -X -q -d postgres -f -"
