@@ -114,12 +114,7 @@ def make_client(settings: S3Settings) -> Any:
         response_checksum_validation="when_required",
     )
     with _SESSION_LOCK:  # boto3 sessions are not thread-safe; creating a client is quick once cached
-        session = _SESSIONS.get(settings.profile or "")
-        if session is None:
-            session = (boto3.session.Session(profile_name=settings.profile) if settings.profile
-                       else boto3.session.Session())
-            _SESSIONS[settings.profile or ""] = session
-        return session.client(
+        return session_for(settings.profile).client(
             "s3",
             endpoint_url=settings.endpoint or None,
             aws_access_key_id=settings.access_key,
@@ -134,7 +129,18 @@ def make_client(settings: S3Settings) -> Any:
 # One boto3 session per profile, reused: a new session reloads the service models (about 0.3 s each).
 # Credentials are passed to each client explicitly, so clients never share them through the session.
 _SESSIONS: dict[str, Any] = {}
-_SESSION_LOCK = threading.Lock()
+_SESSION_LOCK = threading.RLock()
+
+
+def session_for(profile: str | None) -> Any:
+    """The boto3 session of ``profile`` (None: the default chain), made once."""
+    require_boto3()
+    with _SESSION_LOCK:
+        session = _SESSIONS.get(profile or "")
+        if session is None:
+            session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+            _SESSIONS[profile or ""] = session
+        return session
 
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",

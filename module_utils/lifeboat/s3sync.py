@@ -46,6 +46,7 @@ from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
 )
 from ansible.module_utils.lifeboat.extsort import merge_runs, sorted_runs
+from ansible.module_utils.lifeboat.s3lean import carried_headers
 from ansible.module_utils.lifeboat.sides import (
     SOURCE_ETAG_META,
     Entry,
@@ -434,13 +435,21 @@ class Syncer:
         what = f"copy {src.uri(s.key)} -> {dst.uri(s.key)}"
         try:
             if not etag_is_multipart(s.etag) and s.size <= self.opt.multipart_threshold:
-                obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
-                body = obj["Body"].read()
-                if len(body) != s.size:
-                    raise _Changed()
-                r = dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body,
-                                          Metadata=obj.get("Metadata") or {}, **content_args(obj))
-                got = (r.get("ETag") or "").strip('"')
+                lean_src, lean_dst = src.lean_for(s.key), dst.lean_for(s.key)
+                if lean_src is not None and lean_dst is not None:  # the per-object hot path (s3lean)
+                    body, headers = lean_src.get(src.bucket, src.full(s.key), if_match=s.etag)
+                    if len(body) != s.size:
+                        raise _Changed()
+                    got = (lean_dst.put(dst.bucket, dst.full(s.key), body, carried_headers(headers)).get("ETag")
+                           or "").strip('"')
+                else:
+                    obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
+                    body = obj["Body"].read()
+                    if len(body) != s.size:
+                        raise _Changed()
+                    r = dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body,
+                                              Metadata=obj.get("Metadata") or {}, **content_args(obj))
+                    got = (r.get("ETag") or "").strip('"')
                 if s.etag and got and got != s.etag:
                     raise StorageError(f"{what}: the destination stored ETag {got}, the source has {s.etag}")
                 return
@@ -524,7 +533,11 @@ class Syncer:
             if size <= self.opt.multipart_threshold:
                 with open(path, "rb") as fh:
                     body = fh.read()
-                dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body, ContentType=ctype)
+                lean = dst.lean_for(s.key)
+                if lean is not None:
+                    lean.put(dst.bucket, dst.full(s.key), body, {"Content-Type": ctype})
+                else:
+                    dst.client.put_object(Bucket=dst.bucket, Key=dst.full(s.key), Body=body, ContentType=ctype)
                 return
         except OSError as exc:
             raise StorageError(f"{src.option}: read {path}: {exc.strerror or exc}", src.option) from None

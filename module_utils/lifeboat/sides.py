@@ -28,6 +28,7 @@ from ansible.module_utils.lifeboat.s3 import (
     translate,
 )
 from ansible.module_utils.lifeboat.extsort import external_sort
+from ansible.module_utils.lifeboat.s3lean import LeanS3
 from ansible.module_utils.lifeboat.storage import Entry  # the one listing type (re-exported: sides.Entry)
 
 MIB = 1024 * 1024
@@ -142,6 +143,11 @@ class S3Side:
         self.settings = settings
         self.option = option
         self.client = client if client is not None else fast_timestamps(make_client(settings))
+        #: single GETs and PUTs of small objects without botocore's per-call cost (s3lean); None: boto3 only
+        self.lean = LeanS3.for_client(settings, self.client)
+
+    def lean_for(self, rel: str) -> LeanS3 | None:
+        return self.lean if self.lean is not None and self.lean.handles(self.bucket, self.full(rel)) else None
 
     @property
     def bucket(self) -> str:
