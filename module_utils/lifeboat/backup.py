@@ -555,6 +555,7 @@ def _supabase_parts(req: BackupRequest, sb: supabase.Scope, conn: Any, storage: 
             "user_roles": list(sb.user_roles), "left_out": sb.left_out,
             "toc_filter": supabase.toc_filter(supabase.owners_left_out(conn)),
             "publication_sql": supabase.publication_sql(conn, sb.app_schemas),
+            "publication_tables": supabase.publication_tables(conn, sb.app_schemas),
             "extensions_sql": supabase.extensions_sql(conn),
             "data_list_command": supabase.data_list_command("platform.dump", supabase.fk_order(
                 conn, sb.data_tables), "platform.list")}

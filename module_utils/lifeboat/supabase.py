@@ -153,12 +153,18 @@ def scope(conn: Any) -> Scope:
     return out
 
 
+def publication_tables(conn: Any, app_schemas: list[str]) -> list[list[str]]:
+    """[publication, schema, table] of the user's tables in the platform's publications (Realtime)."""
+    return [list(r) for r in conn.execute(
+        "SELECT pubname, schemaname, tablename FROM pg_catalog.pg_publication_tables "
+        "WHERE pubname = ANY(%s) AND schemaname = ANY(%s) ORDER BY 1, 2, 3",
+        (list(PLATFORM_PUBLICATIONS), list(app_schemas))).fetchall()]
+
+
 def publication_sql(conn: Any, app_schemas: list[str]) -> str:
     """The statements that put the user's tables back into the platform's publications (pg_dump --schema does
     not dump a publication's membership): '' when there are none."""
-    rows = conn.execute("SELECT pubname, schemaname, tablename FROM pg_catalog.pg_publication_tables "
-                        "WHERE pubname = ANY(%s) AND schemaname = ANY(%s) ORDER BY 1, 2, 3",
-                        (list(PLATFORM_PUBLICATIONS), list(app_schemas))).fetchall()
+    rows = publication_tables(conn, app_schemas)
     return " ".join(sql.SQL("ALTER PUBLICATION {} ADD TABLE ONLY {}.{};").format(
         sql.Identifier(p), sql.Identifier(sc), sql.Identifier(t)).as_string(conn) for p, sc, t in rows)
 

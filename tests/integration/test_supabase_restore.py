@@ -287,7 +287,7 @@ def test_restore_into_a_new_project_reproduces_the_project(pg, platform, tmp_pat
     assert result.moved_aside == {}
     # the policy on storage.objects is the platform table owner's to make: returned, to run in the dashboard
     assert len(result.platform_sql) == 1 and 'CREATE POLICY "Users read their own files"' in result.platform_sql[0]
-    assert any("only the table's owner may create it" in line for line in result.skipped)
+    assert any("only the table's owner (" in line for line in result.skipped)
     assert state(pg, r, dest) != before
     with as_admin(pg, dest) as conn:
         conn.execute(result.platform_sql[0])

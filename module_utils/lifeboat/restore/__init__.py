@@ -50,6 +50,7 @@ The package, one concern per module (each imports only what it needs; this
 - ``rolecheck``   the roles a backup needs, compared with (or created on) the target server
 - ``runbook``     the 7-step runbook (``run``) and its plan
 - ``supabase``    a Supabase backup into a Supabase project (new, or in place) in one transaction
+- ``supabase_fetch`` its parts from the store by the manifest (sha256-checked, decoded into a private directory)
 
 """
 from __future__ import annotations

@@ -58,6 +58,9 @@ from ansible.module_utils.lifeboat.restore.supabase_plan import (  # noqa: F401 
     parse_toc,
     plan,
     held_tables,
+    publication_add_sql,
+    publications_of,
+    setting_sql,
     platform_table_of,
     publications_sql,
     qi,
@@ -234,6 +237,8 @@ class Result:
     extras: list[str]
     skipped: list[str]
     platform_sql: list[str] = field(default_factory=list)
+    publications: list[str] = field(default_factory=list)
+    settings_applied: list[str] = field(default_factory=list)
     changed: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -243,7 +248,8 @@ class Result:
 def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: str, roles_script: str = "",
             expected_counts: dict[str, int] | None = None, confirm: str | None = None,
             snapshot_dir: str | None = None, bin_dirs: list[str] | None = None,
-            token: str | None = None) -> Result:
+            token: str | None = None, publications: list[tuple[str, str, str]] | None = None,
+            settings: list[str] | None = None) -> Result:
     """Restore ``archives`` (a Supabase profile backup: pg_dump custom-format archives of one snapshot, e.g. one
     of the application schemas and one of the platform tables) into ``target`` (the project's ``postgres``
     database as its ``postgres`` login). ``mode``: ``new`` or ``in_place``."""
@@ -270,6 +276,8 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         facts = read_facts(conn, scope)
         existing_extras = _existing_extras(conn, scope)
         keep = functions_used_by_platform(conn, scope) if mode == "in_place" else {}
+        pub_sql, pub_done, pub_notes, pub_refused = publications_plan(conn, publications or [], scope, facts)
+        set_done, set_notes, set_refused = settings_plan(conn, settings or [])
     foreign = {s for s in scope.app_schemas if s in facts.schemas and facts.schema_owners.get(s) not in facts.actors}
     p = plan(entries, scope, facts.schemas, facts.actors, foreign)
     for e in p.app_pre:
@@ -320,8 +328,11 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
     platform_sql = [_entry_sql(pg_restore, e) for e in uncreatable]
     for e in uncreatable:
         key = _extra_key(e, scope)
-        p.skipped.append(f"{e.type.lower()} {key[2]} on {key[0]}.{key[1]}: only the table's owner may create it; "
-                         "run its statement (platform_sql) as the platform's admin (Supabase: the SQL editor)")
+        owner = facts.table_rights.get(key[:2], ("", False))[0] or "unknown"
+        need = ("the table's owner" if e.type == "POLICY" else "the table's owner or a role with TRIGGER on it")
+        p.skipped.append(f"{e.type.lower()} {key[2]} on {key[0]}.{key[1]}: only {need} ({owner}) may create it, "
+                         f"and {facts.user} may not act as {owner}; run its statement (platform_sql) as {owner} or "
+                         "the platform's admin (Supabase: the SQL editor)")
     snapshot = None
     if mode == "in_place":
         snapshot = safety_snapshot(target, scope, snapshot_dir, bin_dirs, token)
@@ -338,12 +349,76 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         head = "\n".join(st if st.endswith(";") else st + ";" for st in stmts) + "\n" + head
     tail = fk_check_sql(scope.app_schemas, scope.platform_tables) + count_check_sql(
         expected_counts, _tables_in(p, scope))
-    tail = (publications_sql(moved_aside) if mode == "in_place" else "") + tail
+    tail = (publications_sql(moved_aside) if mode == "in_place" else "") + pub_sql + "".join(
+        st + "\n" for st in set_done) + tail
     _run_one_transaction(target, pg_restore, psql, p, head, tail, token,
                          before_grants=reset_grants_sql(scope.app_schemas))
-    skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent]
+    skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent] + pub_notes + set_notes
     return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped,
-                  platform_sql)
+                  platform_sql + pub_refused + set_refused, pub_done, set_done)
+
+
+def publications_plan(conn: Any, publications: list[tuple[str, str, str]], scope: Scope,
+                      facts: Facts) -> tuple[str, list[str], list[str], list[str]]:
+    """(SQL run in the transaction, memberships it restores, notes, statements for the publication's owner) for
+    the backup's tables in the platform's publications (Realtime): pg_dump of chosen schemas leaves publications
+    out, so a new project's ``supabase_realtime`` would lack them."""
+    out, done, notes, refused = [], [], [], []
+    for pub, schema, table in publications:
+        if schema not in scope.app_schemas:
+            continue
+        row = conn.execute("SELECT pg_catalog.pg_get_userbyid(pubowner) FROM pg_catalog.pg_publication "
+                           "WHERE pubname = %s", (pub,)).fetchone()
+        name = f"{schema}.{table} in publication {pub}"
+        if row is None:
+            notes.append(f"{name}: the project has no publication {pub}; create it (Realtime) and add the table")
+        elif facts.superuser or row[0] in facts.actors:
+            out.append(publication_add_sql(pub, schema, table))
+            done.append(name)
+        else:
+            refused.append(f"ALTER PUBLICATION {qi(pub)} ADD TABLE ONLY {qi(schema)}.{qi(table)};")
+            notes.append(f"{name}: the publication belongs to {row[0]}, which {facts.user} may not act as; run its "
+                         "statement (platform_sql) as that role (Supabase: the SQL editor, or Database > "
+                         "Publications)")
+    return "".join(out), done, notes, refused
+
+
+def settings_plan(conn: Any, settings: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(ALTER DATABASE ... SET statements run in the transaction, notes, statements the login may not run) for the
+    database's recorded settings (``app.settings.*``, ``search_path``...). A setting the project has of its own is
+    kept (a new project's platform settings, such as its JWT settings, are its own); a missing one is set when a
+    trial in a rolled-back transaction shows that the login may, else returned with the server's reason."""
+    if not settings:
+        return [], [], []
+    database, owner = conn.execute("SELECT current_database(), pg_catalog.pg_get_userbyid(datdba) FROM "
+                                   "pg_catalog.pg_database WHERE datname = current_database()").fetchone()
+    current = {}
+    for (item,) in conn.execute(
+            "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d "
+            "ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0").fetchall():
+        key, _, value = item.partition("=")
+        current[key.lower()] = value
+    done, notes, refused = [], [], []
+    for item in settings:
+        key, _, value = item.partition("=")
+        if key.lower() in current:
+            if current[key.lower()] != value:
+                notes.append(f"database setting {key}: the project's own value {current[key.lower()]!r} is kept (the "
+                             f"backup had {value!r}); change it yourself if the application needs the backup's")
+            continue
+        stmt = setting_sql(database, item)
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(stmt)
+        except Exception as exc:  # noqa: BLE001 - the server's reason is reported with the statement
+            reason = str(exc).strip().splitlines()[0]
+            refused.append(stmt)
+            notes.append(f"database setting {key}: {reason} (the database's owner is {owner}); run its statement "
+                         "(platform_sql) as a role that may: a superuser, or the owner after GRANT SET ON PARAMETER "
+                         f"{qi(key)} (on hosted Supabase, ask support or keep the value in a table of your own)")
+            continue
+        done.append(stmt)
+    return done, notes, refused
 
 
 def _entry_sql(pg_restore: str, e: Entry) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError
+from ansible.module_utils.lifeboat.pgmeta import GUC_LIST_QUOTE, split_guc_list
 
 # The platform tables that hold the users' data (supabase/auth and supabase/storage migrations).
 PLATFORM_TABLES = (
@@ -385,3 +386,46 @@ BEGIN
 END
 $lifeboat_pub$;
 """  # noqa: S608
+
+
+def publication_add_sql(pub: str, schema: str, table: str) -> str:
+    """Put a restored table back into a publication (Realtime's ``supabase_realtime``) unless it is there already:
+    a DO block, so that a membership the project kept (in place) is not an error."""
+    rel = f"{qi(schema)}.{qi(table)}"
+    return f"""DO $lifeboat_pubadd$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                  WHERE p.pubname = {lit(pub)} AND pr.prrelid = {lit(rel)}::regclass) THEN
+    ALTER PUBLICATION {qi(pub)} ADD TABLE ONLY {rel};
+  END IF;
+END
+$lifeboat_pubadd$;
+"""  # noqa: S608 - names quoted (qi, lit)
+
+
+_PUB_SQL = re.compile(r'ALTER PUBLICATION ("(?:[^"]|"")+") ADD TABLE ONLY ("(?:[^"]|"")+")\.("(?:[^"]|"")+");')
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"')
+
+
+def publications_of(supabase_doc: dict) -> list[tuple[str, str, str]]:
+    """(publication, schema, table) of the manifest's ``supabase`` section: ``publication_tables``, or for a backup
+    written before it was recorded, the statements of ``publication_sql`` (always quoted identifiers)."""
+    rows = supabase_doc.get("publication_tables")
+    if isinstance(rows, list):
+        return [(str(p), str(s), str(t)) for p, s, t in rows]
+    return [(_unquote(p), _unquote(s), _unquote(t))
+            for p, s, t in _PUB_SQL.findall(str(supabase_doc.get("publication_sql") or ""))]
+
+
+def setting_sql(database: str, item: str) -> str:
+    """``ALTER DATABASE ... SET`` of one recorded database setting (``key=value``, as pg_db_role_setting holds it;
+    a list setting such as search_path keeps its items)."""
+    key, _, value = item.partition("=")
+    if key.lower() in GUC_LIST_QUOTE:
+        val = ", ".join(lit(v) for v in split_guc_list(value))
+    else:
+        val = lit(value)
+    return f"ALTER DATABASE {qi(database)} SET {qi(key)} = {val};"

@@ -10,6 +10,10 @@
 -- Plain PostgreSQL 15 with contrib only: no pg_graphql, pgsodium, pg_net or supautils.
 \set ON_ERROR_STOP on
 
+-- Two projects made at once in one cluster would ALTER the same shared roles at the same time ('tuple
+-- concurrently updated'): one at a time, for the rest of this transaction.
+DO $lock$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(hashtext('lifeboat lab: supabase platform')); END $lock$;
+
 -- Roles ------------------------------------------------------------------------------------
 DO $roles$
 DECLARE
