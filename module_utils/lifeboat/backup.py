@@ -349,6 +349,7 @@ def _run_directory_dump(argv: list[str], env: dict[str, str], secrets: list[str]
 def run(req: BackupRequest) -> dict[str, Any]:
     """Make one backup; returns the result (and the manifest). Raises LifeboatError on failure."""
     validate(req)
+    supabase.refuse_transaction_pooler(req.target)
     open_storage(req.destination, req.s3)  # a malformed destination fails before connecting
     with runlock.backup_lock(req.target, req.destination, req.target.database or "", req.lock_wait_s):
         if not req.deadline_s:

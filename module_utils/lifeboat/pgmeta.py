@@ -310,6 +310,12 @@ def locale_of(facts: dict[str, Any]) -> dict[str, Any]:
 def first_column(target: Any, query: str, option: str, batch: int = 5000) -> Iterator[Any]:
     """The non-null values of the first column of ``query``, streamed (a read-only transaction, a server-side
     cursor) from ``target`` (a pgconn.PgTarget); a failing query is a ConfigError naming ``option``."""
+    for row in query_rows(target, query, option, batch):
+        yield row[0]
+
+
+def query_rows(target: Any, query: str, option: str, batch: int = 5000) -> Iterator[tuple]:
+    """``first_column``'s rows whole: every row of ``query`` whose first column is not null."""
     conn = target.connect(autocommit=False)
     try:
         conn.execute("SET TRANSACTION READ ONLY")
@@ -322,7 +328,7 @@ def first_column(target: Any, query: str, option: str, batch: int = 5000) -> Ite
                         break
                     for row in rows:
                         if row and row[0] is not None:
-                            yield row[0]
+                            yield tuple(row)
             except psycopg.Error as exc:
                 raise ConfigError(f"{option}: failed on {target.describe()}: {' '.join(str(exc).split())}",
                                   option) from None

@@ -371,6 +371,9 @@ class _Restorer:
                 record(f.result())
 
 
+Restorer = _Restorer   # s3recovery.py plans with the same copy, compare and delete steps
+
+
 def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_settings: S3Settings | None = None,
                           target_settings: S3Settings | None = None, delete_newer: bool = False,
                           force: bool = False, concurrency: int = 8, check_mode: bool = False,

@@ -23,8 +23,25 @@ from typing import Any
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import pgmeta, privileges
+from ansible.module_utils.lifeboat.errors import ConfigError
 
 PROFILES = ("auto", "default", "supabase")
+
+#: Supabase's connection pooler (Supavisor): port 5432 is its session mode, 6543 its transaction mode
+POOLER_HOST_SUFFIX = ".pooler.supabase.com"
+TRANSACTION_POOLER_PORT = 6543
+
+
+def refuse_transaction_pooler(target: Any) -> None:
+    """A Supabase transaction-pooler address is refused before connecting, naming the connection strings that
+    work: pg_dump runs in its own session that imports the snapshot Lifeboat's session exported, and keeps session
+    settings; transaction pooling gives each transaction whichever server session is free."""
+    host = str(getattr(target, "host", None) or "").lower().rstrip(".")
+    if host.endswith(POOLER_HOST_SUFFIX) and int(getattr(target, "port", None) or 5432) == TRANSACTION_POOLER_PORT:
+        raise ConfigError(
+            f"PostgreSQL at {target.describe()} is Supabase's transaction pooler (port {TRANSACTION_POOLER_PORT}), "
+            "where pg_dump cannot import the backup's snapshot nor keep its session settings; use the session "
+            f"pooler (the same host, port 5432) or the direct connection (db.<project-ref>.supabase.co:5432)", "port")
 
 #: schemas the platform creates and owns (Supabase's init scripts and services); never in the user's part
 PLATFORM_SCHEMAS = ("auth", "storage", "extensions", "realtime", "_realtime", "graphql", "graphql_public", "vault",

@@ -135,3 +135,22 @@ def test_restore_steps_create_roles_then_a_database_with_the_recorded_locale_and
     assert psql == 'psql -X -q -v ON_ERROR_STOP=1 -v TARGET_DB="$TARGET_DB" -d postgres -f -'
     assert steps[5] == 'pg_restore --exit-on-error -d "$TARGET_DB" appdb.dump'
     assert out["roles_command"].endswith("| psql -X -q -d postgres -f -")
+
+
+@pytest.mark.parametrize("host, port, refused", [
+    ("aws-0-eu-central-1.pooler.supabase.com", 6543, True),
+    ("AWS-0-eu-central-1.Pooler.Supabase.com.", 6543, True),
+    ("aws-0-eu-central-1.pooler.supabase.com", 5432, False),   # the session pooler
+    ("db.abcdefghijklmnop.supabase.co", 6543, False),          # not the pooler's host
+])
+def test_supabase_transaction_pooler_is_refused_naming_the_ones_that_work(host, port, refused, tmp_path):
+    """pg_dump cannot import the snapshot through the transaction pooler: named before any connection."""
+    r = req(target=PgTarget(host=host, port=port, user="postgres.ref", password=SECRET, database="postgres"),
+            destination=str(tmp_path), lock_wait_s=0)
+    if refused:
+        with pytest.raises(ConfigError, match="transaction pooler.*port 5432.*direct connection") as exc:
+            backup.run(r)
+        assert SECRET not in str(exc.value)
+    else:
+        from ansible.module_utils.lifeboat import supabase
+        supabase.refuse_transaction_pooler(r.target)

@@ -1,0 +1,205 @@
+"""One recovery point for a Supabase project's database and files (issue 9, deliverable 5), on the Supabase-like
+lab: storage.objects (bucket_id, name) is the list of files the database references; storage_backup.yml mirrors
+each Supabase Storage bucket (path-style, unversioned: the lab's primary SeaweedFS) into a versioned backup bucket;
+after the database backup is restored, storage_restore.yml's recovery_point step, given that backup's manifest,
+puts back exactly the files its storage.objects lists with the content they had at the backup's snapshot time."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+import psycopg
+import pytest
+from storage_helpers import bucket
+from supabase_helpers import drop_project, new_project, sb_dsn, sb_sql
+from testlib import run_playbook
+
+from ansible.module_utils.lifeboat import backup as backupmod
+from ansible.module_utils.lifeboat.pgconn import PgTarget
+from ansible.module_utils.lifeboat.restore import supabase as sbrestore
+
+ODD = "ünï code/it's a \"file\" (1).png"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def objects(sb: dict, db: str) -> set[tuple[str, str]]:
+    return set(sb_sql(sb, "SELECT bucket_id, name FROM storage.objects", database=db, admin=True))
+
+
+def bucket_hashes(client, names: list[str]) -> dict[tuple[str, str], str]:
+    out = {}
+    for b in names:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=b):
+            for obj in page.get("Contents", []) or []:
+                out[(b, obj["Key"])] = sha(client.get_object(Bucket=b, Key=obj["Key"])["Body"].read())
+    return out
+
+
+def vars_file(tmp_path, name: str, data: dict) -> str:
+    path = tmp_path / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return str(path)
+
+
+def test_one_recovery_point_restores_the_database_and_its_files(lab, tmp_path):
+    s = lab["supabase"]
+    primary = lab["s3"]["primary"]
+    src = new_project(s, with_app=True)
+    dest = None
+    try:
+        with bucket(primary, prefix="sbfa") as (ba, client), bucket(primary, prefix="sbfb") as (bb, _), \
+                bucket(lab["s3"]["backup"], versioned=True, prefix="sbfbackup") as (backup_bucket, _):
+            # the project's files: two buckets of its own (the lab's avatars/videos are shared), 12 + 6 objects
+            sb_sql(s, f"""
+                INSERT INTO storage.buckets (id, name) VALUES ('{ba}', '{ba}'), ('{bb}', '{bb}');
+                WITH keep AS (SELECT id, row_number() OVER (ORDER BY name) AS n FROM storage.objects
+                              WHERE bucket_id = 'videos' ORDER BY name LIMIT 17)
+                UPDATE storage.objects o SET bucket_id = CASE WHEN k.n <= 12 THEN '{ba}' ELSE '{bb}' END
+                  FROM keep k WHERE o.id = k.id;
+                DELETE FROM storage.objects WHERE bucket_id NOT IN ('{ba}', '{bb}');
+                INSERT INTO storage.objects (bucket_id, name) VALUES ('{bb}', $odd${ODD}$odd$);""",
+                   database=src, admin=True)
+
+            def put(b: str, name: str, data: bytes) -> None:
+                """An upload as Supabase Storage makes it: the object, and its row's metadata (eTag, size)."""
+                etag = client.put_object(Bucket=b, Key=name, Body=data)["ETag"]
+                with psycopg.connect(sb_dsn(s, src, admin=True), autocommit=True) as conn:
+                    conn.execute("UPDATE storage.objects SET metadata = coalesce(metadata, '{}') || "
+                                 "jsonb_build_object('eTag', %s::text, 'size', %s::int) "
+                                 "WHERE bucket_id = %s AND name = %s", (etag, len(data), b, name))
+
+            for b, name in objects(s, src):
+                put(b, name, os.urandom(200) + name.encode())
+            names = [ba, bb]
+            storage_vars = vars_file(tmp_path, "storage.json", {
+                "lifeboat_storage_supabase_buckets": names,
+                "lifeboat_storage_backup_url": f"s3://{backup_bucket}/project",
+                "lifeboat_storage_run_record_url": "",
+                "lifeboat_storage_app_dsn": sb_dsn(s, src)})
+
+            def sync() -> None:
+                time.sleep(1.2)   # SeaweedFS keeps LastModified to the second: keep the phases apart
+                proc = run_playbook("playbooks/storage_backup.yml", "-e", f"@{storage_vars}",
+                                    "--tags", "storage_backup_sync")
+                assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+                assert s["app_password"] not in proc.stdout + proc.stderr
+                time.sleep(1.2)
+
+            sync()
+            a_keys = sorted(n for b, n in objects(s, src) if b == ba)
+            # before the database backup: one file overwritten, one uploaded (the next sync copies both
+            # only after the backup's snapshot time)
+            put(ba, a_keys[0], b"overwritten before the backup")
+            sb_sql(s, f"INSERT INTO storage.objects (bucket_id, name) VALUES ('{ba}', 'late/arrival.mp4')",
+                   database=src, admin=True)
+            put(ba, "late/arrival.mp4", b"uploaded just before the backup")
+            store = tmp_path / "db"
+            store.mkdir(mode=0o700)
+            doc = backupmod.run(backupmod.BackupRequest(
+                target=PgTarget(host=s["host"], port=s["port"], user=s["app_user"], password=s["app_password"],
+                                database=src),
+                destination=str(store)))["manifest"]
+            at_backup = bucket_hashes(client, names)
+            listed = objects(s, src)
+            assert set(at_backup) == listed
+            sync()
+
+            # after the backup: files overwritten, deleted, added, rows deleted and added; synced
+            put(ba, a_keys[1], b"overwritten after the backup")
+            client.delete_object(Bucket=ba, Key=a_keys[2])
+            client.delete_object(Bucket=bb, Key=ODD)
+            sb_sql(s, f"""DELETE FROM storage.objects WHERE bucket_id = '{ba}' AND name IN ('{a_keys[2]}', '{a_keys[3]}');
+                          DELETE FROM storage.objects WHERE name = $odd${ODD}$odd$;
+                          INSERT INTO storage.objects (bucket_id, name) VALUES ('{bb}', 'new/after.png')""",
+                   database=src, admin=True)
+            put(bb, "new/after.png", b"new after the backup")
+            sync()
+            put(ba, a_keys[4], b"overwritten after the last sync: in no backup")
+            assert bucket_hashes(client, names) != at_backup
+
+            # the database as of the backup, into a new project (the manifest's own decoding steps)
+            work = tmp_path / "work"
+            work.mkdir(mode=0o700)
+            env = dict(os.environ, PATH=f"{s['bin_dir']}:{os.environ['PATH']}")
+            for step in doc["restore"]["supabase"]["steps"]:
+                if step.rstrip().endswith(("> app.dump", "> platform.dump", "> roles.sql")):
+                    subprocess.run(["bash", "-c", "set -o pipefail; " + step], cwd=work, env=env, check=True,
+                                   capture_output=True, timeout=300)
+            dest = new_project(s)
+            sbrestore.restore(PgTarget(host=s["host"], port=s["port"], user=s["app_user"],
+                                       password=s["app_password"], database=dest),
+                              [str(work / "app.dump"), str(work / "platform.dump")],
+                              sbrestore.Scope(doc["supabase"]["app_schemas"],
+                                              [tuple(t) for t in doc["supabase"]["platform_tables"]]),
+                              mode="new", roles_script=(work / "roles.sql").read_text(), bin_dirs=[s["bin_dir"]])
+            assert objects(s, dest) == listed
+
+            # the files of the same recovery point, keys from the restored storage.objects
+            manifest = next(store.rglob("manifest.json"))
+            restore_vars = vars_file(tmp_path, "restore.json", {
+                "lifeboat_storage_supabase_buckets": names,
+                "lifeboat_storage_backup_url": f"s3://{backup_bucket}/project",
+                "lifeboat_storage_app_dsn": sb_dsn(s, dest),
+                "lifeboat_storage_restore_steps": ["recovery_point"],
+                "lifeboat_storage_restore_as_of_backup": str(manifest),
+                "lifeboat_storage_restore_delete_newer": True})
+            proc = run_playbook("playbooks/storage_restore.yml", "-e", f"@{restore_vars}")
+            out = proc.stdout + proc.stderr
+            assert s["app_password"] not in out
+            # the file overwritten after the last sync is in no backup: left alone and named, not lost
+            assert "NOT touched" in out and proc.returncode == 0, out[-4000:]
+            assert f"backup {doc['backup_id']}" in out
+            # the file uploaded and the file overwritten just before the backup reached the backup just after it:
+            # their content is the one storage.objects recorded (eTag)
+            assert "2 from a copy made after the time" in out and "late/arrival.mp4" in out, out[-4000:]
+            assert "0 whose content recorded by the database (eTag) is in no backup" in out, out[-4000:]
+            after = bucket_hashes(client, names)
+            assert {k: v for k, v in after.items() if k != (ba, a_keys[4])} == \
+                {k: v for k, v in at_backup.items() if k != (ba, a_keys[4])}
+            assert after[(ba, a_keys[4])] == sha(b"overwritten after the last sync: in no backup")
+
+            # with force, the recovery point is exact: storage.objects and the buckets hold the same files
+            force_vars = vars_file(tmp_path, "force.json", {"lifeboat_storage_restore_force": True})
+            proc = run_playbook("playbooks/storage_restore.yml", "-e", f"@{restore_vars}", "-e", f"@{force_vars}")
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+            after = bucket_hashes(client, names)
+            assert after == at_backup
+            assert set(after) == objects(s, dest)
+            # a second run has nothing to do
+            proc = run_playbook("playbooks/storage_restore.yml", "-e", f"@{restore_vars}")
+            assert proc.returncode == 0 and "changed=0" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+    finally:
+        if dest:
+            drop_project(s, dest)
+        drop_project(s, src)
+
+
+def test_recovery_point_needs_one_time(lab, tmp_path):
+    """Neither a backup nor a time, or both: refused before anything runs, naming the two variables."""
+    proc = run_playbook("playbooks/storage_restore.yml", "-e", '{"lifeboat_storage_restore_steps": ["recovery_point"]}')
+    assert proc.returncode != 0
+    assert "lifeboat_storage_restore_as_of_backup" in proc.stdout and "lifeboat_storage_restore_time" in proc.stdout
+
+
+@pytest.mark.parametrize("where", ["missing", "damaged"])
+def test_as_of_a_backup_whose_manifest_is_missing_or_damaged_is_refused(lab, tmp_path, where):
+    """The recovery time comes only from a manifest that reads and checks: a wrong location or a damaged manifest
+    is named, and no file is touched."""
+    from ansible.module_utils.lifeboat.errors import LifeboatError
+    from ansible.module_utils.lifeboat.s3recovery import backup_time
+
+    d = tmp_path / "postgres" / "postgres-20261203T110000Z"
+    d.mkdir(parents=True)
+    if where == "damaged":
+        (d / "manifest.json").write_text('{"schema": "lifeboat/manifest/v1", "manifest_sha256": "00"}')
+    with pytest.raises(LifeboatError) as exc:
+        backup_time(str(d))
+    assert str(d) in str(exc.value) or "manifest" in str(exc.value)
