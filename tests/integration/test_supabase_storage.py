@@ -116,7 +116,8 @@ def test_one_recovery_point_restores_the_database_and_its_files(lab, tmp_path):
             put(ba, a_keys[1], b"overwritten after the backup")
             client.delete_object(Bucket=ba, Key=a_keys[2])
             client.delete_object(Bucket=bb, Key=ODD)
-            sb_sql(s, f"""DELETE FROM storage.objects WHERE bucket_id = '{ba}' AND name IN ('{a_keys[2]}', '{a_keys[3]}');
+            sb_sql(s, f"""DELETE FROM storage.objects
+                           WHERE bucket_id = '{ba}' AND name IN ('{a_keys[2]}', '{a_keys[3]}');
                           DELETE FROM storage.objects WHERE name = $odd${ODD}$odd$;
                           INSERT INTO storage.objects (bucket_id, name) VALUES ('{bb}', 'new/after.png')""",
                    database=src, admin=True)
