@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from storage_helpers import bucket, settings
 from supabase_helpers import drop_project, new_project, sb_dsn, sb_sql
-from testlib import REPO, VENV_BIN
+from testlib import LAB_DIR, REPO, VENV_BIN
 
 from ansible.module_utils.lifeboat import s3lean, s3recovery, s3sync
 from ansible.module_utils.lifeboat.pgconn import PgTarget
@@ -82,7 +82,9 @@ def project_files(s: dict, db: str, client, ba: str, bb: str) -> None:
 
 
 def run_bash(script: str, env: dict, stdin: str = "") -> subprocess.CompletedProcess:
-    full = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1", **env}
+    # the inventory's copy is outside the checkout: it finds the lab by LIFEBOAT_LAB_DIR, not by its own path
+    full = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+            "LIFEBOAT_LAB_DIR": str(LAB_DIR), **env}
     return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], input=stdin, cwd=REPO, env=full,
                           capture_output=True, text=True, timeout=1200, check=False)
 
