@@ -3,7 +3,7 @@
 
     lifeboat_child.py upload FILE KEY                   boto3 upload_file (the `aws s3 cp` stand-in)
     lifeboat_child.py backup  --database DB --prefix P --out R.json
-    lifeboat_child.py restore --prefix P --target DB --source SRC [--jobs N] --out R.json
+    lifeboat_child.py restore --prefix P --target DB --source SRC [--jobs N] [--staging-dir D] --out R.json
     lifeboat_child.py drill   --prefix P --source SRC --out R.json
 
 Credentials come from the lab file (``.lab/lab.json``), never from argv. The
@@ -83,30 +83,34 @@ def _keys():
     return engine.DecryptKeys(secret_key_file=benchlib.lab()["gpg"]["secret_key_file"])
 
 
-def restore(prefix: str, target: str, source: str, jobs: int = 1) -> dict[str, Any]:
+def restore(prefix: str, target: str, source: str, jobs: int | None = None,
+            staging_dir: str | None = None) -> dict[str, Any]:
     """Lifeboat's full restore, as restore.yml runs it: latest backup of ``source`` from S3 into the new
     database ``target`` (mode swap with no existing target: restore into a new database, check the row
-    counts against the manifest, rename). ``jobs`` > 1 stages the decoded dump in a local file."""
+    counts against the manifest, rename). ``jobs`` None: the module's default (chosen from the server,
+    staged in a local file for pg_restore -j); 1: streamed into pg_restore."""
     from ansible.module_utils.lifeboat import restore as engine
 
     req = engine.Request(database=target, source_database=source, confirm=target, mode="swap", jobs=jobs,
-                         safety_snapshot=False)
+                         staging_dir=staging_dir, safety_snapshot=False)
     res = engine.run(req, storage_for(prefix), _admin(), _keys())
     return {"backup_id": res.get("backup_id"), "restored_bytes": res.get("restored_bytes"),
+            "jobs": res.get("jobs"), "restore_path": res.get("restore_path"),
             "steps": [{k: v for k, v in st.items() if k in ("step", "status", "seconds")}
                       for st in res.get("steps", [])], "warnings": res.get("warnings", [])}
 
 
-def drill(prefix: str, source: str) -> dict[str, Any]:
+def drill(prefix: str, source: str, staging_dir: str | None = None) -> dict[str, Any]:
     """Lifeboat's verification drill, as verify.yml runs it: the latest backup of ``source`` restored into a
     scratch database, row counts and schema hash compared with the manifest, pg_amcheck, record written."""
     from ansible.module_utils.lifeboat import verify as engine
 
     storage = storage_for(prefix)
     ref = engine.targets(storage, [source], None)[0]
-    res = engine.verify_one(storage, ref, _keys(), _admin(), engine.Options(level="drill"))
+    res = engine.verify_one(storage, ref, _keys(), _admin(), engine.Options(level="drill", staging_dir=staging_dir))
     out = {"backup_id": res.backup_id, "outcome": res.outcome, "restore_duration_s": res.restore_duration_s,
            "restored_bytes": res.restored_bytes, "rto_s_per_gib": res.rto_s_per_gib,
+           "jobs": res.restore_jobs, "restore_path": res.restore_path,
            "checks": [{"name": c["name"], "outcome": c["outcome"]} for c in res.checks]}
     if res.outcome != "passed":
         raise RuntimeError(f"drill outcome {res.outcome}: {'; '.join(res.failures())}")
@@ -127,11 +131,13 @@ def main() -> int:
     r.add_argument("--prefix", required=True)
     r.add_argument("--target", required=True)
     r.add_argument("--source", required=True, help="the backed-up database's name")
-    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--jobs", type=int, default=None, help="default: the module's (chosen from the server)")
+    r.add_argument("--staging-dir")
     r.add_argument("--out")
     d = sub.add_parser("drill")
     d.add_argument("--prefix", required=True)
     d.add_argument("--source", required=True, help="the backed-up database's name")
+    d.add_argument("--staging-dir")
     d.add_argument("--out")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -141,9 +147,9 @@ def main() -> int:
         elif args.cmd == "backup":
             res = backup(args.database, args.prefix)
         elif args.cmd == "restore":
-            res = restore(args.prefix, args.target, args.source, args.jobs)
+            res = restore(args.prefix, args.target, args.source, args.jobs, args.staging_dir)
         else:
-            res = drill(args.prefix, args.source)
+            res = drill(args.prefix, args.source, args.staging_dir)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         _write(getattr(args, "out", None), {"error": f"{exc.__class__.__name__}: {exc}",
                                             "traceback": traceback.format_exc()[-3000:]})

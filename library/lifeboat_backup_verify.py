@@ -73,6 +73,19 @@ options:
     description: Restore the drill without owners and privileges (roles need not exist on the drill server).
     type: bool
     default: true
+  jobs:
+    description:
+      - C(pg_restore) jobs of the drill's restore, chosen as C(lifeboat_pg_restore) chooses them when unset (from the
+        drill server, at most 4, the decoded dump staged in O(staging_dir), streamed when that disk is short).
+        C(1) streams.
+    type: int
+  staging_dir:
+    description: Directory for the drill's staged dump (default, the system temporary directory).
+    type: path
+  staging_keep_free:
+    description: Bytes that must remain free on the staging filesystem after staging the dump.
+    type: int
+    default: 268435456
   report_dir:
     description: Directory receiving the Markdown and JSON reports (created 0700). Empty means no report files.
     type: path
@@ -183,6 +196,9 @@ def argument_spec() -> dict:
         heapallindexed=dict(type="bool", default=False),
         sweep_hours=dict(type="float", default=6.0),
         no_owner=dict(type="bool", default=True),
+        jobs=dict(type="int"),
+        staging_dir=dict(type="path"),
+        staging_keep_free=dict(type="int", default=268435456),
         report_dir=dict(type="path"),
         fail_on_failure=dict(type="bool", default=True),
     )
@@ -203,7 +219,8 @@ def main() -> None:
     assertions = [engine.Assertion(str(item["name"]), str(item["sql"])) for item in p["assertions"]]
     options = engine.Options(level=p["level"], record=p["record"] and not module.check_mode, assertions=assertions,
                              amcheck=p["amcheck"], heapallindexed=p["heapallindexed"],
-                             sweep_hours=p["sweep_hours"], no_owner=p["no_owner"])
+                             sweep_hours=p["sweep_hours"], no_owner=p["no_owner"], jobs=p["jobs"],
+                             staging_dir=p["staging_dir"], staging_keep_free=p["staging_keep_free"])
     storage = module.run(lambda: open_storage(p["destination"], opts.s3_settings(p)))
     refs = module.run(lambda: engine.targets(storage, p["databases"], p["backup_id"], p["prefix"]))
     plan = [f"{r.backup_id} ({p['level']}{', older-procedure dump' if r.legacy else ''})" for r in refs]

@@ -91,10 +91,17 @@ options:
     default: false
   jobs:
     description:
-      - Parallel pg_restore jobs. Above 1, the decoded dump is staged in a local file in O(staging_dir)
-        after checking the free space (the restore fails with a clear message when it is short).
+      - Parallel C(pg_restore -j) jobs. C(pg_restore -j) needs a seekable archive, so above 1 the decoded dump is
+        staged in a local file in O(staging_dir) after checking the free space against the manifest's dump size.
+      - Unset (the default), the number is chosen from the target server, at most 4 - on the same host (a Unix
+        socket or a loopback address) this host's CPU count, which the server shares; elsewhere (a managed
+        database) its C(max_parallel_workers), which providers size to its cores - and never more than the
+        connections it has left, two kept free. When the staging disk is short (or fills up while staging), the
+        restore streams into C(pg_restore) instead and a warning says why.
+      - An explicit value wins. Above 1 on a short disk the restore fails naming the space needed and free.
+        C(1) always streams, nothing written locally. A plain SQL dump is always restored by C(psql), streamed.
+      - The result's RV(jobs) and RV(restore_path) say what ran.
     type: int
-    default: 1
   staging_dir:
     description: Directory for the staged dump of a parallel restore (default, the system temporary directory).
     type: path
@@ -298,6 +305,16 @@ restored_bytes:
   returned: full restores
   type: int
   sample: 822388
+jobs:
+  description: The C(pg_restore) jobs that ran (1 when streamed or for a plain SQL dump).
+  returned: when the restore ran
+  type: int
+  sample: 2
+restore_path:
+  description: C(staged) (decoded into a local file in O(staging_dir), then C(pg_restore -j)) or C(streamed).
+  returned: when the restore ran
+  type: str
+  sample: staged
 steps:
   description: Each runbook step with its status, detail and duration in seconds.
   returned: always
@@ -353,7 +370,7 @@ def argument_spec() -> dict:
         side_schema=dict(type="str"),
         schema_only=dict(type="bool", default=False),
         data_only=dict(type="bool", default=False),
-        jobs=dict(type="int", default=1),
+        jobs=dict(type="int"),
         staging_dir=dict(type="path"),
         staging_keep_free=dict(type="int", default=268435456),
         no_owner=dict(type="bool", default=False),

@@ -87,6 +87,11 @@ class Options:
     heapallindexed: bool = False
     sweep_hours: float = 6.0
     no_owner: bool = True
+    #: the drill restores as a restore does (restore/load.py): pg_restore jobs chosen from the server when None,
+    #: staged in staging_dir, streamed when that disk is short
+    jobs: int | None = None
+    staging_dir: str | None = None
+    staging_keep_free: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Result:
     finished_at: _dt.datetime | None = None
     restore_duration_s: float | None = None
     restored_bytes: int | None = None
+    restore_jobs: int | None = None
+    restore_path: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
     record_key: str | None = None
     scratch_database: str | None = None
@@ -142,6 +149,7 @@ class Result:
             "started_at": mf.iso(self.started_at), "finished_at": mf.iso(self.finished_at or mf.utcnow()),
             "checks": self.checks, "restore_duration_s": self.restore_duration_s,
             "restored_bytes": self.restored_bytes, "rto_s_per_gib": self.rto_s_per_gib,
+            "restore_jobs": self.restore_jobs, "restore_path": self.restore_path,
             "row_counts": self.row_counts, "warnings": self.warnings,
             "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         }
@@ -358,7 +366,8 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
             started = time.monotonic()
             try:
                 run = restore_into(storage, src, keys, admin, scratch, no_owner=options.no_owner,
-                                      app_name="lifeboat-drill")
+                                   jobs=options.jobs, staging_dir=options.staging_dir,
+                                   staging_keep_free=options.staging_keep_free, app_name="lifeboat-drill")
             except LifeboatError as exc:
                 name = "sha256" if "checksum mismatch" in str(exc) else "restore"
                 if name == "restore" and environmental(exc):
@@ -368,11 +377,12 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
                 return
             result.restore_duration_s = round(time.monotonic() - started, 3)
             result.restored_bytes = run.decode.dump_size
+            result.restore_jobs, result.restore_path = run.jobs, run.path
             result.check("sha256", True if src.sha256 else None,
                          f"stored object sha256 {run.decode.stored_sha256} "
                          + ("matches the manifest" if src.sha256 else "(older-procedure dump: nothing to compare)"))
             result.check("restore", True, f"restored into scratch database {scratch}: {run.decode.dump_size} "
-                                          f"bytes in {result.restore_duration_s:.1f}s"
+                                          f"bytes in {result.restore_duration_s:.1f}s, {run.describe()}"
                          + "".join(f"; {note}" for note in run.notes))
             # the schema hash first (pg_amcheck --install-missing adds an extension), then pg_amcheck runs in
             # parallel with the exact row counts and the assertions (all read the freshly restored tables)

@@ -282,6 +282,62 @@ def test_parallel_restore_stages_locally(pg, lab, backed_up, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the staged dump is removed
 
 
+def _two_cpus() -> None:
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the automatic jobs of a server on this host are its CPU count: 1 here, nothing to parallelise")
+
+
+def test_default_restore_is_parallel(pg, lab, backed_up, tmp_path):
+    """jobs unset: pg_restore -j N from a staged copy, N chosen from the server (on this host: the CPUs, at most 4)."""
+    import os
+
+    _two_cpus()
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    req = engine.Request(database=db, confirm=db, staging_dir=str(tmp_path), staging_keep_free=0,
+                         safety_snapshot=False)
+    assert req.jobs is None
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == manifest_counts(manifest)
+    assert out["jobs"] == min(4, os.cpu_count() or 1) and out["restore_path"] == "staged", out
+    step = [s for s in out["steps"] if s["step"] == "fetch, decrypt, decompress, restore"][0]
+    assert f"pg_restore -j {out['jobs']} from a staged local copy (automatic: at most 4," in step["detail"]
+    assert not any("streamed" in w for w in out["warnings"])
+    assert list(tmp_path.iterdir()) == []  # the staged dump is removed
+
+
+def test_default_restore_streams_when_the_staging_disk_is_short(pg, lab, backed_up, tmp_path):
+    """jobs unset and the staging disk short (staging_keep_free above what is free): streamed, saying why."""
+    import shutil
+
+    _two_cpus()
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    total = shutil.disk_usage(tmp_path).total
+    req = engine.Request(database=db, confirm=db, staging_dir=str(tmp_path), staging_keep_free=total,
+                         safety_snapshot=False)
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == manifest_counts(manifest)
+    assert out["jobs"] == 1 and out["restore_path"] == "streamed", out
+    why = [w for w in out["warnings"] if w.startswith("restored streamed, without pg_restore -j")]
+    assert why and "not enough disk for a parallel restore" in why[0] and str(tmp_path) in why[0], out["warnings"]
+    assert "staging_keep_free" in why[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jobs_one_streams(pg, lab, backed_up, tmp_path):
+    db, _bucket, storage, manifest = backed_up
+    damage(pg, db)
+    req = engine.Request(database=db, confirm=db, jobs=1, staging_dir=str(tmp_path), safety_snapshot=False)
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == manifest_counts(manifest)
+    assert out["jobs"] == 1 and out["restore_path"] == "streamed", out
+    assert not any("streamed" in w or "disk" in w for w in out["warnings"]), out["warnings"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_connection_lost_mid_restore(pg, lab, scratch_bucket, source_template):
     """pg_terminate_backend on the restore session: the original database stays as it was."""
     bucket, endpoint = scratch_bucket

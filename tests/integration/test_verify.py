@@ -167,6 +167,34 @@ def test_stale_scratch_databases_are_swept(pg, lab, backed_up):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def test_drill_restores_like_a_restore_parallel_or_streamed(pg, lab, backed_up, tmp_path):
+    """The drill takes the restore's path: pg_restore -j from a staged copy by default, streamed (saying why)
+    when the staging disk is short."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: the automatic jobs are 1")
+    db, _bucket, storage, _manifest = backed_up
+    ref = mf.select_backup(storage, db)
+    gpg = rs.DecryptKeys(gpg_homedir=lab["gpg"]["homedir"])
+    res = engine.verify_one(storage, ref, gpg, admin(pg), engine.Options(record=False, amcheck=False,
+                                                                         staging_dir=str(tmp_path)))
+    assert res.outcome == "passed", res.checks
+    assert res.restore_jobs == min(4, os.cpu_count() or 1) and res.restore_path == "staged"
+    restore = [c for c in res.checks if c["name"] == "restore"][0]
+    assert f"pg_restore -j {res.restore_jobs} from a staged local copy" in restore["detail"]
+    assert res.record()["restore_jobs"] == res.restore_jobs
+
+    import shutil
+    short = engine.Options(record=False, amcheck=False, staging_dir=str(tmp_path),
+                           staging_keep_free=shutil.disk_usage(tmp_path).total)
+    res = engine.verify_one(storage, ref, gpg, admin(pg), short)
+    assert res.outcome == "passed", res.checks
+    assert res.restore_jobs == 1 and res.restore_path == "streamed"
+    restore = [c for c in res.checks if c["name"] == "restore"][0]
+    assert "restored streamed, without pg_restore -j" in restore["detail"]
+    assert "not enough disk for a parallel restore" in restore["detail"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_scratch_database_dropped_when_the_drill_fails(pg, lab, backed_up, tmp_path):
     db, _bucket, storage, _manifest = backed_up
     empty = tmp_path / "gnupg"

@@ -10,9 +10,11 @@ The incident runbook as code (docs/runbook-restore.md):
    ALWAYS runs at the end, also when a step failed;
 3. safety snapshot of the current database, a normal Lifeboat backup
    (skipped only with ``safety_snapshot: false``);
-4. fetch -> sha256 -> decrypt -> decompress, streamed into pg_restore/psql; a
-   parallel restore (``jobs > 1``) stages the decoded dump in a local file
-   after checking the free space;
+4. fetch -> sha256 -> decrypt -> decompress; by default (``jobs`` unset) a
+   parallel ``pg_restore -j`` with jobs chosen from the target server, the
+   decoded dump staged in a local file after checking the free space, and
+   streamed into pg_restore instead (said in a warning) when that disk is
+   short; ``jobs: 1`` and plain SQL dumps stream into pg_restore/psql;
 5. restore: ``swap`` (default: into ``<db>_lifeboat_new_<stamp>_<token>``, checked, then
    sessions terminated and both renames in ONE transaction; the previous
    database is kept as ``<db>_lifeboat_old_<stamp>_<token>``), ``in_place`` (drop and
@@ -40,6 +42,7 @@ The package, one concern per module (each imports only what it needs; this
 - ``names``       new/old/scratch database names and their age
 - ``pgadmin``     PostgreSQL administration: databases, sessions, swap, scratch databases, ``Admin``
 - ``plainsql``    the plain-SQL guard (``PlainDumpGuard``) for older-procedure dumps
+- ``parallel``    how many pg_restore jobs when the operator did not say (from the server's facts)
 - ``load``        restore a decoded backup into one database (pg_restore / psql, staged for ``-j``)
 - ``checks``      row counts and schema hash against the manifest
 - ``snapshot``    the safety snapshot (a normal Lifeboat backup)

@@ -1,10 +1,12 @@
-"""Restore a decoded backup into one database: pg_restore or psql fed by the decoder, or a staged
-local copy for a parallel restore (after checking the free space).
+"""Restore a decoded backup into one database: a staged local copy for a parallel pg_restore -j (the
+default where the server is worth it, after checking the free space), or pg_restore/psql fed by the
+decoder (jobs: 1, plain SQL, or a short staging disk).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -24,6 +26,7 @@ from ansible.module_utils.lifeboat.errors import (
     RestoreError,
 )
 from ansible.module_utils.lifeboat.restore.decoding import DecodeResult, decode
+from ansible.module_utils.lifeboat.restore.parallel import Parallelism, choose_jobs
 from ansible.module_utils.lifeboat.restore.pgadmin import Admin, dbname_arg
 from ansible.module_utils.lifeboat.restore.plainsql import PlainDumpGuard
 from ansible.module_utils.lifeboat.restore.selection import Source
@@ -102,47 +105,55 @@ class RestoreRun:
     seconds: float
     staged_file: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: pg_restore's jobs (1: streamed, or psql) and how they were chosen
+    jobs: int = 1
+    jobs_reason: str = ""
+    #: "staged" (decoded into a local file, then pg_restore [-j]) or "streamed" (piped into pg_restore/psql)
+    path: str = "streamed"
+
+    def describe(self) -> str:
+        how = (f"pg_restore -j {self.jobs} from a staged local copy" if self.path == "staged" and self.jobs > 1
+               else "pg_restore from a staged local copy" if self.path == "staged" else "streamed")
+        return f"{how} ({self.jobs_reason})" if self.jobs_reason else how
+
+
+class _StagingFull(Exception):
+    """The staging filesystem filled up while the dump was being written (another run took the space)."""
 
 
 def restore_into(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, database: str, *,
-                 no_owner: bool = False, schema_only: bool = False, data_only: bool = False, jobs: int = 1,
-                 staging_dir: str | None = None, staging_keep_free: int = 0,
+                 no_owner: bool = False, schema_only: bool = False, data_only: bool = False,
+                 jobs: int | None = None, staging_dir: str | None = None, staging_keep_free: int = 0,
                  app_name: str = APP_NAME) -> RestoreRun:
-    """Decode the backup and restore it into the existing (normally empty) ``database``."""
+    """Decode the backup and restore it into the existing (normally empty) ``database``.
+
+    ``jobs`` None: parallel.choose_jobs picks from the server's facts, and when the staging disk is short
+    (checked against the manifest's dump size before anything is fetched, or filled up while staging) the
+    restore streams instead, saying why. An explicit ``jobs`` above 1 is refused on a short disk.
+    """
     started = time.monotonic()
-    if jobs > 1 and src.fmt == "plain":
-        jobs = 1  # psql has no parallel mode
-    if jobs > 1 or src.fmt == "directory":  # pg_restore -j and the directory format need local files
+    par = choose_jobs(admin, jobs, src.fmt)
+    notes: list[str] = []
+    if par.jobs > 1 or src.fmt == "directory":  # pg_restore -j and the directory format need local files
+        directory = staging_dir or tempfile.gettempdir()
         needed = int(src.dump_size or (src.size or 0) * 4)
-        tmpfiles.sweep_stale(staging_dir or tempfile.gettempdir(), "lifeboat-restore-")  # before measuring
-        check_free_space(staging_dir or tempfile.gettempdir(), needed, staging_keep_free)
-        tmpdir = tmpfiles.private_dir("lifeboat-restore-", dir=staging_dir)
+        tmpfiles.sweep_stale(directory, "lifeboat-restore-")  # before measuring
         try:
-            path = os.path.join(tmpdir, "dump")
-            if src.fmt == "directory":
-                os.makedirs(path, mode=0o700)
-                tar = subprocess.Popen(["tar", "-x", "-C", path, "-f", "-"], stdin=subprocess.PIPE,
-                                       stderr=subprocess.PIPE)
-                assert tar.stdin is not None
-                dec = decode(storage, src, keys, tar.stdin.write)
-                tar.stdin.close()
-                err = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
-                if tar.wait() != 0:
-                    raise RestoreError(f"unpacking {src.backup_id} into {tmpdir} failed: {err.strip()}")
-                tocs = [d for d, _s, files in os.walk(path) if "toc.dat" in files]
-                if not tocs:
-                    raise IntegrityError(f"the directory-format backup {src.backup_id} has no toc.dat")
-                path = tocs[0]
-            else:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    dec = decode(storage, src, keys, fh.write)
-            _run_restore_process(admin, src, database, restore_argv(
-                admin, src, database, no_owner=no_owner, schema_only=schema_only, data_only=data_only,
-                jobs=jobs, file=path), None, app_name)
-            return RestoreRun(dec, time.monotonic() - started, staged_file=path)
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            check_free_space(directory, needed, staging_keep_free)
+            run_ = _staged(storage, src, keys, admin, database, directory, par.jobs, no_owner=no_owner,
+                           schema_only=schema_only, data_only=data_only, app_name=app_name)
+            run_.seconds, run_.jobs, run_.jobs_reason = time.monotonic() - started, par.jobs, par.reason
+            return run_
+        except (RestoreError, _StagingFull) as exc:
+            short = isinstance(exc, _StagingFull) or "not enough disk" in str(exc)
+            if not short or par.explicit or src.fmt == "directory":
+                if isinstance(exc, _StagingFull):
+                    raise RestoreError(f"staging_dir: {exc}; free some space, point staging_dir elsewhere, or "
+                                       "use jobs: 1 to stream without a local file", "staging_dir") from None
+                raise
+            notes.append(f"restored streamed, without pg_restore -j {par.jobs}: {exc} (the parallel restore needs "
+                         "the decoded dump on local disk; with jobs unset a short disk means streaming)")
+            par = Parallelism(1, False, f"streamed: not enough disk in {directory} for the staged copy")
     argv = restore_argv(admin, src, database, no_owner=no_owner, schema_only=schema_only, data_only=data_only)
     holder: dict[str, DecodeResult] = {}
     guards: list[PlainDumpGuard] = []
@@ -157,11 +168,64 @@ def restore_into(storage: Storage, src: Source, keys: DecryptionSpec, admin: Adm
         guard.close()
 
     _run_restore_process(admin, src, database, argv, produce, app_name)
-    notes = guards[0].notes(database) if guards else []
+    notes += guards[0].notes(database) if guards else []
     if no_owner and src.fmt == "plain":
         notes.append(f"no_owner: true does not apply to {src.backup_id}, a plain SQL dump: psql runs its OWNER TO "
                      "and GRANT statements as written (the roles they name must exist on this server)")
-    return RestoreRun(holder["dec"], time.monotonic() - started, notes=notes)
+    return RestoreRun(holder["dec"], time.monotonic() - started, notes=notes, jobs=1, jobs_reason=par.reason)
+
+
+def _staged(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, database: str, directory: str,
+            jobs: int, *, no_owner: bool, schema_only: bool, data_only: bool, app_name: str) -> RestoreRun:
+    """Decode into a private directory under ``directory`` (0700, a 0600 file), run pg_restore [-j] on it,
+    remove it. ENOSPC while writing raises _StagingFull before pg_restore has touched the database."""
+    tmpdir = tmpfiles.private_dir("lifeboat-restore-", dir=directory)
+    try:
+        path = os.path.join(tmpdir, "dump")
+        if src.fmt == "directory":
+            os.makedirs(path, mode=0o700)
+            tar = subprocess.Popen(["tar", "-x", "-C", path, "-f", "-"], stdin=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+            assert tar.stdin is not None
+            dec = decode(storage, src, keys, tar.stdin.write)
+            tar.stdin.close()
+            err = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
+            if tar.wait() != 0:
+                raise RestoreError(f"unpacking {src.backup_id} into {tmpdir} failed: {err.strip()}")
+            tocs = [d for d, _s, files in os.walk(path) if "toc.dat" in files]
+            if not tocs:
+                raise IntegrityError(f"the directory-format backup {src.backup_id} has no toc.dat")
+            path = tocs[0]
+        else:
+            full: list[OSError] = []
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                def sink(chunk: bytes) -> None:
+                    try:
+                        fh.write(chunk)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                            raise
+                        full.append(exc)
+                        raise BrokenPipeError from None  # decode reads and hashes the rest, then returns
+
+                dec = decode(storage, src, keys, sink)
+                if not full:
+                    try:
+                        fh.flush()
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                            raise
+                        full.append(exc)
+            if full:
+                raise _StagingFull(f"not enough disk for a parallel restore: {directory} filled up while the "
+                                   f"decoded dump was written ({full[0].strerror})")
+        _run_restore_process(admin, src, database, restore_argv(
+            admin, src, database, no_owner=no_owner, schema_only=schema_only, data_only=data_only,
+            jobs=jobs, file=path), None, app_name)
+        return RestoreRun(dec, 0.0, staged_file=path, path="staged")
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _run_restore_process(admin: Admin, src: Source, database: str, argv: list[str],

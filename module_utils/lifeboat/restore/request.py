@@ -35,7 +35,8 @@ class Request:
     side_schema: str | None = None
     schema_only: bool = False
     data_only: bool = False
-    jobs: int = 1
+    #: pg_restore jobs; None: chosen from the server (restore/parallel.py), streamed when the staging disk is short
+    jobs: int | None = None
     staging_dir: str | None = None
     staging_keep_free: int = 256 * 1024 * 1024
     no_owner: bool = False
@@ -66,7 +67,7 @@ class Request:
                               "use mode in_place (the tables must exist and be empty)", "data_only")
         if self.schema_only and self.mode in ("partial", "side_schema"):
             raise ConfigError("schema_only: not available for partial restores", "schema_only")
-        if self.jobs < 1:
+        if self.jobs is not None and self.jobs < 1:
             raise ConfigError("jobs: must be 1 or more", "jobs")
         validate_hook(self.maintenance_on, "maintenance_on")
         validate_hook(self.maintenance_off, "maintenance_off")

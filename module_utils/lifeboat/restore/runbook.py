@@ -43,9 +43,13 @@ def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, n
         lines.append(f"3. safety snapshot: a Lifeboat backup of the current '{req.database}'")
     else:
         lines.append("3. safety snapshot: SKIPPED on request (safety_snapshot: false)")
-    fetch = "streamed into pg_restore" if src.fmt == "custom" and req.jobs == 1 else \
-        "streamed into psql" if src.fmt == "plain" else \
-        f"staged in {req.staging_dir or tempfile.gettempdir()} (free space checked first) for pg_restore -j {req.jobs}"
+    staging = req.staging_dir or tempfile.gettempdir()
+    fetch = "streamed into psql" if src.fmt == "plain" else \
+        "streamed into pg_restore" if src.fmt == "custom" and req.jobs == 1 else \
+        (f"staged in {staging} (free space checked first) for pg_restore -j, jobs chosen from the server "
+         "(restore/parallel.py); streamed into pg_restore instead when the disk is short") \
+        if req.jobs is None and src.fmt == "custom" else \
+        f"staged in {staging} (free space checked first) for pg_restore -j {req.jobs or 'chosen from the server'}"
     lines.append(f"4. fetch, check sha256, decrypt, decompress: {fetch}")
     what = " (schema only)" if req.schema_only else " (data only)" if req.data_only else ""
     if req.mode == "swap" and target_exists:

@@ -22,7 +22,7 @@ from ansible.module_utils.lifeboat.restore.checks import (
     report_counts,
     schema_hash_for,
 )
-from ansible.module_utils.lifeboat.restore.load import restore_into
+from ansible.module_utils.lifeboat.restore.load import RestoreRun, restore_into
 from ansible.module_utils.lifeboat.restore.partial import copy_schema, copy_tables, copy_to_side_schema, resolve_tables
 from ansible.module_utils.lifeboat.restore.pgadmin import (
     Admin,
@@ -81,8 +81,9 @@ def _run_swap(req: Request, storage: Storage, src: Source, keys: DecryptionSpec,
         with steps.step("fetch, decrypt, decompress, restore", f"into new database '{new}'") as item:
             run_ = restore_into(storage, src, keys, admin, new, no_owner=req.no_owner, schema_only=req.schema_only,
                                 jobs=req.jobs, staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
-            item["detail"] += f"; {run_.decode.stored_size} bytes fetched, {run_.decode.dump_size} bytes restored"
-            result["restored_bytes"] = run_.decode.dump_size
+            item["detail"] += (f"; {run_.decode.stored_size} bytes fetched, {run_.decode.dump_size} bytes restored, "
+                               + run_.describe())
+            _record_run(result, run_)
             result["warnings"] += run_.notes
         with steps.step("check against the manifest") as item:
             _check_result(admin, new, src, req, result, item)
@@ -134,8 +135,8 @@ def run_in_place(req: Request, storage: Storage, src: Source, keys: DecryptionSp
             run_ = restore_into(storage, src, keys, admin, req.database, no_owner=req.no_owner,
                                 schema_only=req.schema_only, data_only=req.data_only, jobs=req.jobs,
                                 staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
-            item["detail"] += f"; {run_.decode.dump_size} bytes restored"
-            result["restored_bytes"] = run_.decode.dump_size
+            item["detail"] += f"; {run_.decode.dump_size} bytes restored, {run_.describe()}"
+            _record_run(result, run_)
             result["warnings"] += run_.notes
     except LifeboatError as exc:
         snap = (result.get("safety_snapshot") or {}).get("backup_id")
@@ -160,7 +161,8 @@ def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptionSpe
                         + (" (data only)" if scoped else "")) as item:
             run_ = restore_into(storage, src, keys, admin, stage, no_owner=False, data_only=scoped, jobs=req.jobs,
                                 staging_dir=req.staging_dir, staging_keep_free=req.staging_keep_free)
-            item["detail"] += f"; {run_.decode.dump_size} bytes restored"
+            item["detail"] += f"; {run_.decode.dump_size} bytes restored, {run_.describe()}"
+            result["jobs"], result["restore_path"] = run_.jobs, run_.path
             result["warnings"] += run_.notes
         with admin.connect(stage) as conn:
             tables = resolve_tables(conn, req.tables, req.schemas)
@@ -196,6 +198,11 @@ def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptionSpe
         if bad:
             raise IntegrityError("restored tables do not match the manifest: " + "; ".join(bad))
         item["detail"] = f"{len(copied['rows'])} tables match the manifest"
+
+
+def _record_run(result: dict[str, Any], run_: RestoreRun) -> None:
+    result["restored_bytes"] = run_.decode.dump_size
+    result["jobs"], result["restore_path"] = run_.jobs, run_.path
 
 
 def _check_result(admin: Admin, database: str, src: Source, req: Request, result: dict[str, Any],
