@@ -239,6 +239,9 @@ def main() -> None:
                 raise ConfigError(f"platform_tables: {item!r} is not schema.table", "platform_tables")
             tables.append((schema, table))
         target = options.pg_target(p, p["database"])
+        from ansible.module_utils.lifeboat import supabase as profile
+        profile.refuse_transaction_pooler(target, "which cannot carry a restore (one transaction through several "
+                                                  "client programs)")
         bins = [p["pg_bin_dir"]] if p["pg_bin_dir"] else None
         kwargs = dict(mode=p["mode"], confirm=p["confirm"], snapshot_dir=p["snapshot_dir"], bin_dirs=bins)
         if p["archives"]:

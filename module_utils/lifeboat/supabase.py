@@ -32,7 +32,8 @@ POOLER_HOST_SUFFIX = ".pooler.supabase.com"
 TRANSACTION_POOLER_PORT = 6543
 
 
-def refuse_transaction_pooler(target: Any) -> None:
+def refuse_transaction_pooler(target: Any, why: str = "where pg_dump cannot import the backup's snapshot nor keep "
+                              "its session settings") -> None:
     """A Supabase transaction-pooler address is refused before connecting, naming the connection strings that
     work: pg_dump runs in its own session that imports the snapshot Lifeboat's session exported, and keeps session
     settings; transaction pooling gives each transaction whichever server session is free."""
@@ -40,8 +41,9 @@ def refuse_transaction_pooler(target: Any) -> None:
     if host.endswith(POOLER_HOST_SUFFIX) and int(getattr(target, "port", None) or 5432) == TRANSACTION_POOLER_PORT:
         raise ConfigError(
             f"PostgreSQL at {target.describe()} is Supabase's transaction pooler (port {TRANSACTION_POOLER_PORT}), "
-            "where pg_dump cannot import the backup's snapshot nor keep its session settings; use the session "
-            f"pooler (the same host, port 5432) or the direct connection (db.<project-ref>.supabase.co:5432)", "port")
+            f"{why}; use the session pooler (the same host, port 5432) or the direct connection "
+            "(db.<project-ref>.supabase.co:5432)", "port")
+
 
 #: schemas the platform creates and owns (Supabase's init scripts and services); never in the user's part
 PLATFORM_SCHEMAS = ("auth", "storage", "extensions", "realtime", "_realtime", "graphql", "graphql_public", "vault",

@@ -297,3 +297,19 @@ def test_the_backup_bucket_policy_allows_exactly_the_calls_lifeboat_makes(lab, m
         # of a mirrored file copied in parts (its ETag is not the source's)
         unused = acts - used.get(st["Sid"], set()) - {"s3:AbortMultipartUpload", "s3:GetObject"}
         assert not unused, f"statement {st['Sid']} allows {sorted(unused)}, which Lifeboat never called"
+
+
+def test_the_transaction_pooler_is_named_before_a_restore_connects(tmp_path):
+    """The page says not to use the transaction pooler: supabase_restore.yml given its connection string stops
+    before connecting, naming it and the two that work, the password never printed."""
+    for name in ("app.dump", "platform.dump"):
+        write_private(tmp_path / name, "")
+    pw = secrets.token_urlsafe(12)
+    proc = run_bash("ansible-playbook playbooks/supabase_restore.yml -e lifeboat_supabase_restore_mode=new "
+                    f"-e lifeboat_supabase_restore_dir={tmp_path}\n",
+                    {"LIFEBOAT_PG_DSN": f"postgresql://postgres.abcdefghijklmnop:{pw}@aws-0-eu-central-1.pooler."
+                                        "supabase.com:6543/postgres"})
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert "transaction pooler (port 6543)" in out and "session pooler (the same host, port 5432)" in out, out[-2000:]
+    assert pw not in out
