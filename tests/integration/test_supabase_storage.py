@@ -204,3 +204,39 @@ def test_as_of_a_backup_whose_manifest_is_missing_or_damaged_is_refused(lab, tmp
     with pytest.raises(LifeboatError) as exc:
         backup_time(str(d))
     assert str(d) in str(exc.value) or "manifest" in str(exc.value)
+
+
+def test_recovery_point_check_mode_rerun_and_unbacked_files(lab):
+    """Check mode plans and touches nothing; a run stopped after some files (here: a first run over part of the
+    keys) is finished by the next; a listed key in no backup is named; an unlisted file whose content is in no
+    backup is never deleted, even with delete_unlisted."""
+    import datetime as dt
+
+    from storage_helpers import settings
+
+    from ansible.module_utils.lifeboat.s3recovery import restore_recovery_point
+
+    primary, backup_ep = lab["s3"]["primary"], lab["s3"]["backup"]
+    with bucket(primary, prefix="sbfc") as (target, client), \
+            bucket(backup_ep, versioned=True, prefix="sbfcb") as (vb, bclient):
+        data = {f"k/{i}": os.urandom(64) for i in range(4)}
+        for key, body in data.items():
+            bclient.put_object(Bucket=vb, Key=f"p/{key}", Body=body)
+        client.put_object(Bucket=target, Key="unbacked.txt", Body=b"only here")
+        time.sleep(1.2)
+        at = dt.datetime.now(dt.timezone.utc)
+        listed = [*data, "k/never-backed-up"]
+        common = dict(backup_settings=settings(backup_ep), target_settings=settings(primary), delete_unlisted=True)
+        plan = restore_recovery_point(f"s3://{vb}/p", f"s3://{target}", listed, at, check_mode=True, **common)
+        assert plan.restored == 4 and plan.not_found == ["k/never-backed-up"]
+        assert {o["Key"] for o in client.list_objects_v2(Bucket=target)["Contents"]} == {"unbacked.txt"}
+        first = restore_recovery_point(f"s3://{vb}/p", f"s3://{target}", listed[:2], at, **common)
+        assert first.restored == 2
+        rest = restore_recovery_point(f"s3://{vb}/p", f"s3://{target}", listed, at, **common)
+        assert (rest.restored, rest.unchanged, rest.skipped_unbacked) == (2, 2, ["unbacked.txt"])
+        got = {o["Key"] for o in client.list_objects_v2(Bucket=target)["Contents"]}
+        assert got == {*data, "unbacked.txt"}
+        for key, body in data.items():
+            assert client.get_object(Bucket=target, Key=key)["Body"].read() == body
+        again = restore_recovery_point(f"s3://{vb}/p", f"s3://{target}", listed, at, **common)
+        assert not again.changed and again.unchanged == 4
