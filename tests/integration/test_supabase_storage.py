@@ -240,3 +240,80 @@ def test_recovery_point_check_mode_rerun_and_unbacked_files(lab):
             assert client.get_object(Bucket=target, Key=key)["Body"].read() == body
         again = restore_recovery_point(f"s3://{vb}/p", f"s3://{target}", listed, at, **common)
         assert not again.changed and again.unchanged == 4
+
+
+def test_in_place_after_an_incident_the_project_and_its_files_return_to_the_backup(lab, tmp_path):
+    """The incident in the same project: rows of storage.objects and their files deleted, a file overwritten, a file
+    and its row added. The database restored in place, then the files of the same recovery point with
+    lifeboat_storage_restore_delete_newer: storage.objects and the buckets hold exactly the backup's files."""
+    s, primary = lab["supabase"], lab["s3"]["primary"]
+    src = new_project(s, with_app=True)
+    try:
+        with bucket(primary, prefix="sbfi") as (bi, client), \
+                bucket(lab["s3"]["backup"], versioned=True, prefix="sbfib") as (vb, _):
+            sb_sql(s, f"""
+                INSERT INTO storage.buckets (id, name) VALUES ('{bi}', '{bi}');
+                WITH keep AS (SELECT id FROM storage.objects WHERE bucket_id = 'videos' ORDER BY name LIMIT 6)
+                UPDATE storage.objects o SET bucket_id = '{bi}' FROM keep k WHERE o.id = k.id;
+                DELETE FROM storage.objects WHERE bucket_id <> '{bi}';""", database=src, admin=True)
+
+            def put(name: str, data: bytes) -> None:
+                etag = client.put_object(Bucket=bi, Key=name, Body=data)["ETag"]
+                sb_sql(s, "UPDATE storage.objects SET metadata = coalesce(metadata, '{}') || "
+                          f"jsonb_build_object('eTag', $e${etag}$e$::text) WHERE bucket_id = '{bi}' "
+                          f"AND name = $n${name}$n$", database=src, admin=True)
+
+            for (name,) in sb_sql(s, f"SELECT name FROM storage.objects WHERE bucket_id = '{bi}'", database=src,
+                                  admin=True):
+                put(name, os.urandom(80))
+            common = {"lifeboat_storage_supabase_buckets": [bi], "lifeboat_storage_backup_url": f"s3://{vb}/p",
+                      "lifeboat_storage_run_record_url": "", "lifeboat_storage_app_dsn": sb_dsn(s, src)}
+            storage_vars = vars_file(tmp_path, "s.json", common)
+            store = tmp_path / "db"
+            store.mkdir(mode=0o700)
+            doc = backupmod.run(backupmod.BackupRequest(
+                target=PgTarget(host=s["host"], port=s["port"], user=s["app_user"], password=s["app_password"],
+                                database=src), destination=str(store)))["manifest"]
+            at_backup, listed = bucket_hashes(client, [bi]), objects(s, src)
+            time.sleep(1.2)
+            proc = run_playbook("playbooks/storage_backup.yml", "-e", f"@{storage_vars}", "--tags",
+                                "storage_backup_sync")
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+            time.sleep(1.2)
+
+            names = sorted(n for _, n in listed)   # the incident
+            client.delete_object(Bucket=bi, Key=names[0])
+            sb_sql(s, f"DELETE FROM storage.objects WHERE name = $n${names[0]}$n$", database=src, admin=True)
+            put(names[1], b"overwritten by the incident")
+            sb_sql(s, f"INSERT INTO storage.objects (bucket_id, name) VALUES ('{bi}', 'incident.bin')",
+                   database=src, admin=True)
+            put("incident.bin", b"added by the incident")
+            proc = run_playbook("playbooks/storage_backup.yml", "-e", f"@{storage_vars}", "--tags",
+                                "storage_backup_sync")
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+            work = tmp_path / "work"
+            work.mkdir(mode=0o700)
+            env = dict(os.environ, PATH=f"{s['bin_dir']}:{os.environ['PATH']}")
+            for step in doc["restore"]["supabase"]["steps"]:
+                if step.rstrip().endswith(("> app.dump", "> platform.dump")):
+                    subprocess.run(["bash", "-c", "set -o pipefail; " + step], cwd=work, env=env, check=True,
+                                   capture_output=True, timeout=300)
+            sbrestore.restore(PgTarget(host=s["host"], port=s["port"], user=s["app_user"],
+                                       password=s["app_password"], database=src),
+                              [str(work / "app.dump"), str(work / "platform.dump")],
+                              sbrestore.Scope(doc["supabase"]["app_schemas"],
+                                              [tuple(t) for t in doc["supabase"]["platform_tables"]]),
+                              mode="in_place", confirm=src, snapshot_dir=str(tmp_path / "safety"),
+                              bin_dirs=[s["bin_dir"]])
+            assert objects(s, src) == listed
+            restore_vars = vars_file(tmp_path, "r.json", {
+                **common, "lifeboat_storage_restore_steps": ["recovery_point"],
+                "lifeboat_storage_restore_as_of_backup": str(next(store.rglob("manifest.json"))),
+                "lifeboat_storage_restore_delete_newer": True})
+            proc = run_playbook("playbooks/storage_restore.yml", "-e", f"@{restore_vars}")
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+            after = bucket_hashes(client, [bi])
+            assert after == at_backup and set(after) == objects(s, src)
+    finally:
+        drop_project(s, src)
