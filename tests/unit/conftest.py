@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.memstore import MemoryStorage
 from ansible.module_utils.lifeboat.storage import LocalStorage
 
 
@@ -52,8 +53,11 @@ def age_keys(tmp_path_factory):
     return {"identity": str(ident), "recipient": recipient}
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["directory", "memory"])
+def store(request, tmp_path):
+    """A backup store: every test using it runs against a temporary directory and against the in-memory store."""
+    if request.param == "memory":
+        return MemoryStorage()
     return LocalStorage(str(tmp_path / "store"))
 
 
@@ -63,7 +67,8 @@ def add_backup():
     return _add_backup
 
 
-def _add_backup(storage: LocalStorage, db: str, when: dt.datetime, verified: str | None = None) -> mf.Layout:
+def _add_backup(storage: LocalStorage | MemoryStorage, db: str, when: dt.datetime,
+                verified: str | None = None) -> mf.Layout:
     layout = mf.layout_for(db, when, "custom", "zstd", "gpg")
     storage.put_bytes(layout.artifact_key, b"x")
     mf.write_manifest(storage, layout.manifest_key, {

@@ -1,0 +1,153 @@
+"""An in-memory store: the Storage interface without a server or a directory, for the unit tests of the logic
+built on stores (selection, retention, catalog records, sweeps) and for dry runs.
+
+It behaves like S3Storage where the interface leaves room: ETags are the MD5 of the content (what S3 gives a
+single PUT), a writer's object appears only when it is closed, a writer not yet closed is an open upload, an
+``exclusive`` writer never replaces an object (``AlreadyExists``), keys are plain strings (no directories, so
+'a' and 'a/b' may both exist). Thread-safe. ``fail`` maps a key prefix to an exception raised by every
+operation on such keys (fault injection for error paths, not a stand-in for a server's behaviour).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.storage import Entry, OpenUpload, Storage, Writer
+
+
+class _Object:
+    __slots__ = ("data", "etag", "when", "content_type", "metadata")
+
+    def __init__(self, data: bytes, when: _dt.datetime, content_type: str, metadata: dict[str, str]):
+        self.data = data
+        self.etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        self.when = when
+        self.content_type = content_type
+        self.metadata = dict(metadata)
+
+
+class _MemoryWriter(Writer):
+    def __init__(self, store: "MemoryStorage", key: str, content_type: str, metadata: dict[str, str] | None,
+                 exclusive: bool):
+        self._store, self._key, self._exclusive = store, key, exclusive
+        self._content_type, self._metadata = content_type, metadata or {}
+        self._buf = bytearray()
+        self._closed = False
+        self.bytes_written = 0
+        self.upload = OpenUpload(key, f"mem-{next(store._ids)}", store.now())
+        with store._lock:
+            store._uploads[self.upload.upload_id] = self.upload  # type: ignore[index]
+
+    def write(self, data: bytes) -> int:
+        if self._closed:
+            raise StorageError(f"upload {self._store.uri(self._key)}: write after close")
+        self._buf += data
+        self.bytes_written += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        s = self._store
+        with s._lock:
+            if self.upload.upload_id not in s._uploads:
+                self._closed = True
+                raise StorageError(f"upload {s.uri(self._key)}: the upload was aborted (NoSuchUpload)")
+            if self._exclusive and self._key in s._objects:
+                self._closed = True
+                self._buf = bytearray()
+                s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
+                raise AlreadyExists(f"upload {s.uri(self._key)}: the object already exists (another run wrote it "
+                                    "first); nothing was replaced")
+            s._objects[self._key] = _Object(bytes(self._buf), s.now(), self._content_type, self._metadata)
+            s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
+        self._closed = True
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        with self._store._lock:
+            self._store._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
+
+
+class MemoryStorage(Storage):
+    def __init__(self, name: str = "memory", clock: "_Clock | None" = None):
+        self.url = f"mem://{name}"
+        self._objects: dict[str, _Object] = {}
+        self._uploads: dict[str, OpenUpload] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.clock = clock
+        self.fail: dict[str, BaseException] = {}
+
+    def now(self) -> _dt.datetime:
+        return self.clock() if self.clock is not None else _dt.datetime.now(_dt.UTC)
+
+    def _check_key(self, key: str, what: str) -> None:
+        if not key or key.startswith("/") or any(seg in (".", "..") for seg in key.split("/")):
+            raise ConfigError(f"key '{key}' is not a plain key below {self.url} ({what})")
+        for prefix, exc in self.fail.items():
+            if key.startswith(prefix):
+                raise exc
+
+    def uri(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def check(self, write: bool = False) -> None:
+        for prefix, exc in self.fail.items():
+            if prefix == "":
+                raise exc
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream",
+                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
+        self._check_key(key, "write")
+        return _MemoryWriter(self, key, content_type, metadata, exclusive)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        self._check_key(key, "read")
+        with self._lock:
+            obj = self._objects.get(key)
+        if obj is None:
+            raise NotFound(f"read {self.uri(key)}: not found (NoSuchKey)")
+        return io.BytesIO(obj.data)
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        with self._lock:
+            items = sorted((k, o) for k, o in self._objects.items() if k.startswith(prefix))
+        for key, obj in items:
+            yield Entry(key, len(obj.data), etag=obj.etag, last_modified=obj.when)
+
+    def stat(self, key: str) -> Entry:
+        self._check_key(key, "stat")
+        with self._lock:
+            obj = self._objects.get(key)
+        if obj is None:
+            raise NotFound(f"stat {self.uri(key)}: not found (NoSuchKey)")
+        return Entry(key, len(obj.data), etag=obj.etag, last_modified=obj.when)
+
+    def delete(self, key: str) -> None:
+        self._check_key(key, "delete")
+        with self._lock:
+            self._objects.pop(key, None)
+
+    def open_uploads(self) -> list[OpenUpload]:
+        with self._lock:
+            return sorted(self._uploads.values(), key=lambda u: (u.key, u.upload_id or ""))
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        with self._lock:
+            self._uploads.pop(upload.upload_id or "", None)
+
+    def touch(self, key: str, when: _dt.datetime) -> None:
+        """Set an object's last-modified time (tests of age-based rules)."""
+        with self._lock:
+            self._objects[key].when = when
+
+
+_Clock = type(lambda: None)
