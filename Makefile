@@ -48,7 +48,7 @@ lint: ## ansible-lint (production profile), yamllint, ruff
 	rc=0; \
 	$(BIN)/yamllint --strict . || rc=1; \
 	$(BIN)/ansible-lint --profile production || rc=1; \
-	$(BIN)/ruff check $(wildcard library module_utils doc_fragments tests bench roles/lab/files roles/lab/library playbooks/filter_plugins) || rc=1; \
+	$(BIN)/ruff check $(wildcard library module_utils doc_fragments tests bench roles/lab/files roles/lab/library playbooks/filter_plugins molecule/*/files) || rc=1; \
 	exit $$rc
 
 unit: ## Unit tests (no servers)
