@@ -86,6 +86,16 @@ options:
     description: Bytes that must remain free on the staging filesystem after staging the dump.
     type: int
     default: 268435456
+  supabase_platform_sql:
+    description:
+      - A psql script that makes the Supabase platform (roles, C(auth), C(storage), ... schemas and tables) in an
+        empty database, run by the drill's role in the scratch database. With it, a backup made with the
+        C(supabase) profile is drilled for real, on a Supabase-like drill server (one with role C(supabase_admin));
+        it is restored as into a new project and compared (row counts of the application's and the platform's tables,
+        schema hash, privileges, content hashes, publication membership). Without it, or on another server, the
+        restore step of such a backup is recorded as inconclusive.
+      - The lab's is C(roles/lab/files/supabase_platform.sql).
+    type: path
   report_dir:
     description: Directory receiving the Markdown and JSON reports (created 0700). Empty means no report files.
     type: path
@@ -199,6 +209,7 @@ def argument_spec() -> dict:
         jobs=dict(type="int"),
         staging_dir=dict(type="path"),
         staging_keep_free=dict(type="int", default=268435456),
+        supabase_platform_sql=dict(type="path"),
         report_dir=dict(type="path"),
         fail_on_failure=dict(type="bool", default=True),
     )
@@ -220,7 +231,8 @@ def main() -> None:
     options = engine.Options(level=p["level"], record=p["record"] and not module.check_mode, assertions=assertions,
                              amcheck=p["amcheck"], heapallindexed=p["heapallindexed"],
                              sweep_hours=p["sweep_hours"], no_owner=p["no_owner"], jobs=p["jobs"],
-                             staging_dir=p["staging_dir"], staging_keep_free=p["staging_keep_free"])
+                             staging_dir=p["staging_dir"], staging_keep_free=p["staging_keep_free"],
+                             supabase_platform_sql=p["supabase_platform_sql"])
     storage = module.run(lambda: open_storage(p["destination"], opts.s3_settings(p)))
     refs = module.run(lambda: engine.targets(storage, p["databases"], p["backup_id"], p["prefix"]))
     plan = [f"{r.backup_id} ({p['level']}{', older-procedure dump' if r.legacy else ''})" for r in refs]

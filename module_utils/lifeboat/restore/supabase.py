@@ -415,7 +415,7 @@ def settings_plan(conn: Any, settings: list[str]) -> tuple[list[str], list[str],
             refused.append(stmt)
             notes.append(f"database setting {key}: {reason} (the database's owner is {owner}); run its statement "
                          "(platform_sql) as a role that may: a superuser, or the owner after GRANT SET ON PARAMETER "
-                         f"{qi(key)} (on hosted Supabase, ask support or keep the value in a table of your own)")
+                         f"{qi(key)}, or keep the value in a table of your own")
             continue
         done.append(stmt)
     return done, notes, refused
