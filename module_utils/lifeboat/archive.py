@@ -229,7 +229,8 @@ def _id_order(key: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2))) if m else (archive_id, 1)
 
 
-def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) -> dict[str, Any] | None:
+def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) -> mf.ArchiveManifest | None:
+    """The typed manifest of the newest archive ``name`` (or of ``archive_id``), None when there is none."""
     keys = _manifests(storage, name)
     if archive_id:
         keys = [k for k in keys if k.split("/")[-2] == archive_id]
@@ -238,9 +239,9 @@ def latest_manifest(storage: Storage, name: str, archive_id: str | None = None) 
                            f"{storage.uri(name + '/')}", "archive_id")
     if not keys:
         return None
-    data = mf.read_manifest(storage, keys[-1], SCHEMA)
-    data["_manifest_key"] = keys[-1]
-    return data
+    man = mf.read(storage, keys[-1], SCHEMA)
+    assert isinstance(man, mf.ArchiveManifest)
+    return man
 
 
 MAX_SEQ = 99
@@ -282,8 +283,8 @@ def create_archive(spec: ArchiveSpec, destination: str, settings: S3Settings | N
     storage.check(write=not check_mode)
     signature, count, size = tree_signature(spec)
     last = latest_manifest(storage, name)
-    if last is not None and not force and last.get("tree_signature") == signature:
-        return ArchiveResult(False, last["archive_id"], storage.uri(last["artifact"]["key"]), last,
+    if last is not None and not force and last.tree_signature == signature:
+        return ArchiveResult(False, last.archive_id, storage.uri(last.artifact.key), last.doc,
                              count, size, time.monotonic() - t0)
     comp = Compression(spec.compression, level=spec.compression_level)
     when = (now or _dt.datetime.now(_dt.UTC)).replace(microsecond=0)
@@ -366,16 +367,16 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
     man = latest_manifest(storage, name, archive_id)
     if man is None:
         raise NotFound(f"name: no archive '{name}' with a manifest under {storage.uri(name + '/')}", "name")
-    art = man["artifact"]
+    art = man.artifact
     if check_mode:
-        return ExtractResult(man["archive_id"], man.get("files", 0), 0, [], time.monotonic() - t0)
-    enc = man.get("encryption", {}).get("method", "none")
+        return ExtractResult(man.archive_id, man.files or 0, 0, [], time.monotonic() - t0)
+    enc = man.encryption.method
     dspec = decryption or DecryptionSpec()
     if enc != "none" and dspec.method != enc:
-        raise ConfigError(f"decryption: archive {man['archive_id']} is encrypted with {enc}; give its key "
+        raise ConfigError(f"decryption: archive {man.archive_id} is encrypted with {enc}; give its key "
                           f"(decryption method is '{dspec.method}')", "decryption")
     decryptor = prepare_decryptor(dspec if enc != "none" else DecryptionSpec())
-    comp = Compression(man.get("compression", {}).get("algorithm", "none"))
+    comp = Compression(man.compression.algorithm)
     makedirs(target_dir, 0o700)
     is_root = os.geteuid() == 0
     extracted = skipped = 0
@@ -384,8 +385,8 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
     orphans: dict[str, list[tarfile.TarInfo]] = {}
 
     def stream() -> Any:
-        return open_restore_stream(storage, art["key"], compression=comp, decryptor=decryptor,
-                                   expected_sha256=art.get("sha256"), expected_size=art.get("size"))
+        return open_restore_stream(storage, art.key, compression=comp, decryptor=decryptor,
+                                   expected_sha256=art.sha256, expected_size=art.size)
 
     try:
         with stream() as s:
@@ -415,12 +416,12 @@ def restore_archive(name: str, source: str, target_dir: str, settings: S3Setting
                 os.chown(path, owner if owner is not None else info.uid, group if group is not None else info.gid)
             os.utime(path, (info.mtime, info.mtime))
     except UnsafeMember as exc:
-        raise RestoreError(f"archive {man['archive_id']}: refused an unsafe member: {exc}") from None
+        raise RestoreError(f"archive {man.archive_id}: refused an unsafe member: {exc}") from None
     except tarfile.TarError as exc:
-        raise RestoreError(f"archive {man['archive_id']}: the tar stream is damaged: {exc}") from None
+        raise RestoreError(f"archive {man.archive_id}: the tar stream is damaged: {exc}") from None
     finally:
         decryptor.cleanup()
-    return ExtractResult(man["archive_id"], extracted, skipped, paths, time.monotonic() - t0)
+    return ExtractResult(man.archive_id, extracted, skipped, paths, time.monotonic() - t0)
 
 
 def _extract(stream: Any, target_dir: str, patterns: list[str] | None, file_mode: int | None,

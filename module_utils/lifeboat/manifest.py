@@ -13,8 +13,9 @@ link), so a run that loses a race never replaces another run's backup.
 
 The manifest carries its own checksum, ``manifest_sha256``: the sha256 of the
 canonical JSON of the document without that field. A torn or damaged manifest
-(invalid JSON, wrong checksum) is *damaged*, never silently skipped:
-``manifest_problem`` says why, ``damaged_manifests`` lists them by backup id.
+(invalid JSON, wrong checksum, a field of the wrong type) is *damaged*, never silently skipped:
+``read`` raises DamagedManifest naming why, ``damaged_manifests`` lists them by backup id. The typed
+model every reader gets (BackupManifest, ArchiveManifest) is manifest_model.py's.
 
 The older procedure's naming (``naming: legacy``) keeps its flat names::
 
@@ -30,7 +31,6 @@ are recognised (``legacy_time``): ``db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz`` and
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import re
 import secrets
@@ -38,11 +38,19 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterator
 
+from ansible.module_utils.lifeboat import manifest_model as model
 from ansible.module_utils.lifeboat.errors import IntegrityError, NotFound
+from ansible.module_utils.lifeboat.manifest_model import (  # noqa: F401 - the names readers know
+    ArchiveManifest,
+    BackupManifest,
+    DamagedManifest,
+    ForeignManifest,
+    parse_time,
+)
 from ansible.module_utils.lifeboat.storage import Storage
 
-SCHEMA = "lifeboat/backup-manifest/v1"
-ARCHIVE_SCHEMA = "lifeboat.archive/1"   # directory and configuration archives (archive.py)
+SCHEMA = model.SCHEMA
+ARCHIVE_SCHEMA = model.ARCHIVE_SCHEMA   # directory and configuration archives (archive.py)
 VERIFY_SCHEMA = "lifeboat/verification/v1"
 MANIFEST_NAME = "manifest.json"
 LEGACY_RE = re.compile(r"(?:^|/)db-backup-(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.sql\.gz$")
@@ -68,15 +76,6 @@ def stamp(when: _dt.datetime) -> str:
 
 def iso(when: _dt.datetime) -> str:
     return when.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: str) -> _dt.datetime:
-    """Parse an ISO 8601 time ('2026-11-20 12:00', '...Z', with offset); naive = UTC."""
-    text = value.strip().replace("Z", "+00:00")
-    when = _dt.datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.UTC)
-    return when.astimezone(_dt.UTC)
 
 
 def safe_name(name: str) -> str:
@@ -151,13 +150,8 @@ def dumps(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-CHECKSUM_FIELD = "manifest_sha256"
-
-
-def manifest_checksum(manifest: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the manifest without its own checksum field."""
-    body = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+CHECKSUM_FIELD = model.CHECKSUM_FIELD
+manifest_checksum = model.manifest_checksum
 
 
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -172,39 +166,30 @@ def write_manifest(storage: Storage, key: str, manifest: dict[str, Any], exclusi
     storage.put_bytes(key, dumps(seal(manifest)), content_type="application/json", exclusive=exclusive)
 
 
-class DamagedManifest(IntegrityError):
-    """A manifest that exists but is torn or damaged (invalid JSON, checksum mismatch)."""
-
-
 def manifest_problem(raw: bytes, schema: str = SCHEMA) -> tuple[dict[str, Any] | None, str | None]:
-    """(document, None) for a sound manifest, (None or the document, reason) for a damaged one.
+    """(document, None) for a sound manifest, (None or the document, reason) for a damaged one: JSON, schema,
+    checksum (manifest_model.check). A manifest written before checksums existed has no ``manifest_sha256`` and
+    is accepted as it is. The typed reader (:func:`read`) also checks each field's type."""
+    return model.check(raw, schema)
 
-    Shared by every reader (listing, catalog, verify, restore) so that a damaged manifest is
-    reported the same way everywhere. A manifest written before checksums existed has no
-    ``manifest_sha256`` and is accepted as it is.
-    """
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        return None, f"not valid JSON ({exc}): torn or damaged"
-    if not isinstance(data, dict):
-        return None, "not a JSON object: damaged"
-    if data.get("schema") != schema:
-        return data, f"schema {data.get('schema')!r}, expected {schema!r}"
-    want = data.get(CHECKSUM_FIELD)
-    if want is not None and want != manifest_checksum(data):
-        return data, f"its manifest_sha256 {str(want)[:16]}... does not match its content: damaged"
-    return data, None
+
+def read(storage: Storage, key: str, schema: str | None = SCHEMA) -> BackupManifest | ArchiveManifest:
+    """The typed manifest at ``key`` (manifest_model.parse: a backup's by default, ARCHIVE_SCHEMA for an
+    archive's, None for either): the one manifest reader of the engine. Raises DamagedManifest / ForeignManifest
+    naming the key and the fix, NotFound when it is gone."""
+    return model.parse(storage.get_bytes(key), f"{storage.uri(key)} of backup {backup_id_of_key(key)}", schema)
+
+
+def read_backup(storage: Storage, key: str) -> BackupManifest:
+    """A database backup set's typed manifest (see :func:`read`)."""
+    man = read(storage, key, SCHEMA)
+    assert isinstance(man, BackupManifest)
+    return man
 
 
 def read_manifest(storage: Storage, key: str, schema: str = SCHEMA) -> dict[str, Any]:
-    """The manifest at ``key``, checked to be JSON of ``schema`` (a backup's by default; archive.SCHEMA for an
-    archive's): the one manifest reader of the engine."""
-    raw = storage.get_bytes(key)
-    data, problem = manifest_problem(raw, schema)
-    if problem is not None or data is None:
-        raise DamagedManifest(f"manifest {storage.uri(key)} of backup {backup_id_of_key(key)} is damaged: {problem}")
-    return data
+    """The manifest document at ``key``, checked by the typed reader (:func:`read`)."""
+    return read(storage, key, schema).doc
 
 
 def read_verification_records(storage: Storage, keys: list[str]) -> list[dict[str, Any]]:
@@ -264,12 +249,11 @@ def damaged_manifests(storage: Storage, database: str | None = None, prefix: str
         if not (obj.key.endswith("/" + MANIFEST_NAME) or obj.key.endswith(".sql.gz.manifest.json")):
             continue
         try:
-            raw = storage.get_bytes(obj.key)
+            read(storage, obj.key)
         except NotFound:
             continue
-        _data, problem = manifest_problem(raw)
-        if problem is not None:
-            out.append(Damaged(backup_id_of_key(obj.key), obj.key, problem))
+        except DamagedManifest as exc:  # a foreign document in a backup's place is listed too: nothing reads it
+            out.append(Damaged(backup_id_of_key(obj.key), obj.key, exc.reason or str(exc)))
     return out
 
 
@@ -306,14 +290,13 @@ def iter_backups(storage: Storage, database: str | None = None, prefix: str = ""
             if len(parts) != 3:
                 continue
             try:
-                manifest = read_manifest(storage, key)
+                manifest = read_backup(storage, key)
             except (IntegrityError, NotFound):
                 continue
-            if database and manifest.get("database") != database:
+            if database and manifest.database != database:
                 continue
-            art = manifest.get("artifact", {})
-            yield BackupRef(manifest["backup_id"], manifest.get("database"), art.get("key", ""), key,
-                            parse_time(manifest["started_at"]), art.get("size"), False)
+            yield BackupRef(manifest.backup_id, manifest.database, manifest.artifact.key, key,
+                            manifest.started_at, manifest.artifact.size, False)
         elif key.endswith(".sql.gz.manifest.json"):
             legacy_manifests.add(key[: -len(".manifest.json")])
         elif legacy_time(key) is not None:
@@ -333,12 +316,12 @@ def iter_backups(storage: Storage, database: str | None = None, prefix: str = ""
         bid = key.rsplit("/", 1)[-1][: -len(".sql.gz")]
         if has_manifest:
             try:
-                manifest = read_manifest(storage, key + ".manifest.json")
+                manifest = read_backup(storage, key + ".manifest.json")
             except (IntegrityError, NotFound):
                 continue
-            if database and manifest.get("database") != database:
+            if database and manifest.database != database:
                 continue
-            yield BackupRef(bid, manifest.get("database"), key, key + ".manifest.json", created, obj.size, False)
+            yield BackupRef(bid, manifest.database, key, key + ".manifest.json", created, obj.size, False)
         elif include_legacy:
             yield BackupRef(bid, None, key, None, created, obj.size, True)
 

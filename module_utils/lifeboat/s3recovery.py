@@ -35,7 +35,7 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import pgmeta
-from ansible.module_utils.lifeboat.errors import ConfigError, IntegrityError, RestoreError
+from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError
 from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.s3restore import (
@@ -43,7 +43,6 @@ from ansible.module_utils.lifeboat.s3restore import (
     RestoreResult,
     Version,
     grouped_versions,
-    parse_time,
 )
 from ansible.module_utils.lifeboat.sides import S3Side, open_side, sorted_entries
 from ansible.module_utils.lifeboat.storage import open_storage
@@ -108,12 +107,8 @@ def backup_time(location: str, settings: S3Settings | None = None) -> tuple[_dt.
         raise ConfigError("as_of_backup: give the database backup's manifest (s3://bucket/prefix/<db>/<id>/"
                           "manifest.json, as backup.yml prints it)", "as_of_backup")
     base, key = loc.rsplit("/", 1) if loc.endswith(".json") else (loc, mf.MANIFEST_NAME)
-    doc = mf.read_manifest(open_storage(base, settings), key)
-    started = doc.get("started_at")
-    if not started:
-        raise IntegrityError(f"as_of_backup: the manifest at {location} records no started_at: not a database "
-                             "backup's manifest")
-    return parse_time(str(started)), str(doc.get("backup_id") or mf.backup_id_of_key(key))
+    man = mf.read_backup(open_storage(base, settings), key)   # started_at and backup_id checked by the model
+    return man.started_at, man.backup_id
 
 
 def keys_from_query(target: Any, query: str | list[str], batch: int = 5000) -> Iterator[tuple[str, str | None]]:

@@ -52,6 +52,7 @@ from ansible.module_utils.lifeboat.errors import (
     LifeboatError,
     NotFound,
 )
+from ansible.module_utils.lifeboat.manifest_model import SupabaseParts
 from ansible.module_utils.lifeboat.pgconn import find_client
 from ansible.module_utils.lifeboat.restore.checks import (
     compare_content,
@@ -227,7 +228,7 @@ class _TocLister:
 def _pg_restore_for(src: Source, admin: Admin | None, bin_dirs: list[str] | None) -> str:
     if admin is not None:
         return admin.client("pg_restore")
-    major = int(((src.manifest or {}).get("pg_dump") or {}).get("major") or 10)
+    major = (src.manifest.pg_dump_major if src.manifest else None) or 10
     return find_client("pg_restore", major, bin_dirs)[0]
 
 
@@ -391,7 +392,7 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
             # parallel with the exact row counts and the assertions (all read the freshly restored tables)
             hash_check: tuple[bool | None, str] | None = None
             if not src.legacy:
-                if (src.manifest or {}).get("schema_hash"):
+                if src.manifest is not None and src.manifest.schema_hash:
                     with admin.connect(scratch) as conn:
                         got = schema_hash_for(conn, src)
                         expected = expected_schema_hash(conn, src)
@@ -429,7 +430,7 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
                         result.check("schema_hash", *hash_check)
                     if not src.legacy:
                         result.check("privileges", *compare_privileges(conn, src, no_owner=options.no_owner))
-                        if (src.manifest or {}).get("content_hashes"):
+                        if src.manifest is not None and src.manifest.content_hashes.tables:
                             result.check("content_hashes", *compare_content(conn, src))
                     asserted = [(a.name, *_run_assertion(conn, a)) for a in options.assertions]
             finally:
@@ -451,10 +452,10 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
 
 # ------------------------------------------------------------------ supabase profile
 
-def supabase_parts(src: Source) -> dict[str, Any] | None:
+def supabase_parts(src: Source) -> SupabaseParts | None:
     """The ``supabase`` section of a backup made with the supabase profile (None for any other backup)."""
-    sb = (src.manifest or {}).get("supabase")
-    return sb if isinstance(sb, dict) and sb.get("platform_data") else None
+    sb = src.manifest.supabase if src.manifest else None
+    return sb if sb is not None and sb.platform_data is not None else None
 
 
 def check_supabase(storage: Storage, src: Source, keys: DecryptionSpec, result: Result, admin: Admin | None,
@@ -464,11 +465,12 @@ def check_supabase(storage: Storage, src: Source, keys: DecryptionSpec, result: 
     project and compared with the manifest (verify_supabase.py), or, where the drill has no way to make one, the
     restore step is recorded as inconclusive (never failed), naming what it needs (docs/supabase.md)."""
     check_integrity(storage, src, keys, result, admin, bin_dirs)
-    part = supabase_parts(src) or {}
-    data = part["platform_data"]
-    platform = replace(src, ref=replace(src.ref, artifact_key=data["key"]), sha256=data.get("sha256"),
-                       size=data.get("size"), dump_sha256=None, dump_size=None)
-    checks = Result(result.backup_id, result.database, data["key"], False, result.level, result.started_at)
+    part = supabase_parts(src)
+    assert part is not None and part.platform_data is not None
+    data = part.platform_data
+    platform = replace(src, ref=replace(src.ref, artifact_key=data.key), sha256=data.sha256,
+                       size=data.size, dump_sha256=None, dump_size=None)
+    checks = Result(result.backup_id, result.database, data.key, False, result.level, result.started_at)
     check_integrity(storage, platform, keys, checks, admin, bin_dirs)
     for check in checks.checks:
         result.checks.append(dict(check, name=f"platform_data {check['name']}"))

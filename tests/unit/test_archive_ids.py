@@ -33,7 +33,7 @@ def test_same_second_archives_get_distinct_ids_and_latest_is_the_newest(tmp_path
     third = create_archive(spec, dest, now=NOW)
     assert [first.archive_id, second.archive_id, third.archive_id] == [
         "site-20261202T213004Z", "site-20261202T213004Z-2", "site-20261202T213004Z-3"]
-    assert latest_manifest(open_storage(dest), "site")["archive_id"] == third.archive_id
+    assert latest_manifest(open_storage(dest), "site").archive_id == third.archive_id
     # the newest extracts with all three files; the first still holds its one
     out = tmp_path / "out"
     assert restore_archive("site", dest, str(out)).extracted == 3

@@ -13,7 +13,9 @@ T0 = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
 def _src(legacy=False):
     ref = mf.BackupRef("appdb-20261120T020000Z", "appdb", "appdb/x/appdb.dump.zst.gpg", None if legacy else "m",
                        T0, 1, legacy)
-    man = None if legacy else {"tables": [{"schema": "public", "name": "users", "rows": 4}]}
+    man = None if legacy else mf.model.backup_manifest(
+        {"backup_id": ref.backup_id, "started_at": mf.iso(T0), "artifact": {"key": ref.artifact_key},
+         "tables": [{"schema": "public", "name": "users", "rows": 4}]}, "test")
     return rs.Source(ref, man, "plain" if legacy else "custom", "gzip" if legacy else "zstd",
                      "none" if legacy else "gpg", None, None, None, None)
 

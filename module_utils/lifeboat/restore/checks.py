@@ -9,17 +9,18 @@ from types import SimpleNamespace
 from psycopg import sql
 
 from ansible.module_utils.lifeboat import backup, pgmeta
+from ansible.module_utils.lifeboat.manifest_model import ContentHashes, Scope
 from ansible.module_utils.lifeboat.restore.pgadmin import ident
 from ansible.module_utils.lifeboat.restore.selection import Source
 
 
 def manifest_tables(src: Source) -> list[tuple[str, str]]:
-    return [(t["schema"], t["name"]) for t in (src.manifest or {}).get("tables", [])]
+    return [(t.schema, t.name) for t in (src.manifest.tables if src.manifest else ())]
 
 
 def compare_counts(conn: Any, src: Source, only: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Exact row counts of the restored tables against the manifest."""
-    expected = {(t["schema"], t["name"]): int(t["rows"]) for t in (src.manifest or {}).get("tables", [])}
+    expected = {(t.schema, t.name): t.rows for t in (src.manifest.tables if src.manifest else ())}
     tables = [t for t in expected if only is None or t in only]
     existing = set(pgmeta.list_tables(conn))
     mismatches, missing, counted = [], [], {}
@@ -51,6 +52,13 @@ def report_counts(conn: Any) -> dict[str, int]:
     return {f"{r['schema']}.{r['name']}": r["rows"] for r in pgmeta.row_counts(conn, pgmeta.list_tables(conn))}
 
 
+def _scope(src: Source) -> Any:
+    """The backup's scope as backup.scope_schemas reads a request (lists of patterns)."""
+    scope = src.manifest.scope if src.manifest else Scope()
+    return SimpleNamespace(include_tables=list(scope.include_tables), include_schemas=list(scope.include_schemas),
+                           exclude_schemas=list(scope.exclude_schemas), exclude_tables=list(scope.exclude_tables))
+
+
 def schema_hash_for(conn: Any, src: Source) -> str:
     """Recompute the schema hash with the scope the backup engine used (backup.scope_schemas), the way that
     compares with the manifest's :func:`expected_schema_hash`.
@@ -59,16 +67,11 @@ def schema_hash_for(conn: Any, src: Source) -> str:
     out: each major prints views its own way), when the manifest has one. When the full hash differs, the one
     older manifests recorded on PostgreSQL 18 (NOT NULL constraints included) is tried, so that older backups
     still compare."""
-    scope = (src.manifest or {}).get("scope", {}) or {}
-    req = SimpleNamespace(include_tables=scope.get("include_tables") or [],
-                          include_schemas=scope.get("include_schemas") or [],
-                          exclude_schemas=scope.get("exclude_schemas") or [],
-                          exclude_tables=scope.get("exclude_tables") or [])
-    schemas, tables = backup.scope_schemas(conn, req, manifest_tables(src))
+    schemas, tables = backup.scope_schemas(conn, _scope(src), manifest_tables(src))
     if _cross_major(conn, src):
         return pgmeta.cross_major_hash(conn, schemas, tables)
     got = pgmeta.schema_hash(conn, schemas, tables)
-    expected = (src.manifest or {}).get("schema_hash")
+    expected = src.manifest.schema_hash if src.manifest else None
     if expected and got != expected:
         older = pgmeta.schema_hash(conn, schemas, tables, portable=False)
         if older == expected:
@@ -77,9 +80,9 @@ def schema_hash_for(conn: Any, src: Source) -> str:
 
 
 def _cross_major(conn: Any, src: Source) -> bool:
-    manifest = src.manifest or {}
-    source_num = (manifest.get("server") or {}).get("version_num")
-    if not manifest.get("schema_hash_cross_major") or not source_num:
+    manifest = src.manifest
+    source_num = manifest.server_version_num if manifest else None
+    if manifest is None or not manifest.schema_hash_cross_major or not source_num:
         return False
     here = int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])
     return here // 10000 != int(source_num) // 10000
@@ -87,25 +90,21 @@ def _cross_major(conn: Any, src: Source) -> bool:
 
 def expected_schema_hash(conn: Any, src: Source) -> str | None:
     """The manifest's hash that :func:`schema_hash_for` computes on this server."""
-    manifest = src.manifest or {}
+    if src.manifest is None:
+        return None
     if _cross_major(conn, src):
-        return manifest.get("schema_hash_cross_major")
-    return manifest.get("schema_hash")
+        return src.manifest.schema_hash_cross_major
+    return src.manifest.schema_hash
 
 
 def compare_privileges(conn: Any, src: Source, no_owner: bool = False) -> tuple[bool | None, str]:
     """Owners, grants (tables, sequences, functions, schemas), SECURITY DEFINER/SET of functions and policies of
     the restored database against the manifest's ``privileges`` (None: nothing to compare). ``no_owner``
     restores give back neither owners nor grants: only functions and policies are compared then."""
-    recorded = (src.manifest or {}).get("privileges") or {}
+    recorded = src.manifest.privileges if src.manifest else {}
     if not recorded:
         return None, "the manifest records no privileges (written before issue 10)"
-    scope = (src.manifest or {}).get("scope", {}) or {}
-    req = SimpleNamespace(include_tables=scope.get("include_tables") or [],
-                          include_schemas=scope.get("include_schemas") or [],
-                          exclude_schemas=scope.get("exclude_schemas") or [],
-                          exclude_tables=scope.get("exclude_tables") or [])
-    schemas, _tables = backup.scope_schemas(conn, req, manifest_tables(src))
+    schemas, _tables = backup.scope_schemas(conn, _scope(src), manifest_tables(src))
     got = pgmeta.privileges_hashes(conn, schemas)
     skipped = {"owners", "acl"} if no_owner else set()
     compared = [k for k in sorted(recorded) if k not in skipped]
@@ -121,17 +120,16 @@ def compare_privileges(conn: Any, src: Source, no_owner: bool = False) -> tuple[
 def compare_content(conn: Any, src: Source) -> tuple[bool | None, str]:
     """Each table's content hash against the manifest's ``content_hashes`` (None: the backup recorded none,
     ``content_hashes: false``). A table whose rows came back with other values (same count) is named."""
-    recorded = ((src.manifest or {}).get("content_hashes") or {})
-    tables = recorded.get("tables") or []
+    recorded = src.manifest.content_hashes if src.manifest else ContentHashes()
+    tables = recorded.tables
     if not tables:
         return None, "the backup recorded no content hashes (lifeboat_pg_backup content_hashes: false)"
-    if recorded.get("method") != pgmeta.CONTENT_HASH_METHOD:
-        return None, f"content hashes of method {recorded.get('method')!r} are not known to this version"
+    if recorded.method != pgmeta.CONTENT_HASH_METHOD:
+        return None, f"content hashes of method {recorded.method!r} are not known to this version"
     existing = set(pgmeta.list_tables(conn))
-    present = [(t["schema"], t["name"]) for t in tables if (t["schema"], t["name"]) in existing]
+    present = [(t.schema, t.name) for t in tables if (t.schema, t.name) in existing]
     got = {(t["schema"], t["name"]): t["hash"] for t in pgmeta.content_hashes(conn, present)}
-    differ = [f"{t['schema']}.{t['name']}" for t in tables
-              if (t["schema"], t["name"]) in got and got[(t["schema"], t["name"])] != t["hash"]]
+    differ = [f"{t.schema}.{t.name}" for t in tables if (t.schema, t.name) in got and got[(t.schema, t.name)] != t.hash]
     if differ:
         return False, (f"{len(differ)} of {len(tables)} tables hold other values than the backup's snapshot (same "
                        f"row counts, different content): {', '.join(differ[:20])}"

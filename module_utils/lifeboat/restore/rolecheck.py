@@ -20,8 +20,8 @@ from ansible.module_utils.lifeboat.storage import Storage
 
 def needed_roles(src: Source) -> list[str]:
     """Roles the backup's database refers to (empty for manifests written before roles were recorded)."""
-    doc = (src.manifest or {}).get("roles") or {}
-    return list(doc.get("required") or [])
+    part = src.manifest.roles if src.manifest else None
+    return list(part.required) if part else []
 
 
 def missing_for(admin: Admin, src: Source) -> list[str]:
@@ -31,8 +31,8 @@ def missing_for(admin: Admin, src: Source) -> list[str]:
 
 def read_roles_script(storage: Storage, src: Source, keys: DecryptionSpec) -> str:
     """Fetch, check (sha256), decrypt and decompress the backup's roles file."""
-    doc = (src.manifest or {}).get("roles") or {}
-    key = doc.get("key")
+    part = src.manifest.roles if src.manifest else None
+    key = part.key if part else ""
     if not key:
         raise NotFound(f"create_roles: backup {src.backup_id} has no roles file (written before backups stored "
                        "their roles, or with naming: legacy); create the roles by hand", "create_roles")
@@ -43,7 +43,7 @@ def read_roles_script(storage: Storage, src: Source, keys: DecryptionSpec) -> st
     dec = decryptor(src, keys)
     try:
         pipeline.run_restore_stream(storage, key, chunks.append, compression=src.compression, decryptor=dec,
-                                    expected_sha256=doc.get("sha256"))
+                                    expected_sha256=part.sha256 if part else None)
     finally:
         if dec is not None:
             dec.cleanup()

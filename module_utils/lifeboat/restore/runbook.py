@@ -34,7 +34,7 @@ def plan_lines(req: Request, src: Source, choice: Choice, target_exists: bool, n
     lines = [f"1. backup: {src.backup_id}, {taken} ({choice.reason}; "
              + ("older-procedure plain SQL dump, gzip, no manifest" if src.legacy
                 else f"format {src.fmt}, {src.compression}, encryption {src.encryption}, "
-                     f"{len((src.manifest or {}).get('tables', []))} tables in the manifest") + ")",
+                     f"{len(src.manifest.tables if src.manifest else ())} tables in the manifest") + ")",
              f"2. maintenance on: {describe_hook(req.maintenance_on)}; maintenance off at the end, also on "
              f"failure: {describe_hook(req.maintenance_off)}"]
     if not target_exists:

@@ -23,7 +23,7 @@ class Source:
     """A backup ready to be decoded: where it is and how it was written."""
 
     ref: mf.BackupRef
-    manifest: dict[str, Any] | None
+    manifest: mf.BackupManifest | None   # the typed manifest (manifest_model); None for an older dump
     fmt: str               # custom | plain | directory
     compression: str       # zstd | gzip | none
     encryption: str        # gpg | age | none
@@ -49,11 +49,10 @@ def source_for(storage: Storage, ref: mf.BackupRef) -> Source:
     """Read the manifest (a Lifeboat backup) or describe an older-procedure dump."""
     if ref.legacy or ref.manifest_key is None:
         return Source(ref, None, "plain", "gzip", "none", None, None, None, None)
-    man = mf.read_manifest(storage, ref.manifest_key)
-    art = man.get("artifact", {})
-    return Source(ref, man, man.get("format", "custom"), (man.get("compression") or {}).get("algorithm", "none"),
-                  (man.get("encryption") or {}).get("method", "none"), art.get("sha256"), art.get("size"),
-                  art.get("dump_sha256"), art.get("dump_size"))
+    man = mf.read_backup(storage, ref.manifest_key)
+    art = man.artifact
+    return Source(ref, man, man.format, man.compression.algorithm, man.encryption.method, art.sha256, art.size,
+                  art.dump_sha256, art.dump_size)
 
 
 def verification_records(storage: Storage, ref: mf.BackupRef) -> list[dict[str, Any]]:
@@ -163,8 +162,8 @@ def _held(storage: Storage, skipped: mf.BackupRef, chosen: mf.BackupRef) -> str:
     text = f"{skipped.backup_id} taken {mf.iso(skipped.created_at)}, {hours}h{rest // 60:02d}m newer"
     if skipped.manifest_key:
         try:
-            tables = mf.read_manifest(storage, skipped.manifest_key).get("tables") or []
-            text += f", {sum(int(t.get('rows', 0)) for t in tables)} rows in {len(tables)} tables"
+            tables = mf.read_backup(storage, skipped.manifest_key).tables
+            text += f", {sum(t.rows for t in tables)} rows in {len(tables)} tables"
         except LifeboatError:
             pass
     return text
@@ -189,18 +188,21 @@ def _choice(storage: Storage, skipped: list[mf.BackupRef], ref: mf.BackupRef, st
 
 def partial_scope_of(src: Source) -> str:
     """'' for a whole-database backup, else what limits it (include/exclude filters, schema-only, data-only)."""
-    scope = (src.manifest or {}).get("scope") or {}
-    parts = [f"{key}: {', '.join(scope[key])}" for key in ("include_tables", "exclude_tables", "include_schemas",
-                                                           "exclude_schemas") if scope.get(key)]
-    parts += [key.replace("_", "-") for key in ("schema_only", "data_only") if scope.get(key)]
+    if src.manifest is None:
+        return ""
+    scope = src.manifest.scope
+    parts = [f"{key}: {', '.join(getattr(scope, key))}" for key in ("include_tables", "exclude_tables",
+                                                                    "include_schemas", "exclude_schemas")
+             if getattr(scope, key)]
+    parts += [key.replace("_", "-") for key in ("schema_only", "data_only") if getattr(scope, key)]
     return "; ".join(parts)
 
 
 def recorded_properties(src: Source) -> dict[str, Any] | None:
     """The source database's encoding, locale, owner, ACL, settings and comment as the manifest recorded them
     (``database_properties``; None for manifests written before they were recorded, and for older dumps)."""
-    props = (src.manifest or {}).get("database_properties")
-    return dict(props) if isinstance(props, dict) and props else None
+    props = src.manifest.database_properties if src.manifest else None
+    return dict(props) if props else None
 
 
 def recorded_locale(src: Source) -> dict[str, Any] | None:

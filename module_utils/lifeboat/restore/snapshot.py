@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from ansible.module_utils.lifeboat import backup, crypto, tmpfiles
+from ansible.module_utils.lifeboat.manifest_model import Encryption
 from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
@@ -52,22 +53,22 @@ def safety_snapshot(admin: Admin, settings: Any, destination: str, database: str
     format, compression, encryption, encryption_recipients, encryption_passphrase.
     """
     options = dict(options or {})
-    enc_meta = (src.manifest or {}).get("encryption") or {}
-    method = options.get("encryption") or enc_meta.get("method") or "none"
+    enc_meta = src.manifest.encryption if src.manifest else Encryption()
+    method = options.get("encryption") or enc_meta.method
     tmp = tmpfiles.private_dir("lifeboat-snap-")
     try:
         recipients = list(options.get("encryption_recipients") or [])
         passphrase = options.get("encryption_passphrase")
         if method == "gpg" and not recipients and not passphrase:
-            if enc_meta.get("mode") == "public-key" and enc_meta.get("recipients") and keys.gpg_homedir:
-                recipients = _export_gpg_keys(keys.gpg_homedir, enc_meta["recipients"], tmp)
+            if enc_meta.mode == "public-key" and enc_meta.recipients and keys.gpg_homedir:
+                recipients = _export_gpg_keys(keys.gpg_homedir, list(enc_meta.recipients), tmp)
             elif keys.passphrase:
                 passphrase = keys.passphrase
             else:
                 raise ConfigError("snapshot_options: cannot tell how to encrypt the safety snapshot; give "
                                   "snapshot_options.encryption_recipients (public key files)", "snapshot_options")
         if method == "age" and not recipients:
-            recipients = list(enc_meta.get("recipients") or [])
+            recipients = list(enc_meta.recipients)
         req = backup.BackupRequest(
             target=admin.target.with_database(database), destination=snapshot_destination(destination, options),
             format=options.get("format", "custom"), compression=options.get("compression", "zstd"),

@@ -186,7 +186,7 @@ def run_partial(req: Request, storage: Storage, src: Source, keys: DecryptionSpe
             result["row_counts"] = copied["rows"]
             item["detail"] = "older-procedure dump: counts reported"
             return
-        expected = {f"{t['schema']}.{t['name']}": int(t["rows"]) for t in src.manifest.get("tables", [])}
+        expected = src.manifest.row_counts if src.manifest else {}
         bad = []
         # side schema: "<side>.<table>" was "<schema>.<table>" (names may hold dots: map, do not split)
         origin = {} if req.mode == "partial" else {f"{req.side_schema}.{t}": f"{s}.{t}" for s, t in tables}
@@ -221,7 +221,7 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
             raise IntegrityError(f"the restored database '{database}' does not match the manifest of "
                                  f"{src.backup_id}: " + "; ".join(check["mismatches"] + check["missing"]))
         item["detail"] = f"{check['tables']} tables match the manifest's exact row counts"
-        if src.manifest and src.manifest.get("schema_hash"):
+        if src.manifest and src.manifest.schema_hash:
             got = schema_hash_for(conn, src)
             expected = expected_schema_hash(conn, src) or ""
             if got != expected:
@@ -230,7 +230,7 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
         ok, detail = compare_privileges(conn, src, no_owner=req.no_owner)
         if ok is False:
             result["warnings"].append(f"owners/privileges of '{database}' {detail}")
-        if src.manifest.get("content_hashes"):
+        if src.manifest and src.manifest.content_hashes.tables:
             ok, detail = compare_content(conn, src)
             if ok is False:
                 result["warnings"].append(f"content of '{database}': {detail}")

@@ -19,6 +19,7 @@ from typing import Any
 from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import ConfigError, IntegrityError
+from ansible.module_utils.lifeboat.manifest_model import SupabaseParts
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.restore.decoding import decode
 from ansible.module_utils.lifeboat.restore.selection import Source, choose_backup, source_for
@@ -42,10 +43,10 @@ class Parts:
     settings: list[str] = field(default_factory=list)
 
 
-def supabase_section(src: Source) -> dict:
+def supabase_section(src: Source) -> SupabaseParts:
     """The manifest's ``supabase`` section; a backup made otherwise is refused naming the way to restore it."""
-    doc = (src.manifest or {}).get("supabase")
-    if not isinstance(doc, dict) or not doc.get("platform_data"):
+    doc = src.manifest.supabase if src.manifest else None
+    if doc is None or doc.platform_data is None:
         raise ConfigError(f"backup {src.backup_id} was not made with the supabase backup profile (its manifest has no "
                           "supabase section): restore it with playbooks/restore.yml, or choose a backup made with "
                           "db_profile: supabase (or auto, on a Supabase project)", "backup_id")
@@ -55,12 +56,11 @@ def supabase_section(src: Source) -> dict:
 def describe(src: Source) -> Parts:
     """The manifest's facts, without fetching anything (``archives`` empty)."""
     doc = supabase_section(src)
-    man = src.manifest or {}
-    counts = {f"{t['schema']}.{t['name']}": int(t["rows"])
-              for t in list(man.get("tables") or []) + list(doc["platform_data"].get("tables") or [])}
-    return Parts(src.backup_id, [], "", list(doc.get("app_schemas") or []),
-                 [(str(s), str(t)) for s, t in doc.get("platform_tables") or []], counts, publications_of(doc),
-                 list((man.get("database_properties") or {}).get("settings") or []))
+    man = src.manifest
+    assert man is not None and doc.platform_data is not None
+    counts = {t.qualified: t.rows for t in man.tables + doc.platform_data.tables}
+    return Parts(src.backup_id, [], "", list(doc.app_schemas), list(doc.platform_tables), counts,
+                 publications_of(doc.doc), [str(s) for s in (man.database_properties or {}).get("settings") or []])
 
 
 def part_source(src: Source, key: str, sha256: str | None, size: int | None) -> Source:
@@ -71,12 +71,12 @@ def part_source(src: Source, key: str, sha256: str | None, size: int | None) -> 
 
 def stored_parts(src: Source) -> dict[str, Source]:
     """name (app, platform, roles) -> the Source decoding that stored object."""
-    doc = supabase_section(src)
-    data = doc["platform_data"]
-    out = {"app": src, "platform": part_source(src, data["key"], data.get("sha256"), data.get("size"))}
-    roles = (src.manifest or {}).get("roles") or {}
-    if roles.get("key"):
-        out["roles"] = part_source(src, roles["key"], roles.get("sha256"), roles.get("size"))
+    data = supabase_section(src).platform_data
+    assert data is not None
+    out = {"app": src, "platform": part_source(src, data.key, data.sha256, data.size)}
+    roles = src.manifest.roles if src.manifest else None
+    if roles is not None and roles.key:
+        out["roles"] = part_source(src, roles.key, roles.sha256, roles.size)
     for name, part in out.items():
         if not part.sha256:
             raise IntegrityError(f"backup {src.backup_id}: the manifest records no sha256 for its {name} part "
