@@ -20,12 +20,11 @@ A target is one place Lifeboat writes to:
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import backupsets, runrecord
 from ansible.module_utils.lifeboat import manifest as mf
-from ansible.module_utils.lifeboat import runrecord
 from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.storage import S3Storage, Storage, open_storage
@@ -89,21 +88,15 @@ def _verification(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _entry_from_manifest(doc: dict[str, Any], manifest_key: str, now: _dt.datetime) -> dict[str, Any]:
-    art = doc.get("artifact") or {}
-    enc = doc.get("encryption") or {}
-    comp = doc.get("compression") or {}
-    tables = doc.get("tables") or []
-    started, finished = _time(doc.get("started_at")), _time(doc.get("finished_at"))
+def _entry_from_manifest(man: mf.BackupManifest, manifest_key: str, now: _dt.datetime) -> dict[str, Any]:
     return {
-        "id": doc.get("backup_id"), "database": doc.get("database"), "legacy": None, "complete": True,
-        "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
-        "age_s": _age(finished or started, now), "size": art.get("size"), "duration_s": doc.get("duration_s"),
-        "format": doc.get("format"), "compression": comp.get("algorithm") or comp.get("method"),
-        "encryption": {"method": enc.get("method") or "none", "recipients": list(enc.get("recipients") or [])},
-        "tables": len(tables), "rows": sum(int(t.get("rows") or 0) for t in tables),
-        "table_rows": {f"{t.get('schema')}.{t.get('name')}": int(t.get("rows") or 0) for t in tables},
-        "artifact_key": art.get("key"), "manifest_key": manifest_key,
+        "id": man.backup_id, "database": man.database, "legacy": None, "complete": True,
+        "started_at": man.doc.get("started_at"), "finished_at": man.doc.get("finished_at"),
+        "age_s": _age(man.finished_at or man.started_at, now), "size": man.artifact.size,
+        "duration_s": man.duration_s, "format": man.format, "compression": man.compression.algorithm,
+        "encryption": {"method": man.encryption.method, "recipients": list(man.encryption.recipients)},
+        "tables": len(man.tables), "rows": sum(t.rows for t in man.tables), "table_rows": man.row_counts,
+        "artifact_key": man.artifact.key, "manifest_key": manifest_key,
         "verification": None, "verifications": [],
     }
 
@@ -121,19 +114,15 @@ def _entry_legacy(key: str, size: int | None, now: _dt.datetime) -> dict[str, An
     }
 
 
-def _entry_archive(doc: dict[str, Any], manifest_key: str, now: _dt.datetime) -> dict[str, Any]:
-    art = doc.get("artifact") or {}
-    enc = doc.get("encryption") or {}
-    comp = doc.get("compression") or {}
-    created = _time(doc.get("created_at"))
+def _entry_archive(man: mf.ArchiveManifest, manifest_key: str, now: _dt.datetime) -> dict[str, Any]:
     return {
-        "id": doc.get("archive_id"), "database": None, "legacy": None, "complete": True,
-        "started_at": doc.get("created_at"), "finished_at": doc.get("created_at"), "age_s": _age(created, now),
-        "size": art.get("size"), "duration_s": doc.get("duration_s"), "format": "tar",
-        "compression": comp.get("algorithm") or comp.get("method"),
-        "encryption": {"method": enc.get("method") or "none", "recipients": list(enc.get("recipients") or [])},
-        "tables": None, "rows": None, "table_rows": {}, "files": doc.get("files"), "bytes": doc.get("bytes"),
-        "artifact_key": art.get("key"), "manifest_key": manifest_key, "verification": None, "verifications": [],
+        "id": man.archive_id, "database": None, "legacy": None, "complete": True,
+        "started_at": man.doc.get("created_at"), "finished_at": man.doc.get("created_at"),
+        "age_s": _age(man.created_at, now), "size": man.artifact.size, "duration_s": man.duration_s,
+        "format": "tar", "compression": man.compression.algorithm,
+        "encryption": {"method": man.encryption.method, "recipients": list(man.encryption.recipients)},
+        "tables": None, "rows": None, "table_rows": {}, "files": man.files, "bytes": man.bytes,
+        "artifact_key": man.artifact.key, "manifest_key": manifest_key, "verification": None, "verifications": [],
     }
 
 
@@ -150,101 +139,73 @@ def _open_uploads(storage: Storage) -> list[dict[str, Any]]:
 
 
 def _scan_sets(storage: Storage, target: Target, now: _dt.datetime) -> dict[str, Any]:
-    """One listing of the root: complete sets, verification records, incomplete sets, older dumps."""
-    only = mf.safe_name(target.database) if target.database else None
+    """One listing of the root (backupsets.list_sets): complete sets, verification records, incomplete sets,
+    damaged ones, older dumps."""
+    folder = mf.safe_name(target.database) if target.database else None
     if target.kind == "archive":
-        only = target.archive or target.name
-    sets: dict[str, dict[str, Any]] = {}                  # "<db>/<id>" -> {manifest, artifacts, verify, size}
-    legacy: dict[str, dict[str, Any]] = {}                # artifact key -> {size, manifest, verify}
-    listings = [storage.list((only + "/") if only else "")]
-    if only and target.kind == "database":  # the older dumps live flat at the root, not in the database folder
-        listings += [storage.list("db-backup-"), storage.list("backup_")]
-    for obj in itertools.chain(*listings):
-        parts = obj.key.split("/")
-        if len(parts) == 3 and parts[2] in (runrecord.LAST_RUN, runrecord.LAST_SUCCESS):
-            continue  # a storage job's run record kept under the same root, not a backup set
-        if len(parts) == 3:
-            entry = sets.setdefault(f"{parts[0]}/{parts[1]}", {"manifest": None, "artifacts": [], "verify": [],
-                                                               "last_modified": None})
-            if parts[2] == mf.MANIFEST_NAME:
-                entry["manifest"] = obj.key
-            elif parts[2].startswith("verify-") and parts[2].endswith(".json"):
-                entry["verify"].append(obj.key)
-            else:
-                entry["artifacts"].append(obj.key)
-                entry["last_modified"] = obj.last_modified
-        elif len(parts) == 1 and target.kind == "database":
-            name = parts[0]
-            if mf.legacy_time(name) is not None:
-                legacy.setdefault(name, {"manifest": None, "verify": []})["size"] = obj.size
-            elif name.endswith(".sql.gz.manifest.json"):
-                legacy.setdefault(name[: -len(".manifest.json")], {"verify": []})["manifest"] = name
-            elif ".sql.gz.verify-" in name and name.endswith(".json"):
-                legacy.setdefault(name.split(".verify-", 1)[0], {"manifest": None})
-                legacy[name.split(".verify-", 1)[0]].setdefault("verify", []).append(name)
+        folder = target.archive or target.name
+    listing = backupsets.list_sets(storage, folder, older=target.kind == "database")
+    schema = mf.ARCHIVE_SCHEMA if target.kind == "archive" else mf.SCHEMA
     backups: list[dict[str, Any]] = []
     incomplete: list[dict[str, Any]] = []
     damaged: list[dict[str, Any]] = []
-    for folder, found in sorted(sets.items()):
-        if found["manifest"] is None:
-            if found["artifacts"]:
-                lm = found["last_modified"]
-                incomplete.append({"id": folder.split("/", 1)[1], "folder": folder, "objects": found["artifacts"],
+    for found in listing.ordered_sets():
+        artifacts = [o.key for o in found.artifacts]
+        if found.manifest_key is None:
+            if artifacts:
+                lm = max((o.last_modified for o in found.artifacts if o.last_modified), default=None)
+                incomplete.append({"id": found.backup_id, "folder": found.set_dir, "objects": artifacts,
                                    "last_modified": mf.iso(lm) if lm else None,
                                    "age_s": _age(lm, now) if lm else None})
             continue
-        schema = mf.ARCHIVE_SCHEMA if target.kind == "archive" else mf.SCHEMA
-        doc, problem = _checked_manifest(storage, found["manifest"], schema)
+        man, problem = _checked_manifest(storage, found.manifest_key, schema)
         if problem is not None:
-            damaged.append({"id": folder.split("/", 1)[1], "folder": folder, "manifest_key": found["manifest"],
-                            "objects": found["artifacts"], "reason": problem})
+            damaged.append({"id": found.backup_id, "folder": found.set_dir, "manifest_key": found.manifest_key,
+                            "objects": artifacts, "reason": problem})
             continue
-        if doc is None:
-            continue
-        if target.kind == "archive":
-            if doc.get("schema") != ARCHIVE_SCHEMA:
-                continue
-            backups.append(_entry_archive(doc, found["manifest"], now))
-            continue
-        if doc.get("schema") != mf.SCHEMA or (target.database and doc.get("database") != target.database):
-            continue
-        entry = _entry_from_manifest(doc, found["manifest"], now)
-        _attach_verifications(storage, entry, found["verify"])
-        backups.append(entry)
-    for key, found in sorted(legacy.items()):
-        if "size" not in found:
+        if isinstance(man, mf.ArchiveManifest):
+            backups.append(_entry_archive(man, found.manifest_key, now))
+        elif isinstance(man, mf.BackupManifest) and not (target.database and man.database != target.database):
+            entry = _entry_from_manifest(man, found.manifest_key, now)
+            _attach_verifications(storage, entry, found.verify_keys)
+            backups.append(entry)
+    for dump in listing.ordered_older():
+        if dump.dump is None:
             continue  # a record or manifest whose dump is gone
-        if found.get("manifest"):
-            doc = storage.get_json(found["manifest"])
-            if doc is None or doc.get("schema") != mf.SCHEMA:
+        if dump.manifest_key:
+            man, problem = _checked_manifest(storage, dump.manifest_key, mf.SCHEMA)
+            if problem is not None:
+                damaged.append({"id": dump.backup_id, "folder": "", "manifest_key": dump.manifest_key,
+                                "objects": [dump.key], "reason": problem})
                 continue
-            if target.database and doc.get("database") != target.database:
+            if not isinstance(man, mf.BackupManifest) or (target.database and man.database != target.database):
                 continue
-            entry = _entry_from_manifest(doc, found["manifest"], now)
+            entry = _entry_from_manifest(man, dump.manifest_key, now)
         elif target.include_legacy:
-            entry = _entry_legacy(key, found.get("size"), now)
+            entry = _entry_legacy(dump.key, dump.dump.size, now)
         else:
             continue
-        _attach_verifications(storage, entry, found.get("verify") or [])
+        _attach_verifications(storage, entry, dump.verify_keys)
         backups.append(entry)
     backups.sort(key=_sort_key, reverse=True)
     return {"backups": backups, "incomplete": incomplete, "damaged": damaged}
 
 
-def _checked_manifest(storage: Storage, key: str, schema: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(document, None) for a sound manifest of ``schema``; (None, None) for another kind's (an archive's
-    manifest under a database root is not a backup of it); (None, reason) for a damaged or torn one
-    (manifest.manifest_problem: the same rule as verify and restore)."""
+def _checked_manifest(storage: Storage, key: str, schema: str) -> tuple[mf.BackupManifest | mf.ArchiveManifest | None,
+                                                                        str | None]:
+    """(typed manifest, None) for a sound manifest of ``schema``; (None, None) for another kind's (an archive's
+    manifest under a database root is not a backup of it); (None, reason) for a damaged or torn one, or one
+    with a field of the wrong type (manifest.read: the same rule as verify and restore)."""
     try:
-        raw = storage.get_bytes(key)
+        return mf.read(storage, key, schema), None
+    except mf.ForeignManifest as exc:
+        if exc.schema in mf.model.SCHEMAS:
+            return None, None
+        return None, f"manifest {storage.uri(key)}: {exc.reason}"
+    except mf.DamagedManifest as exc:
+        return None, f"manifest {storage.uri(key)} is damaged: {exc.reason}"
     except LifeboatError as exc:
         return None, f"manifest {storage.uri(key)} could not be read: {exc}"
-    doc, problem = mf.manifest_problem(raw, schema)
-    if problem is None:
-        return doc, None
-    if doc is not None and doc.get("schema") != schema:
-        return None, None
-    return None, f"manifest {storage.uri(key)} is damaged: {problem}"
 
 
 def _attach_verifications(storage: Storage, entry: dict[str, Any], keys: list[str]) -> None:

@@ -17,8 +17,9 @@ disagree): only what is older than ``grace_s`` is touched.
   than ``grace_s`` are removed; where the backup's credentials may not delete (a least-privilege
   policy without s3:DeleteObject), they are *reported* instead, with the cause.
 
+The sets are backupsets.list_sets' grouping, the one the catalog and retention read.
 Sets with a manifest (sound or damaged) are never touched here: a damaged manifest is reported by
-the catalog, verify and restore, and removed only by retention or by hand.
+the catalog, verify and restore, left alone by retention, and removed by hand.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import backupsets
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.errors import LifeboatError
 from ansible.module_utils.lifeboat.storage import Storage
@@ -88,20 +90,16 @@ def sweep(storage: Storage, database: str, grace_s: float = DEFAULT_GRACE_S,
     folder = mf.safe_name(database)
     out = Swept()
     _abort_uploads(storage, folder, now, grace_s, out)
-    sets: dict[str, list[Any]] = {}
     try:
-        for obj in storage.list(folder + "/"):
-            parts = obj.key.split("/")
-            if len(parts) == 3 and parts[0] == folder:
-                sets.setdefault(parts[1], []).append(obj)
+        listing = backupsets.list_sets(storage, folder, older=False)
     except LifeboatError as exc:
         out.reported.append(f"sets without manifest under {storage.uri(folder)}/ not checked: {exc}")
         return out
-    for backup_id, objs in sorted(sets.items()):
-        if any(o.key.endswith("/" + mf.MANIFEST_NAME) for o in objs):
+    for found in listing.ordered_sets():
+        backup_id, objs = found.backup_id, found.objects
+        if found.manifest_key is not None:
             continue
-        newest = max((o.last_modified for o in objs if o.last_modified is not None), default=None)
-        if not _older(newest, now, grace_s):
+        if not _older(found.last_modified, now, grace_s):
             continue
         for obj in sorted(objs, key=lambda o: o.key):
             try:

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.lifeboat import backupsets
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.errors import LifeboatError, StorageError
 from ansible.module_utils.lifeboat.retention import BackupSet, Decision, Policy, apply_policy
@@ -40,7 +40,6 @@ from ansible.module_utils.lifeboat.s3 import bucket_versioning
 from ansible.module_utils.lifeboat.storage import LocalStorage, OpenUpload, S3Storage, Storage
 
 ARCHIVE_SCHEMA = mf.ARCHIVE_SCHEMA
-SET_RE = re.compile(r"^(?P<series>[^/]+)/(?P<id>(?P=series)-(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?)/(?P<rest>.+)$")
 LEGACY_SERIES = "older-procedure"
 
 
@@ -66,17 +65,6 @@ class StoredSet:
         return BackupSet(self.backup_id, self.time, self.complete, self.verified, self.series)
 
 
-def _stamp_time(stamp: str) -> _dt.datetime:
-    return _dt.datetime.strptime(stamp, mf.STAMP_FORMAT).replace(tzinfo=_dt.UTC)
-
-
-def _legacy_match(name: str) -> tuple[str, _dt.datetime] | None:
-    """(dump name, time) for an older-procedure dump or a file next to it (``.manifest.json``, ``.verify-*``)."""
-    base = name if name.endswith(".sql.gz") else (name[: name.index(".sql.gz.") + 7] if ".sql.gz." in name else None)
-    when = mf.legacy_time(base) if base else None
-    return (base, when) if base and when else None
-
-
 def _verified(storage: Storage, keys: list[str]) -> bool | None:
     """Whether the set's newest CONCLUSIVE drill passed (manifest.is_verified: an inconclusive drill neither
     verifies nor condemns); None without any record."""
@@ -84,105 +72,70 @@ def _verified(storage: Storage, keys: list[str]) -> bool | None:
     return mf.is_verified(records) if records else None
 
 
-def _scope_label(manifest: dict[str, Any]) -> str:
-    scope = manifest.get("scope") or {}
-    if scope.get("schema_only"):
-        return ":schema-only"
-    if scope.get("data_only"):
-        return ":data-only"
-    if any(scope.get(k) for k in ("include_tables", "exclude_tables", "include_schemas", "exclude_schemas")):
-        return ":partial"
-    return ""
+def _read(storage: Storage, key: str) -> tuple[mf.BackupManifest | mf.ArchiveManifest | None, str]:
+    """(typed manifest, '') or (None, why it cannot be read: damaged, foreign, gone)."""
+    try:
+        return mf.read(storage, key, None), ""
+    except mf.DamagedManifest as exc:
+        return None, exc.reason or str(exc)
+    except LifeboatError as exc:
+        return None, str(exc)
 
 
 def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None = None) -> list[StoredSet]:
-    """Every backup set under the storage root (see the module docstring)."""
-    grouped: dict[tuple[str, str], dict[str, Any]] = {}
-    legacy: dict[str, dict[str, Any]] = {}
-    for obj in storage.list(""):
-        m = SET_RE.match(obj.key)
-        if m:
-            g = grouped.setdefault((m.group("series"), m.group("id")),
-                                   {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []})
-            g["keys"].append(obj.key)
-            g["size"] += obj.size
-            continue
-        if "/" in obj.key:
-            continue
-        hit = _legacy_match(obj.key)
-        if hit:
-            base, when = hit
-            entry = legacy.setdefault(base, {"when": when, "keys": [], "size": 0})
-            entry["keys"].append(obj.key)
-            if obj.key == base:
-                entry["size"] += obj.size
-    for up in storage.open_uploads():   # S3 multipart uploads, or a directory's .partial files
-        m = SET_RE.match(up.key)
-        if m:
-            g = grouped.setdefault((m.group("series"), m.group("id")),
-                                   {"stamp": m.group("stamp"), "keys": [], "size": 0, "partials": [], "uploads": []})
-            if up.upload_id:
-                g["uploads"].append((up.key, up.upload_id))
-            else:
-                g["partials"].append(up.key)
-
+    """Every backup set under the storage root (see the module docstring): backupsets.list_sets' grouping."""
+    listing = backupsets.list_sets(storage, uploads=True)   # S3 multipart uploads, or a directory's .partial files
     sets: list[StoredSet] = []
-    for (folder, backup_id), g in sorted(grouped.items()):
+    for found in listing.ordered_sets():
+        folder, backup_id = found.folder, found.backup_id
         if names and folder not in names:
             continue
-        keys = sorted(g["keys"])
-        manifest_key = f"{folder}/{backup_id}/{mf.MANIFEST_NAME}"
-        verify_keys = [k for k in keys if k.rsplit("/", 1)[-1].startswith("verify-") and k.endswith(".json")]
-        base = dict(backup_id=backup_id, keys=keys, uploads=g["uploads"], partials=g["partials"],
-                    size=g["size"], set_dir=f"{folder}/{backup_id}")
-        if manifest_key not in keys:
-            sets.append(StoredSet(series=folder, kind="incomplete", time=_stamp_time(g["stamp"]),
-                                  complete=False, **base))
+        base = dict(backup_id=backup_id, keys=found.keys, size=found.size, set_dir=found.set_dir,
+                    uploads=[(u.key, u.upload_id) for u in found.uploads if u.upload_id],
+                    partials=[u.key for u in found.uploads if not u.upload_id])
+        if found.manifest_key is None:
+            sets.append(StoredSet(series=folder, kind="incomplete", time=found.time, complete=False, **base))
             continue
-        man = storage.get_json(manifest_key)
-        if man is None or man.get("schema") not in (mf.SCHEMA, ARCHIVE_SCHEMA):
-            sets.append(StoredSet(series=folder, kind="unknown", time=_stamp_time(g["stamp"]), complete=True,
-                                  manifest_key=manifest_key,
-                                  left_alone="its manifest.json is not a readable Lifeboat manifest: check it by hand",
-                                  **base))
+        man, why = _read(storage, found.manifest_key)
+        if man is None:
+            sets.append(StoredSet(series=folder, kind="unknown", time=found.time, complete=True,
+                                  manifest_key=found.manifest_key,
+                                  left_alone=f"its manifest.json is not a readable Lifeboat manifest ({why}): "
+                                             "check it by hand", **base))
             continue
-        if man["schema"] == mf.SCHEMA:
-            series = f"database:{man.get('database') or folder}{_scope_label(man)}"
-            kind = "database"
-            when_text = man.get("started_at")
+        if isinstance(man, mf.BackupManifest):
+            series, kind, when = f"database:{man.database or folder}{man.scope.label}", "database", man.started_at
         else:
-            series = f"archive:{man.get('name') or folder}"
-            kind = "archive"
-            when_text = man.get("created_at")
-        try:
-            when = mf.parse_time(when_text) if when_text else _stamp_time(g["stamp"])
-        except ValueError:
-            when = _stamp_time(g["stamp"])
+            series, kind, when = f"archive:{man.name or folder}", "archive", man.created_at or found.time
         sets.append(StoredSet(series=series, kind=kind, time=when, complete=True,
-                              verified=_verified(storage, verify_keys), manifest_key=manifest_key, **base))
+                              verified=_verified(storage, found.verify_keys), manifest_key=found.manifest_key,
+                              **base))
 
-    for base_key, entry in sorted(legacy.items()):
-        keys = sorted(entry["keys"])
-        if base_key not in keys:
+    for dump in listing.ordered_older():
+        if dump.dump is None:
             continue   # a stray record without its dump
-        man_key = base_key + ".manifest.json"
-        verify_keys = [k for k in keys if ".verify-" in k and k.endswith(".json")]
-        backup_id = base_key[: -len(".sql.gz")]
-        if man_key in keys:
-            man = storage.get_json(man_key)
-            db = (man or {}).get("database") or "unknown"
+        size = dump.dump.size or 0
+        if dump.manifest_key:
+            man, why = _read(storage, dump.manifest_key)
+            if not isinstance(man, mf.BackupManifest):
+                sets.append(StoredSet(series=LEGACY_SERIES, kind="unknown", backup_id=dump.backup_id, time=dump.when,
+                                      complete=True, manifest_key=dump.manifest_key, keys=dump.keys, size=size,
+                                      left_alone=f"its {dump.manifest_key} is not a readable Lifeboat manifest "
+                                                 f"({why or 'an archive manifest'}): check it by hand"))
+                continue
+            db = man.database or "unknown"
             if names and db not in names:
                 continue
-            sets.append(StoredSet(series=f"database:{db}{_scope_label(man or {})}", kind="database",
-                                  backup_id=backup_id, time=entry["when"], complete=man is not None,
-                                  verified=_verified(storage, verify_keys), manifest_key=man_key, keys=keys,
-                                  size=entry["size"]))
+            sets.append(StoredSet(series=f"database:{db}{man.scope.label}", kind="database",
+                                  backup_id=dump.backup_id, time=dump.when, complete=True,
+                                  verified=_verified(storage, dump.verify_keys), manifest_key=dump.manifest_key,
+                                  keys=dump.keys, size=size))
             continue
         if names and LEGACY_SERIES not in names:
             continue
-        sets.append(StoredSet(series=LEGACY_SERIES, kind="older-procedure", backup_id=backup_id,
-                              time=entry["when"], complete=True, verified=_verified(storage, verify_keys),
-                              keys=keys, size=entry["size"],
+        sets.append(StoredSet(series=LEGACY_SERIES, kind="older-procedure", backup_id=dump.backup_id,
+                              time=dump.when, complete=True, verified=_verified(storage, dump.verify_keys),
+                              keys=dump.keys, size=size,
                               left_alone=None if include_legacy else
                               "older procedure's dump: left alone (include_legacy: true to apply the policy)"))
     return sets
