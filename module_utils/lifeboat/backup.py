@@ -44,9 +44,9 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import (crypto, leftovers, manifest, pgmeta, pipeline, privileges, roles, runlock,
                                           supabase, tmpfiles)
-from ansible.module_utils.lifeboat.errors import (ConfigError, DeadlineExceeded, DumpError, LifeboatError,
-                                                 PermissionDenied)
+from ansible.module_utils.lifeboat.errors import ConfigError, DeadlineExceeded, DumpError, LifeboatError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
+from ansible.module_utils.lifeboat.backup_failures import dump_failure, dump_scope, facts_error
 from ansible.module_utils.lifeboat.backup_manifest import (  # noqa: F401 - re-exported: backup.<name> keeps working
     build_manifest,
     createdb_command,
@@ -216,13 +216,6 @@ def scope_schemas(conn: Any, req: BackupRequest,
                    and not (req.exclude_schemas and matches(s, req.exclude_schemas))]
         return schemas, (tables if req.exclude_tables else None)
     return None, (tables if req.exclude_tables else None)
-
-
-def dump_scope(req: BackupRequest) -> dict[str, Any]:
-    """The dump's scope as :func:`privileges.find_unreadable` takes it (the pg_dump filters of this request)."""
-    return {"include_schemas": list(req.include_schemas), "exclude_schemas": list(req.exclude_schemas),
-            "include_tables": list(req.include_tables), "exclude_tables": list(req.exclude_tables),
-            "schema_only": req.schema_only, "data_only": req.data_only}
 
 
 def preflight_privileges(conn: Any, req: BackupRequest) -> None:
@@ -459,14 +452,14 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
                 result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
         except DumpError as exc:
             _stop_counter(conn, counter)
-            raise _dump_failure(exc, req, facts.get("error")) from None
+            raise dump_failure(exc, req, facts.get("error")) from None
         except BaseException:
             _stop_counter(conn, counter)
             raise
         counter.join()
         if "error" in facts:
             storage.delete(layout.artifact_key)  # no manifest will describe it
-            raise _facts_error(facts["error"], req) from None
+            raise facts_error(facts["error"], req) from None
         if sb is not None:
             try:   # still in the snapshot's transaction: the same instant as the user's schemas
                 facts["supabase"] = _supabase_parts(req, sb, conn, storage, layout, comp, enc, secrets, pg_dump,
@@ -548,7 +541,7 @@ def _supabase_parts(req: BackupRequest, sb: supabase.Scope, conn: Any, storage: 
         try:
             result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
         except DumpError as exc:
-            raise _dump_failure(exc, req, None) from None
+            raise dump_failure(exc, req, None) from None
     return {"profile": "supabase", "app_schemas": list(sb.app_schemas), "platform_schemas": list(sb.platform_schemas),
             "platform_tables": [[s, t] for s, t in sb.data_tables],
             "platform_data": {"key": key, "uri": storage.uri(key), "size": result.size, "sha256": result.sha256,
@@ -612,63 +605,3 @@ def _stop_counter(conn: Any, counter: threading.Thread) -> None:
         except Exception:  # noqa: BLE001 - best effort; the join below still bounds the wait
             pass
     counter.join(timeout=60)
-
-
-def _privilege_hint(text: str, user: str | None) -> str:
-    """What to do when pg_dump failed because the backup role may not read everything (names the role)."""
-    role = f"'{user}'" if user else "the backup role"
-    if "row-level security" in text:
-        return (f" - the backup role {role} is subject to that table's row-level security policy and pg_dump "
-                "refuses to dump only the rows a policy lets it see (pg_read_all_data does not bypass RLS): "
-                "give it BYPASSRLS (ALTER ROLE ... BYPASSRLS) or back up as the table owner or a superuser")
-    if "permission denied for large object" in text:
-        return (f" - the backup role {role} cannot read the database's large objects (pg_read_all_data does not "
-                "cover them): back up as their owner or a superuser, or GRANT SELECT ON LARGE OBJECT <oid> to "
-                "the role")
-    return ""
-
-
-def _facts_error(exc: BaseException, req: BackupRequest) -> LifeboatError:
-    if isinstance(exc, LifeboatError):
-        return exc
-    text = pipeline.mask(f"{exc.__class__.__name__}: {exc}", req.secrets())
-    message = f"PostgreSQL at {req.target.describe()}: counting rows in the dump's snapshot failed: {text}"
-    if "permission denied" in text or "row-level security" in text:
-        return PermissionDenied(message + _unreadable_now(req), "exclude_tables")
-    return DumpError(message)
-
-
-def _unreadable_now(req: BackupRequest) -> str:
-    """What the backup role cannot read, checked again on a new connection after a run failed on a privilege
-    (granted or revoked since the pre-flight): the objects and their fixes, or '' when that check cannot run."""
-    try:
-        with req.target.connect(autocommit=True) as conn:
-            items = privileges.find_unreadable(conn, **dump_scope(req))
-    except Exception:  # noqa: BLE001 - the failure itself is what the user sees; this only adds the fixes
-        return ""
-    if not items:
-        return ""
-    return " - " + privileges.message(items, req.target.database or "", req.target.describe())
-
-
-def _dump_failure(exc: DumpError, req: BackupRequest, facts_error: BaseException | None) -> LifeboatError:
-    """pg_dump failed: its first error, with the row counts' own failure (which may be the cause) and the fix.
-
-    pg_dump's 'could not import the requested snapshot' is only ever a consequence: the transaction that
-    exported the snapshot ended (the source session was terminated, or before the facts ran in a savepoint, a
-    failing facts query aborted it); the cause is then named first."""
-    text = str(exc)
-    secondary = "could not import the requested snapshot" in text
-    cause = ""
-    if facts_error is not None and not isinstance(facts_error, LifeboatError):
-        detail = pipeline.mask(f"{facts_error.__class__.__name__}: {facts_error}", req.secrets())
-        if "canceling statement due to user request" not in detail:   # our own cancel after the dump failed
-            cause = f"the row counts in the dump's snapshot failed: {detail}"
-    if secondary and cause:
-        text = f"{cause} (and then {text})"
-    elif cause:
-        text = f"{text}; {cause}"
-    hint = _privilege_hint(text, req.target.user)
-    if "permission denied" in text or "row-level security" in text:
-        return PermissionDenied(text + hint + _unreadable_now(req), exc.option or "exclude_tables")
-    return DumpError(text + hint, exc.option)
