@@ -7,9 +7,10 @@ A target is one place Lifeboat writes to:
   (``verify-<stamp>.json``) and, flat at the root, the older procedure's dumps
   (``db-backup-*.sql.gz`` / ``backup_*.sql.gz``, listed with ``legacy`` set). A set whose
   manifest is missing is listed apart, in ``incomplete``; one whose manifest is damaged or torn
-  (manifest.manifest_problem: its checksum or JSON, the rule verify and restore apply) in ``damaged``,
-  by id with the reason, never silently skipped; multipart uploads left open under the root are
-  listed in ``open_uploads``.
+  (manifest.read, the typed reader verify and restore use: its checksum, JSON, a field of the wrong
+  type, or not a Lifeboat manifest) in ``damaged``, by id with the reason, never silently skipped;
+  multipart uploads left open under the root are listed in ``open_uploads``. The listing's grouping
+  into sets is backupsets.list_sets, the one retention and the sweep read.
 - ``archive``: an archive root (archive.py: ``<name>/<archive_id>/manifest.json``) and the run
   record of the archive job (runrecord.py).
 - ``sync``: a bucket mirror: the run record of the sync job (a mirror has no sets of its own).
