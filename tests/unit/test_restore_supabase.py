@@ -101,3 +101,25 @@ def test_role_statements_a_non_superuser_may_run():
     assert sb.without_superuser_defaults("ALTER ROLE x WITH NOSUPERUSER NOBYPASSRLS;") == ""
     assert "BYPASSRLS" in sb.without_superuser_defaults("ALTER ROLE x WITH BYPASSRLS;")
     assert sb.without_superuser_defaults("GRANT a TO b;") == "GRANT a TO b;"
+
+
+def test_publications_from_the_manifest_and_from_older_manifests_statements():
+    """publication_tables when recorded; a manifest written before it: the quoted statements of publication_sql."""
+    from ansible.module_utils.lifeboat.restore.supabase_plan import publications_of
+
+    assert publications_of({"publication_tables": [["supabase_realtime", "public", "videos"]]}) == [
+        ("supabase_realtime", "public", "videos")]
+    older = {"publication_sql": 'ALTER PUBLICATION "supabase_realtime" ADD TABLE ONLY "public"."videos"; '
+                                'ALTER PUBLICATION "supabase_realtime" ADD TABLE ONLY "My ""odd"" schema"."a.b";'}
+    assert publications_of(older) == [("supabase_realtime", "public", "videos"),
+                                      ("supabase_realtime", 'My "odd" schema', "a.b")]
+    assert publications_of({}) == []
+
+
+def test_database_settings_become_alter_database_statements():
+    from ansible.module_utils.lifeboat.restore.supabase_plan import setting_sql
+
+    assert setting_sql("postgres", "app.settings.mux_environment=it's") == \
+        'ALTER DATABASE "postgres" SET "app.settings.mux_environment" = \'it\'\'s\';'
+    assert setting_sql('my "db"', 'search_path="$user", public, extensions') == \
+        'ALTER DATABASE "my ""db""" SET "search_path" = \'$user\', \'public\', \'extensions\';'
