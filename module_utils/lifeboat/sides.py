@@ -21,15 +21,13 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
-    bucket_versioning,
-    check_bucket,
     make_client,
     parse_s3_url,
     translate,
 )
 from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat.s3lean import LeanS3
-from ansible.module_utils.lifeboat.storage import Entry  # the one listing type (re-exported: sides.Entry)
+from ansible.module_utils.lifeboat.storage import Entry, S3Storage  # Entry: the one listing type
 
 MIB = 1024 * 1024
 #: metadata a streamed copy writes: the source object's ETag (the copy's own differs with other part sizes)
@@ -135,14 +133,18 @@ def fast_timestamps(client: Any) -> Any:
     return client
 
 
-class S3Side:
+class S3Side(S3Storage):
+    """An S3 prefix as one side of a transfer: the store (storage.S3Storage: its client, the least-privilege
+    bucket check, listing, deletes, versioning) with the transfer's needs on top: errors naming the option
+    (``source``/``destination``/``backup``), exact keys (a folder marker keeps its trailing '/'), raw HEADs,
+    markers filtered from listings, and the lean per-object path (s3lean)."""
+
     kind = "s3"
 
     def __init__(self, url: str, settings: S3Settings, option: str, client: Any = None):
-        self.loc = parse_s3_url(url, option)
-        self.settings = settings
+        super().__init__(parse_s3_url(url, option), settings,
+                         client=client if client is not None else fast_timestamps(make_client(settings)))
         self.option = option
-        self.client = client if client is not None else fast_timestamps(make_client(settings))
         #: single GETs and PUTs of small objects without botocore's per-call cost (s3lean); None: boto3 only
         self.lean = LeanS3.for_client(settings, self.client)
 
@@ -150,15 +152,14 @@ class S3Side:
         return self.lean if self.lean is not None and self.lean.handles(self.bucket, self.full(rel)) else None
 
     @property
-    def bucket(self) -> str:
-        return self.loc.bucket
-
-    @property
     def prefix(self) -> str:
         return self.loc.prefix
 
     def full(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def full_key(self, key: str) -> str:
+        return self.full(key)
 
     def uri(self, rel: str) -> str:
         return f"s3://{self.bucket}/{self.full(rel)}"
@@ -173,33 +174,31 @@ class S3Side:
         err = translate(exc, what, self.settings, self.bucket)
         return type(err)(f"{self.option}: {err}", self.option)
 
-    def check(self) -> None:
+    def _named(self, exc: LifeboatError) -> LifeboatError:
+        return type(exc)(f"{self.option}: {exc}", self.option)
+
+    def check(self, write: bool = False) -> None:
         try:
-            check_bucket(self.client, self.bucket, self.settings, self.prefix + "/" if self.prefix else "")
+            super().check(write)
         except LifeboatError as exc:
-            raise type(exc)(f"{self.option}: {exc}", self.option) from None
+            raise self._named(exc) from None
 
     def versioning(self) -> str:
         try:
-            return bucket_versioning(self.client, self.bucket, self.settings)
+            return super().versioning()
         except LifeboatError as exc:
-            raise type(exc)(f"{self.option}: {exc}", self.option) from None
+            raise self._named(exc) from None
 
-    def list(self, markers: bool = False) -> Iterator[Entry]:
+    def list(self, prefix: str = "", markers: bool = False) -> Iterator[Entry]:  # type: ignore[override]
         """The objects under the prefix; 0-byte "folder" placeholders (keys ending in '/') only with
-        ``markers``."""
-        prefix = self.prefix + "/" if self.prefix else ""
-        paginator = self.client.get_paginator("list_objects_v2")
+        ``markers``, never the prefix's own placeholder."""
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []) or []:
-                    key = obj["Key"]
-                    if is_marker(key, int(obj["Size"])) and (not markers or key == prefix):
-                        continue  # a "folder" placeholder, not a file
-                    yield Entry(key[len(prefix):], int(obj["Size"]), (obj.get("ETag") or "").strip('"') or None,
-                                obj.get("LastModified"))
-        except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, f"list s3://{self.bucket}/{prefix}") from None
+            for e in super().list(prefix):
+                if e.key == "" or (is_marker(e.key, e.size) and not markers):
+                    continue  # a "folder" placeholder, not a file
+                yield e
+        except LifeboatError as exc:
+            raise self._named(exc) from None
 
     def head(self, rel: str, **kw: Any) -> dict[str, Any]:
         try:
@@ -209,9 +208,9 @@ class S3Side:
 
     def delete(self, rel: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.full(rel))
-        except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, f"delete {self.uri(rel)}") from None
+            super().delete(rel)
+        except LifeboatError as exc:
+            raise self._named(exc) from None
 
 
 class LocalSide:

@@ -37,6 +37,7 @@ from ansible.module_utils.lifeboat.errors import (AlreadyExists, ConfigError, De
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
+    bucket_versioning,
     check_bucket,
     make_client,
     parse_s3_url,
@@ -107,6 +108,10 @@ class Storage:
 
     def check(self, write: bool = False) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def versioning(self) -> str:
+        """'Enabled', 'Suspended' or '' (a store without versions)."""
+        return ""
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
                     metadata: dict[str, str] | None = None,
@@ -399,6 +404,10 @@ class S3Storage(Storage):
         least-privilege policy allows), within the run's deadline."""
         prefix = self.loc.prefix + "/" if self.loc.prefix else ""
         check_bucket(self.client, self.bucket, self.settings, prefix, call=self.bounded)
+
+    def versioning(self) -> str:
+        """The bucket's versioning: 'Enabled', 'Suspended' or '' (never enabled)."""
+        return bucket_versioning(self.client, self.bucket, self.settings)
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
                     metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
