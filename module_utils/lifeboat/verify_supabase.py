@@ -128,12 +128,12 @@ def _drill_in(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin,
         result.check("row_counts", ok, f"{cmp['tables'] + len(got)} tables (application and platform user data) "
                                        "match the manifest's exact row counts" if ok else
                      "; ".join(cmp["mismatches"] + [f"missing table {m}" for m in cmp["missing"]] + bad))
-        if (src.manifest or {}).get("schema_hash"):
+        if src.manifest is not None and src.manifest.schema_hash:
             have, want = schema_hash_for(conn, src), expected_schema_hash(conn, src)
             result.check("schema_hash", have == want, "schema hash of the application schemas matches the manifest"
                          if have == want else f"schema hash {have} != manifest {want}")
         result.check("privileges", *compare_privileges(conn, src, no_owner=False))
-        if (src.manifest or {}).get("content_hashes"):
+        if src.manifest is not None and src.manifest.content_hashes.tables:
             result.check("content_hashes", *compare_content(conn, src))
         if parts.publications:
             have_pubs = {tuple(r) for r in conn.execute(
