@@ -449,7 +449,8 @@ def _run_locked(req: BackupRequest) -> dict[str, Any]:
                                                error_prefixes=("pg_dump: error:",))
                 writer = storage.open_writer(layout.artifact_key, metadata={"lifeboat-backup-id": layout.backup_id},
                                              exclusive=True)
-                result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
+                result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets,
+                                                    source_check="frame")
         except DumpError as exc:
             _stop_counter(conn, counter)
             raise dump_failure(exc, req, facts.get("error")) from None
@@ -539,7 +540,7 @@ def _supabase_parts(req: BackupRequest, sb: supabase.Scope, conn: Any, storage: 
         source = pipeline.ProcSpec("pg_dump", argv, env=env, error_prefixes=("pg_dump: error:",))
         writer = storage.open_writer(key, metadata={"lifeboat-backup-id": layout.backup_id}, exclusive=True)
         try:
-            result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets)
+            result = pipeline.run_backup_stream(source, writer, comp, enc, secrets=secrets, source_check="frame")
         except DumpError as exc:
             raise dump_failure(exc, req, None) from None
     return {"profile": "supabase", "app_schemas": list(sb.app_schemas), "platform_schemas": list(sb.platform_schemas),

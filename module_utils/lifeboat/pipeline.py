@@ -50,6 +50,7 @@ zstd's frame checksum also catch corruption while streaming.)
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -95,6 +96,45 @@ class Tap:
     def sha256(self) -> str:
         return self._h.hexdigest()
 
+
+
+class Count:
+    """Counts the bytes between two child processes without touching them: the kernel moves them from one
+    pipe to the other (``os.splice``), Python only learns how many there were."""
+
+    def __init__(self, name: str = "count"):
+        self.name = name
+        self.size = 0
+
+    def __call__(self, data: bytes) -> bytes:   # where Python holds the bytes anyway (a reader source)
+        self.size += len(data)
+        return data
+
+
+def _splice(src_fd: int, dst_fd: int, counter: Count) -> None:
+    """Move every byte from pipe ``src_fd`` to pipe ``dst_fd`` in the kernel, counting them (read/write where
+    os.splice is missing)."""
+    splice = getattr(os, "splice", None)
+    while True:
+        if splice is not None:
+            try:
+                n = splice(src_fd, dst_fd, CHUNK)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                splice = None   # not a pipe, or a kernel without splice: copy instead
+                continue
+            if not n:
+                return
+            counter.size += n
+            continue
+        data = os.read(src_fd, CHUNK)
+        if not data:
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view):]
+        counter.size += len(data)
 
 
 class _Child:
@@ -155,13 +195,15 @@ class Pipeline:
 
     def __init__(self, source: Any, elements: list[Any], sink: Callable[[bytes], Any],
                  secrets: list[str] | None = None, error_class: type[LifeboatError] = DumpError,
-                 chunk: int = CHUNK):
+                 chunk: int = CHUNK, sink_chunk: int = 0):
         self.source = source
         self.elements = [e for e in elements if e is not None]
         self.sink = sink
         self.secrets = [s for s in (secrets or []) if s]
         self.error_class = error_class
         self.chunk = chunk
+        #: the read size of the last segment (the sink's): a whole S3 part at once, handed on without copies
+        self.sink_chunk = sink_chunk
         self.children: list[_Child] = []
         self.threads: list[threading.Thread] = []
         self.errors: list[tuple[int, BaseException]] = []
@@ -209,18 +251,19 @@ class Pipeline:
                 child.rc_before_kill = rc
 
     def _pump(self, reader: Any, items: list[Any], writer: Callable[[bytes], Any],
-              close: Callable[[], None] | None) -> None:
+              close: Callable[[], None] | None, size: int = 0) -> None:
         try:
             # full chunks (read, not read1): ~16x fewer calls through hash/compress than 64 KiB pipe reads
             read = reader.read
+            size = size or self.chunk
             while True:
-                data = read(self.chunk)
+                data = read(size)
                 if not data:
                     break
                 if self._aborted:
                     return
                 for item in items:
-                    data = item(data) if isinstance(item, Tap) else item.fn(data)
+                    data = item(data) if isinstance(item, (Tap, Count)) else item.fn(data)
                     if not data:
                         break
                 if data:
@@ -230,7 +273,7 @@ class Pipeline:
             # end of stream: flush the transforms in order
             tail = b""
             for item in items:
-                if isinstance(item, Tap):
+                if isinstance(item, (Tap, Count)):
                     tail = item(tail) if tail else tail
                 else:
                     tail = (item.fn(tail) if tail else b"") + item.finish()
@@ -286,7 +329,11 @@ class Pipeline:
         items: list[Any] = []
         for element in self.elements:
             if isinstance(element, ProcSpec):
-                if items or prev_child is None:
+                if prev_child is not None and items and all(isinstance(i, Count) for i in items):
+                    # process to process, counted on the way: the kernel moves the bytes (no copy in Python)
+                    child = self._spawn(element, subprocess.PIPE)
+                    self._relay(prev_child, child, items)
+                elif items or prev_child is None:
                     child = self._spawn(element, subprocess.PIPE)
                     stdin = child.popen.stdin
                     assert stdin is not None
@@ -301,12 +348,39 @@ class Pipeline:
                 items = []
             else:
                 items.append(element)
-        self._thread(reader, items, self.sink, None)
+        self._thread(reader, items, self.sink, None, self.sink_chunk)
 
     def _thread(self, reader: Any, items: list[Any], writer: Callable[[bytes], Any],
-                close: Callable[[], None] | None) -> None:
-        t = threading.Thread(target=self._pump, args=(reader, list(items), writer, close),
+                close: Callable[[], None] | None, size: int = 0) -> None:
+        t = threading.Thread(target=self._pump, args=(reader, list(items), writer, close, size),
                              name=f"lifeboat-pump-{len(self.threads)}", daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _relay(self, src: _Child, dst: _Child, counters: list[Any]) -> None:
+        out, inp = src.popen.stdout, dst.popen.stdin
+        assert out is not None and inp is not None
+
+        def relay() -> None:
+            try:
+                counter = counters[0]
+                _splice(out.fileno(), inp.fileno(), counter)
+                for extra in counters[1:]:
+                    extra.size = counter.size
+                inp.close()
+            except BaseException as exc:  # noqa: BLE001 - recorded and re-raised by run()
+                if not self._aborted or not isinstance(exc, OSError):
+                    self._record(exc)
+            finally:
+                # nobody reads it any more: a writer still holding it (a grandchild of a killed stage) gets
+                # EPIPE instead of blocking forever on a full pipe with our stderr reader waiting on it
+                for stream in (out, inp):
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+
+        t = threading.Thread(target=relay, name=f"lifeboat-relay-{len(self.threads)}", daemon=True)
         self.threads.append(t)
         t.start()
 
@@ -318,12 +392,16 @@ class Pipeline:
         for exc in real:
             if isinstance(exc, LifeboatError):
                 return type(exc)(mask(str(exc), self.secrets), exc.option)
+        failed = []
         for child in self.children:
             if child.killed_by_us:
                 continue  # we killed it because something else failed
             rc = child.rc_before_kill if child.rc_before_kill is not None else child.popen.returncode
             if rc != 0 or child.error_lines:
-                return self._child_error(child, rc)
+                failed.append((child, rc))
+        # a stage killed by SIGPIPE only wrote to a later stage that had already died: that one is the cause
+        for child, rc in sorted(failed, key=lambda f: f[1] == -signal.SIGPIPE):
+            return self._child_error(child, rc)
         for exc in real:
             return self.error_class(mask(f"pipeline failed: {exc.__class__.__name__}: {exc}", self.secrets))
         if self.errors:
@@ -359,35 +437,56 @@ class BackupResult:
     size: int
     sha256: str
     source_size: int
-    source_sha256: str
+    source_sha256: str | None
+    #: how the source's own bytes are checked at restore: "sha256" (source_sha256) or the compressor's
+    #: checksum of them ("zstd-frame-checksum": XXH64 in the zstd frame; "gzip-crc32": each member's CRC32)
+    source_check: str = "sha256"
+
+
+FRAME_CHECKS = {"zstd": "zstd-frame-checksum", "gzip": "gzip-crc32"}
 
 
 def run_backup_stream(source: Any, writer: Any, compression: Compression | None = None, encryptor: Any = None,
                       secrets: list[str] | None = None, chunk: int = CHUNK,
-                      error_class: type[LifeboatError] = DumpError) -> BackupResult:
+                      error_class: type[LifeboatError] = DumpError, source_check: str = "sha256") -> BackupResult:
     """Stream ``source`` (a ProcSpec such as pg_dump, or a readable) through compression and
     encryption into ``writer`` (a storage.Writer). The writer is closed only on full success;
-    on any failure every child is killed, ``writer.abort()`` runs and a typed error is raised."""
+    on any failure every child is killed, ``writer.abort()`` runs and a typed error is raised.
+
+    ``source_check="frame"``: where the source and the compressor are child processes, they are connected
+    process to process (the bytes counted by ``os.splice`` in the kernel: Python never reads them) and the
+    dump's own bytes are checked at restore by the compressor's checksum (zstd's frame checksum, gzip's CRC32)
+    instead of a sha256 that Python would have to read them all for. Python then reads only the final
+    (encrypted) stream, a whole S3 part at a time, for its sha256 and the upload. Anything else (an in-process
+    source or compressor, no compression): the source's sha256, as with ``source_check="sha256"``.
+    """
     comp = (compression or Compression("none")).resolve()
-    src_tap = Tap("source")
     out_tap = Tap("stored")
-    elements: list[Any] = [src_tap]
-    transform = comp.compressor()
-    if transform is not None:
-        elements.append(transform)
+    proc = comp.compressor_proc(prefer_process=True) if source_check == "frame" else None
+    if proc is not None and isinstance(source, ProcSpec):
+        src_tap: Tap | Count = Count("source")
+        elements: list[Any] = [src_tap, proc]
+        check = FRAME_CHECKS[comp.algorithm]
     else:
-        elements.append(comp.compressor_proc())
+        src_tap = Tap("source")
+        elements = [src_tap]
+        check = "sha256"
+        transform = comp.compressor()
+        elements.append(transform if transform is not None else comp.compressor_proc())
     if encryptor is not None and getattr(encryptor, "active", False):
         elements.append(ProcSpec.from_filter(encryptor))
     elements.append(out_tap)
-    pipe = Pipeline(source, elements, writer.write, secrets=secrets, error_class=error_class, chunk=chunk)
+    sink_chunk = int(getattr(writer, "read_size", 0) or 0)
+    pipe = Pipeline(source, elements, writer.write, secrets=secrets, error_class=error_class, chunk=chunk,
+                    sink_chunk=sink_chunk)
     try:
         pipe.run()
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    return BackupResult(out_tap.size, out_tap.sha256, src_tap.size, src_tap.sha256)
+    source_sha = src_tap.sha256 if isinstance(src_tap, Tap) else None
+    return BackupResult(out_tap.size, out_tap.sha256, src_tap.size, source_sha, check)
 
 
 # ------------------------------------------------------------------ restore side

@@ -194,6 +194,8 @@ class _S3Writer(Writer):
         self._closed = False
         self.bytes_written = 0
         self.parts = 0
+        #: a writer of whole parts: a pipeline reads this much at once and each read becomes a part, uncopied
+        self.read_size = storage.part_size
 
     def _what(self) -> str:
         return f"upload {self._s.uri(self._key)}"
@@ -238,13 +240,16 @@ class _S3Writer(Writer):
         finally:
             self._slots.release()
 
-    def _flush_part(self) -> None:
+    def _flush_part(self, whole: bytes | None = None) -> None:
         if self._upload_id is None:
             self._start()
         if len(self._parts) >= MAX_PARTS:
             raise StorageError(f"{self._what()}: more than {MAX_PARTS} parts; raise part_size")
-        body = bytes(self._buf[: self._s.part_size])
-        del self._buf[: self._s.part_size]
+        if whole is not None:
+            body = whole
+        else:
+            body = bytes(self._buf[: self._s.part_size])
+            del self._buf[: self._s.part_size]
         while not self._slots.acquire(timeout=0.5):  # bounds memory: at most concurrency+1 parts in flight
             self._s.check_deadline(self._what())
         for fut in self._parts:
@@ -257,8 +262,11 @@ class _S3Writer(Writer):
     def write(self, data: bytes) -> int:
         if self._closed:
             raise StorageError(f"{self._what()}: write after close")
-        self._buf += data
         self.bytes_written += len(data)
+        if not self._buf and len(data) == self._s.part_size and isinstance(data, bytes):
+            self._flush_part(data)   # a whole part as read: uploaded as it is, no copy
+            return len(data)
+        self._buf += data
         while len(self._buf) >= self._s.part_size:
             self._flush_part()
         return len(data)

@@ -173,3 +173,114 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
                          cwd=str(tmp_path))
     grown_kib = int(out.stdout.strip().splitlines()[-1])
     assert grown_kib < 80 * 1024, f"RSS grew by {grown_kib} KiB"
+
+
+# ----------------------------------------------------------------- process to process (issue 15)
+
+def _zstd_frame_has_checksum(stored: bytes) -> bool:
+    assert stored[:4] == b"\x28\xb5\x2f\xfd"
+    return bool(stored[4] & 0x04)   # Frame_Header_Descriptor: Content_Checksum_flag
+
+
+def test_frame_mode_connects_dump_to_zstd_process_to_process(tmp_path, gpg_keys):
+    """source_check='frame': pg_dump -> zstd -> gpg are child processes connected by OS pipes; Python counts the
+    dump's bytes (os.splice) but never reads them, so it has no sha256 of them: the zstd frame's checksum checks
+    them at restore instead. The stored bytes' sha256 is still computed."""
+    data = _data(6 * 1024 * 1024 + 5)
+    src = tmp_path / "dump.bin"
+    src.write_bytes(data)
+    store = LocalStorage(str(tmp_path / "store"))
+    seen = []
+    orig = pipeline.Tap.__call__
+
+    def spy(self, chunk):
+        seen.append(self.name)
+        return orig(self, chunk)
+
+    pipeline.Tap.__call__ = spy
+    try:
+        with crypto.prepare_encryptor(crypto.EncryptionSpec("gpg", [gpg_keys["pub"]])) as enc:
+            res = pipeline.run_backup_stream(_source_proc(src), store.open_writer("f.zst.gpg"),
+                                             pipeline.Compression("zstd", threads=2), enc, source_check="frame")
+    finally:
+        pipeline.Tap.__call__ = orig
+    assert set(seen) == {"stored"}   # Python touched the stored (encrypted) bytes only
+    assert res.source_size == len(data) and res.source_sha256 is None
+    assert res.source_check == "zstd-frame-checksum"
+    stored = (tmp_path / "store" / "f.zst.gpg").read_bytes()
+    assert res.sha256 == hashlib.sha256(stored).hexdigest() and res.size == len(stored)
+    home = tmp_path / "gh"
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(home))
+    subprocess.run(["gpg", "--batch", "--import", gpg_keys["sec"]], env=env, check=True, capture_output=True)
+    plain = subprocess.run(["gpg", "--batch", "--decrypt", str(tmp_path / "store" / "f.zst.gpg")], env=env,
+                           check=True, capture_output=True).stdout
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+    assert _zstd_frame_has_checksum(plain)
+    assert subprocess.run(["zstd", "-d", "-c"], input=plain, capture_output=True, check=True).stdout == data
+
+
+def test_frame_checksum_catches_altered_dump_bytes(tmp_path):
+    """A frame whose content no longer matches its checksum fails the restore (and stock zstd -d)."""
+    data = _data(300_000)
+    src = tmp_path / "d"
+    src.write_bytes(data)
+    store = LocalStorage(str(tmp_path / "s"))
+    pipeline.run_backup_stream(_source_proc(src), store.open_writer("o.zst"), pipeline.Compression("zstd"),
+                               source_check="frame")
+    raw = bytearray((tmp_path / "s" / "o.zst").read_bytes())
+    raw[-1] ^= 0xFF   # the frame's checksum of the dump's bytes
+    (tmp_path / "s" / "o.zst").write_bytes(bytes(raw))
+    with pytest.raises(Exception, match="checksum"):
+        pipeline.run_restore_stream(store, "o.zst", lambda b: None, "zstd", None)
+    assert subprocess.run(["zstd", "-d", "-c"], input=bytes(raw), capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("stage", ["zstd", "gpg"])
+def test_frame_mode_a_killed_stage_fails_with_its_own_name(tmp_path, gpg_keys, stage):
+    """Every stage's exit status is checked: zstd or gpg killed mid-stream fails the backup naming it, and the
+    writer is aborted (nothing stored)."""
+    import signal
+    import threading
+    import time
+
+    store = LocalStorage(str(tmp_path / "store"))
+    src = pipeline.ProcSpec("pg_dump", ["sh", "-c", "head -c 400000000 /dev/urandom"])
+    real_spawn = pipeline.Pipeline._spawn
+
+    def spawn(self, spec, stdin):
+        child = real_spawn(self, spec, stdin)
+        if spec.name == stage:
+            def later():
+                time.sleep(0.5)
+                child.popen.send_signal(signal.SIGKILL)
+            threading.Thread(target=later, daemon=True).start()
+        return child
+
+    pipeline.Pipeline._spawn = spawn
+    try:
+        with crypto.prepare_encryptor(crypto.EncryptionSpec("gpg", [gpg_keys["pub"]])) as enc:
+            with pytest.raises(Exception, match=rf"{stage} failed \(killed by SIGKILL\)"):
+                pipeline.run_backup_stream(src, store.open_writer("k.zst.gpg"), pipeline.Compression("zstd"),
+                                           enc, source_check="frame")
+    finally:
+        pipeline.Pipeline._spawn = real_spawn
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+
+
+def test_frame_mode_zstd_error_fails_the_backup(tmp_path, monkeypatch):
+    """A compressor that exits non-zero (here: an option it refuses) fails the backup with zstd's own message."""
+    store = LocalStorage(str(tmp_path / "store"))
+    comp = pipeline.Compression("zstd")
+    real = comp.compressor_proc
+
+    def broken(prefer_process=False):
+        spec = real(prefer_process)
+        spec.argv.append("--no-such-option")
+        return spec
+
+    monkeypatch.setattr(comp, "compressor_proc", broken)
+    src = pipeline.ProcSpec("pg_dump", ["sh", "-c", "head -c 1000000 /dev/urandom"])
+    with pytest.raises(DumpError, match=r"zstd failed \(exit status 1\)"):
+        pipeline.run_backup_stream(src, store.open_writer("e.zst"), comp, source_check="frame")
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]

@@ -122,6 +122,9 @@ def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Cal
         if dec is not None:
             dec.cleanup()
     result = DecodeResult(res.size, res.sha256, res.output_size, res.output_sha256, time.monotonic() - started)
+    if check_sha256 and src.dump_size and result.dump_size != int(src.dump_size):
+        raise IntegrityError(f"the decoded dump of {src.backup_id} is {result.dump_size} bytes, the manifest says "
+                             f"{src.dump_size}")
     if check_sha256 and src.dump_sha256 and result.dump_sha256 != src.dump_sha256:
         raise IntegrityError(f"the decoded dump of {src.backup_id} has sha256 {result.dump_sha256}, the manifest "
                              f"says {src.dump_sha256}")
