@@ -444,6 +444,24 @@ class BackupResult:
 
 
 FRAME_CHECKS = {"zstd": "zstd-frame-checksum", "gzip": "gzip-crc32"}
+_M_MMAP_THRESHOLD = -3
+
+
+def _steady_allocator(threshold: int = CHUNK) -> None:
+    """Buffers of a MiB and more are mapped and unmapped, never kept in the heap (glibc; best effort).
+
+    glibc raises its mmap threshold each time a large mapped buffer is freed (up to 32 MiB), after which the
+    8 MiB parts of an upload come from the heaps of the threads that read and upload them, and their freed
+    memory stays resident: measured +22 MB of peak RSS in a backup's Python process (bench/run.py), the
+    difference between a flat and a growing peak. A fixed threshold keeps each part's memory returned when
+    its upload ends. Elsewhere (musl, macOS) nothing changes."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def run_backup_stream(source: Any, writer: Any, compression: Compression | None = None, encryptor: Any = None,
@@ -477,6 +495,8 @@ def run_backup_stream(source: Any, writer: Any, compression: Compression | None 
         elements.append(ProcSpec.from_filter(encryptor))
     elements.append(out_tap)
     sink_chunk = int(getattr(writer, "read_size", 0) or 0)
+    if sink_chunk >= CHUNK:
+        _steady_allocator()
     pipe = Pipeline(source, elements, writer.write, secrets=secrets, error_class=error_class, chunk=chunk,
                     sink_chunk=sink_chunk)
     try:

@@ -2,7 +2,7 @@
 
 Keys are relative to the storage root (``s3://bucket/prefix`` or a directory)
 and always use '/'. Writers stream: an S3 writer is a multipart upload whose
-memory is bounded by ``part_size * (concurrency + 1)``; a local writer writes
+memory is bounded by ``part_size * min(concurrency + 1, 48 MiB / part_size)``; a local writer writes
 ``<name>.partial`` (0600) and renames it on success. ``abort()`` leaves nothing
 that looks like a complete object.
 
@@ -47,6 +47,7 @@ from ansible.module_utils.lifeboat.s3 import (
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 MAX_PARTS = 10000
+IN_FLIGHT_BYTES = 48 * MIB
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,9 @@ class _S3Writer(Writer):
         self._buf = bytearray()
         self._parts: list[Future] = []
         self._upload_id: str | None = None
-        self._slots = threading.BoundedSemaphore(storage.concurrency + 1)
+        # parts in flight: concurrency + 1, fewer when parts are large (IN_FLIGHT_BYTES): memory stays flat
+        self._slots = threading.BoundedSemaphore(max(2, min(storage.concurrency + 1,
+                                                            IN_FLIGHT_BYTES // storage.part_size)))
         self._closed = False
         self.bytes_written = 0
         self.parts = 0
