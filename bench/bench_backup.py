@@ -9,6 +9,11 @@
 (c) lifeboat   the engine's backup (module_utils/lifeboat/backup.py) called as the
                module calls it: pg_dump -Fc -> zstd -> gpg (lab public key) -> sha256 ->
                S3 multipart upload -> manifest
+(d) pgBackRest the anchor a user would pick instead (bench/pgbackrest_anchor.py): a full physical
+               backup of a private cluster holding the same database, and its restore
+               (``--no-pgbackrest`` or BENCH_PGBACKREST=0 leaves it out)
+(e) sweep      the lifeboat variant again on other scales (``--sweep 0.3,2.0``): its peak memory
+               must stay flat with the database's size
 
 Each variant runs as a child process tree: wall time, and memory of the whole
 tree (see benchlib.measure). Prints a table and the ratios against the targets,
@@ -29,8 +34,13 @@ import sys
 import uuid
 
 import benchlib
+import gen_db
+import pgbackrest_anchor
 
-TARGETS = {"vs_floor_max": 1.5, "speedup_vs_existing_min": 4.0, "peak_rss_mb_max": 200.0}
+#: issue 15's targets (the table of docs/benchmarks.md)
+TARGETS = {"vs_floor_max": 1.3, "speedup_vs_existing_min": 4.0, "stored_vs_gzip_max": 1.0, "peak_rss_mb_max": 120.0}
+#: "flat": the largest peak of the sweep no more than this much above the smallest
+FLAT_TOLERANCE = 1.15
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, "lifeboat_child.py")
 
@@ -101,11 +111,39 @@ def median(ms: list[benchlib.Measurement]) -> benchlib.Measurement:
     return pick
 
 
+def issue15_rows(r: dict, lb, peaks: list[float], anchor: dict) -> list[dict]:
+    """The backup rows of issue 15's targets table (bench/report.py prints every kind's rows side by side)."""
+    if lb is None:
+        return [{"measure": "backup / floor", "now": "failed", "target": "<= 1.3x", "met": False}]
+    rows = [
+        {"measure": "backup / floor", "now": f"{r['lifeboat_vs_floor']:.2f}x", "target": "<= 1.3x",
+         "met": r["met_vs_floor"]},
+        {"measure": "older procedure / backup", "now": f"{r['speedup_vs_existing']:.2f}x", "target": ">= 4x",
+         "met": r["met_speedup"]},
+        {"measure": "stored size / gzip's", "now": f"{r['stored_size_vs_gzip']:.3f}"
+         if r.get("stored_size_vs_gzip") else "-", "target": "<= 1.0", "met": r["met_stored_size"]},
+    ]
+    sweep = r.get("sweep_peak_rss_mb")
+    rows.append({"measure": "backup peak RSS, 0.3 to 2.0 scale",
+                 "now": (", ".join(f"{v:.0f} MB at {k}" for k, v in sorted(sweep.items(), key=lambda kv: float(kv[0])))
+                         if sweep else f"{lb.tree_peak_sampled_mb:.0f} MB (one scale)"),
+                 "target": "< 120 MB and flat", "met": r.get("met_peak_rss_flat", None) if sweep else None})
+    if anchor.get("backup"):
+        rows.append({"measure": "pgBackRest full backup / backup (anchor)",
+                     "now": f"{anchor['backup']['wall_s'] / lb.wall_s:.2f}x ({anchor['backup']['wall_s']:.1f} s)",
+                     "target": "-", "met": None})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Lifeboat backup benchmark")
     ap.add_argument("--database", default=benchlib.BENCH_DB)
     ap.add_argument("--rounds", type=int, default=1, help="rounds of (floor, existing, lifeboat); median reported")
     ap.add_argument("--no-lifeboat", action="store_true", help="measure (a) and (b) only")
+    ap.add_argument("--no-pgbackrest", action="store_true", default=os.environ.get("BENCH_PGBACKREST") == "0",
+                    help="leave out the pgBackRest anchor")
+    ap.add_argument("--sweep", default="", help="other scales for the memory sweep, e.g. 0.3,2.0 (generated when "
+                                                "missing)")
     args = ap.parse_args(argv)
 
     db = args.database
@@ -125,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     existing: list[benchlib.Measurement] = []
     lifeboat: list[benchlib.Measurement] = []
     gzip_sizes: list[int] = []
+    sweep: list[dict] = []
+    anchor: dict = {}
     try:
         with benchlib.private_dir() as work, target.child_env() as env:
             # warm-up (not measured): the database's pages in the OS cache for every variant alike
@@ -144,6 +184,20 @@ def main(argv: list[str] | None = None) -> int:
                     why = lb.extra.get("error") or lb.extra.get("stderr", "")[-500:]
                     state = "" if lb.rc == 0 else f" FAILED rc={lb.rc}: {why}"
                     print(f"  round {r + 1}: lifeboat {lb.wall_s:.2f} s{state}", flush=True)
+            anchor = {"skipped": "--no-pgbackrest"} if args.no_pgbackrest else pgbackrest_anchor.measure(work, db)
+            if "skipped" in anchor or "error" in anchor:
+                print(f"  pgBackRest: not measured ({anchor.get('skipped') or anchor.get('error')})", flush=True)
+            for other in [float(x) for x in args.sweep.split(",") if x.strip()]:
+                other_db = benchlib.bench_db_for(other)
+                gen_db.generate(other_db, other, quiet=True)
+                tag = f"s{other:g}".replace(".", "_")
+                m = run_lifeboat(other_db, str(work), prefix, tag)
+                sweep.append({"scale": other, "database": other_db, "database_size_bytes":
+                              benchlib.database_size(other_db), "wall_s": round(m.wall_s, 3), "rc": m.rc,
+                              "tree_peak_sampled_mb": round(m.tree_peak_sampled_mb, 1),
+                              "per_process_hwm_mb": m.per_process_hwm_mb})
+                print(f"  sweep: scale {other}: lifeboat {m.wall_s:.2f} s, tree peak {m.tree_peak_sampled_mb:.1f} MB"
+                      + ("" if m.rc == 0 else f" FAILED rc={m.rc}"), flush=True)
     finally:
         removed = benchlib.delete_prefix(prefix + "/")
         print(f"  cleanup: {removed} object(s) removed under s3://{benchlib.BENCH_BUCKET}/{prefix}/", flush=True)
@@ -165,12 +219,21 @@ def main(argv: list[str] | None = None) -> int:
                      f"{stored / 1e6:.1f}" if stored else "-",
                      f"{m.tree_peak_sampled_mb:.1f}", f"{m.largest_process_mb:.1f}",
                      f"{m.tree_rss_sum_peak_mb:.1f}"])
+    for key, label in (("backup", "pgBackRest full backup (physical, zst)"), ("restore", "pgBackRest restore + start")):
+        a = anchor.get(key)
+        if a:
+            rows.append([label, f"{a['wall_s']:.2f}" + ("" if a["rc"] == 0 else " (failed)"), f"{a['cpu_s']:.1f}",
+                         "-", f"{anchor['repo_bytes'] / 1e6:.1f}" if key == "backup" and anchor.get("repo_bytes")
+                         else "-", f"{a['tree_peak_sampled_mb']:.1f}", f"{a['largest_process_mb']:.1f}",
+                         f"{a['tree_rss_sum_peak_mb']:.1f}"])
     print()
     print(benchlib.fmt_table(rows, ["variant", "wall s", "CPU s (tree)", "CPU s (server)",
                                     "stored MB", "tree peak RSS MB",
                                     "largest process MB", "tree RSS sum MB"]))
     if lb:
         print(f"  lifeboat per-process peaks (MB): {lb.per_process_hwm_mb}")
+        print(f"  lifeboat per-process CPU s (sampled): {lb.per_process_cpu_s}; server backends "
+              f"{lb.server_cpu_s if lb.server_cpu_s is None else round(lb.server_cpu_s, 1)}")
 
     ratios: dict[str, object] = {}
     if lb_ok:
@@ -186,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             "met_speedup": speedup >= TARGETS["speedup_vs_existing_min"],
             "speedup_vs_existing_dump_only": round(speedup_dump_only, 3) if speedup_dump_only else None,
             "stored_size_vs_gzip": round(size_ratio, 3) if size_ratio else None,
-            "met_stored_size": size_ratio is not None and size_ratio <= 1.0,
+            "met_stored_size": size_ratio is not None and size_ratio <= TARGETS["stored_vs_gzip_max"],
             "peak_rss_mb_tree_sampled": round(rss, 1), "largest_process_mb": round(lb.largest_process_mb, 1),
             "target_peak_rss_mb_max": TARGETS["peak_rss_mb_max"],
             "met_peak_rss": rss < TARGETS["peak_rss_mb_max"],
@@ -198,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios["total_cpu_lifeboat_vs_floor"] = round(tot["lifeboat"] / tot["floor"], 3)
             ratios["total_cpu_existing_vs_lifeboat"] = round(tot["existing"] / tot["lifeboat"], 3)
         print()
-        print(f"  lifeboat / floor            = {vs_floor:.2f}x   (target <= 1.5x)   "
+        print(f"  lifeboat / floor            = {vs_floor:.2f}x   (target <= 1.3x)   "
               f"{benchlib.verdict(ratios['met_vs_floor'])}")
         print(f"  existing / lifeboat         = {speedup:.2f}x   (target >= 4x)     "
               f"{benchlib.verdict(ratios['met_speedup'])}"
@@ -210,20 +273,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  CPU seconds, client tree + server backends (load-independent): {ratios['total_cpu_s']}; "
                   f"lifeboat/floor {ratios['total_cpu_lifeboat_vs_floor']:.2f}x, "
                   f"existing/lifeboat {ratios['total_cpu_existing_vs_lifeboat']:.2f}x")
-        print(f"  lifeboat peak RSS (tree)    = {rss:.1f} MB (target < 200 MB) "
+        print(f"  lifeboat peak RSS (tree)    = {rss:.1f} MB (target < 120 MB) "
               f"{benchlib.verdict(ratios['met_peak_rss'])}"
               f"   [largest process {lb.largest_process_mb:.1f} MB]")
     else:
         print("\n  lifeboat: not measured" + (f" ({lb.extra.get('error') or lb.extra.get('stderr', '')[-300:]})"
                                             if lb else " (--no-lifeboat)"))
 
+    peaks = [x["tree_peak_sampled_mb"] for x in sweep if x["rc"] == 0]
+    if lb_ok:
+        peaks.append(round(lb.tree_peak_sampled_mb, 1))
+    if sweep and lb_ok:
+        flat = bool(peaks) and max(peaks) <= min(peaks) * FLAT_TOLERANCE
+        ratios["sweep_peak_rss_mb"] = {str(x["scale"]): x["tree_peak_sampled_mb"] for x in sweep}
+        ratios["sweep_peak_rss_mb"][str(scale)] = round(lb.tree_peak_sampled_mb, 1)
+        ratios["met_peak_rss_flat"] = flat and max(peaks) < TARGETS["peak_rss_mb_max"]
+        print(f"  peak RSS over the sweep      = {ratios['sweep_peak_rss_mb']} MB (target < 120 MB and flat: "
+              f"max <= {FLAT_TOLERANCE}x min) {benchlib.verdict(ratios['met_peak_rss_flat'])}")
+    if anchor.get("backup") and lb_ok and anchor["backup"]["rc"] == 0:
+        ratios["pgbackrest_backup_vs_lifeboat"] = round(anchor["backup"]["wall_s"] / lb.wall_s, 3)
+        print(f"  pgBackRest full backup / lifeboat = {ratios['pgbackrest_backup_vs_lifeboat']:.2f}x "
+              f"(repository {anchor['repo_bytes'] / 1e6:.1f} MB for a {anchor['cluster_size_bytes'] / 1e9:.2f} GB "
+              "cluster, indexes included)")
     payload = {
         "kind": "backup", "scale": scale, "database": db, "database_size_bytes": size, "rounds": args.rounds,
         "machine": facts, "upload_tool": "aws cli" if os.environ.get("LIFEBOAT_BENCH_AWS") else
         "boto3 upload_file (stand-in for aws s3 cp: same s3transfer engine and defaults)",
         "variants": {"floor": floor.as_dict(), "existing": exist.as_dict(), "lifeboat": lb.as_dict() if lb else None},
         "gzip_size_bytes": gzip_size, "lifeboat_stored_size_bytes": lb_size, "ratios": ratios, "targets": TARGETS,
-        "memory_note": benchlib.MEMORY_NOTE,
+        "memory_note": benchlib.MEMORY_NOTE, "pgbackrest": anchor, "sweep": sweep,
+        "issue15_rows": issue15_rows(ratios, lb if lb_ok else None, peaks, anchor),
     }
     path = benchlib.write_result("backup", payload)
     print(f"\n  results: {os.path.relpath(path, benchlib.REPO)}")

@@ -43,9 +43,12 @@ def bench_db_for(scale: float) -> str:
     (so a quick run does not replace the 1 GB database); ``LIFEBOAT_BENCH_DB`` overrides."""
     if "LIFEBOAT_BENCH_DB" in os.environ:
         return os.environ["LIFEBOAT_BENCH_DB"]
-    if abs(scale - 1.0) < 1e-9:
-        return "lifeboat_bench"
-    return "lifeboat_bench_" + f"{scale:g}".replace(".", "_").replace("-", "_")
+    # LIFEBOAT_BENCH_DB_PREFIX: a set of databases of one's own (two benchmarks sharing a lab never rebuild
+    # each other's database)
+    base = os.environ.get("LIFEBOAT_BENCH_DB_PREFIX") or "lifeboat_bench"
+    if abs(scale - 1.0) < 1e-9 and base == "lifeboat_bench":
+        return base
+    return f"{base}_" + f"{scale:g}".replace(".", "_").replace("-", "_")
 BENCH_BUCKET = "lifeboat-backups"
 BENCH_PREFIX = "bench"          # every benchmark object lives under s3://lifeboat-backups/bench/...
 MIB = 1024 * 1024
@@ -249,6 +252,8 @@ class Measurement:
     tree_rss_sum_peak_mb: float = 0.0  # sampled: largest plain sum of RSS (counts shared pages repeatedly)
     largest_process_mb: float = 0.0    # the largest own peak RSS (VmHWM) of any one process of the tree
     per_process_hwm_mb: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds per program name (all its processes), sampled at 20 Hz: where the tree's CPU went
+    per_process_cpu_s: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -339,6 +344,7 @@ class _Sampler(threading.Thread):
         self.peak_kib = 0
         self.peak_rss_sum_kib = 0
         self.hwm: dict[tuple[int, str], int] = {}
+        self.cpu_ticks: dict[tuple[int, str], int] = {}
 
     def run(self) -> None:
         exes: dict[int, str | None] = {}
@@ -346,6 +352,9 @@ class _Sampler(threading.Thread):
             total = rss_total = 0
             for pid, parent in _tree(self.root):
                 rss, hwm, name = _status_kib(pid)
+                ticks = _cpu_ticks(pid)
+                if ticks is not None:   # per-stage CPU: each process's last reading (within one interval)
+                    self.cpu_ticks[(pid, name)] = ticks
                 rss_total += rss
                 exes[pid] = _exe(pid)
                 forked = parent is not None and exes[pid] is not None and exes[pid] == exes.get(parent)
@@ -415,6 +424,9 @@ def measure(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: 
                     tree_rss_sum_peak_mb=sampler.peak_rss_sum_kib * 1024 / 1e6,
                     largest_process_mb=max(sampler.hwm.values(), default=0) * 1024 / 1e6,
                     per_process_hwm_mb={k: round(v, 1) for k, v in sorted(per.items())})
+    tck = os.sysconf("SC_CLK_TCK")
+    for (_pid, pname), ticks in sampler.cpu_ticks.items():
+        m.per_process_cpu_s[pname] = round(m.per_process_cpu_s.get(pname, 0.0) + ticks / tck, 2)
     server = sampler.server_cpu_s()
     if server is not None:
         m.server_cpu_s = server

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """`make bench`: generate the benchmark database, then run the backup and restore benchmarks.
 
-    make bench                      # scale 1.0 (about 1 GB)
+    make bench                      # scale 1.0 (about 1 GB), the memory sweep at 0.3, pgBackRest's anchor
     make bench BENCH_SCALE=0.05     # quick
     BENCH_ROUNDS=3 make bench       # median of 3 interleaved rounds of every variant
+    BENCH_SWEEP_2=1 make bench      # the sweep also at scale 2.0 (generates a 2 GB database, ~5 more minutes)
+    BENCH_SWEEP=0.3,2.0 make bench  # the sweep's other scales ('' for none); BENCH_PGBACKREST=0 skips the anchor
+    LIFEBOAT_BENCH_DB_PREFIX=mine make bench   # databases of one's own (mine_1, mine_0_3, ...)
 
 The benchmark database is kept for the next run (one per scale: lifeboat_bench for
 1.0, lifeboat_bench_0_05 for 0.05, ...); `bench/gen_db.py --scale S --drop` removes it.
@@ -20,6 +23,7 @@ import bench_backup
 import bench_restore
 import benchlib
 import gen_db
+import report
 
 
 def main() -> int:
@@ -29,9 +33,15 @@ def main() -> int:
     print(f"== gen_db (scale {scale})", flush=True)
     gen_db.generate(db, scale)
     print("\n== backup benchmark", flush=True)
-    rc_backup = bench_backup.main(["--database", db, "--rounds", str(rounds)])
+    sweep = os.environ.get("BENCH_SWEEP")
+    if sweep is None:
+        sweep = ",".join(s for s in ("0.3", "2.0" if os.environ.get("BENCH_SWEEP_2") == "1" else "")
+                         if s and abs(float(s) - scale) > 1e-9)
+    rc_backup = bench_backup.main(["--database", db, "--rounds", str(rounds), "--sweep", sweep])
     print("\n== restore benchmark", flush=True)
     rc_restore = bench_restore.main(["--database", db, "--rounds", str(rounds)])
+    print("\n== issue 15's targets (bench/report.py: every kind's latest results)", flush=True)
+    print(report.targets_table(report._load([])))
     return 1 if (rc_backup or rc_restore) else 0
 
 

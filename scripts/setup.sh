@@ -29,6 +29,7 @@ TEST_PACKAGES=(
   slirp4netns
   prometheus chromium   # promtool and headless Chromium: the monitor's metrics and report tests
   awscli                # the runbook's by-hand steps (tests/integration/test_runbook.py runs them as written)
+  pgbackrest            # `make bench`: the physical-backup anchor beside Lifeboat's backup (bench/pgbackrest_anchor.py)
 )
 
 wanted=("${PACKAGES[@]}")
