@@ -369,6 +369,13 @@ class Pipeline:
                     extra.size = counter.size
                 inp.close()
             except BaseException as exc:  # noqa: BLE001 - recorded and re-raised by run()
+                if isinstance(exc, BrokenPipeError):
+                    # the next stage closed its input: it is exiting; let it finish dying so that its own exit
+                    # status (not 'killed by us') names the cause
+                    try:
+                        dst.popen.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        pass
                 if not self._aborted or not isinstance(exc, OSError):
                     self._record(exc)
             finally:
