@@ -131,6 +131,15 @@ options:
     description: With O(mode=partial), check every foreign key from or to the restored tables before committing.
     type: bool
     default: true
+  accept_differences:
+    description:
+      - After the restore, each table's content hash and the owners and privileges are compared with the
+        backup's manifest. By default a difference fails the restore; with O(mode=swap) the restored database is
+        then not put in place and the current one is untouched.
+      - True keeps the restore anyway and returns the differences as warnings (for a restore you know differs,
+        e.g. into another locale or without the backup's roles).
+    type: bool
+    default: false
   safety_snapshot:
     description: Take a Lifeboat backup of the current database before changing it. Disable only knowingly.
     type: bool
@@ -377,6 +386,7 @@ def argument_spec() -> dict:
         create_roles=dict(type="bool", default=False),
         terminate_sessions=dict(type="bool", default=False),
         check_foreign_keys=dict(type="bool", default=True),
+        accept_differences=dict(type="bool", default=False),
         safety_snapshot=dict(type="bool", default=True),
         snapshot_options=dict(type="dict", default={}),
         maintenance_on=dict(type="dict", options=hook_options()),
@@ -410,6 +420,7 @@ def main() -> None:
         schema_only=p["schema_only"], data_only=p["data_only"], jobs=p["jobs"], staging_dir=p["staging_dir"],
         staging_keep_free=p["staging_keep_free"], no_owner=p["no_owner"], create_roles=p["create_roles"],
         terminate_sessions=p["terminate_sessions"], check_foreign_keys=p["check_foreign_keys"],
+        accept_differences=p["accept_differences"],
         safety_snapshot=p["safety_snapshot"], maintenance_on=p["maintenance_on"],
         maintenance_off=p["maintenance_off"], post_restore=p["post_restore"],
         hook_headers={str(k): str(v) for k, v in (p["hook_headers"] or {}).items()})

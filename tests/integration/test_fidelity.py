@@ -18,7 +18,7 @@ from restore_helpers import storage_for
 
 from ansible.module_utils.lifeboat import backup, crypto
 from ansible.module_utils.lifeboat import restore as engine
-from ansible.module_utils.lifeboat.errors import RestoreError
+from ansible.module_utils.lifeboat.errors import IntegrityError, RestoreError
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.s3 import S3Settings
 
@@ -427,10 +427,16 @@ def test_content_hashes_fail_the_drill_on_a_silent_value_change(pg, lab, scratch
         assert "public.people" in checks["content_hashes"]["detail"]
         assert "Odd" not in checks["content_hashes"]["detail"]
 
-        # a restore warns naming the table whose values differ
-        out = engine.run(engine.Request(database=new, source_database=name, confirm=new, safety_snapshot=False),
-                         storage, admin_for(pg), keys(lab))
-        assert [w for w in out["warnings"] if "content of" in w and "public.people" in w], out["warnings"]
+        # a restore refuses to put it in place, naming the table whose values differ ...
+        req = engine.Request(database=new, source_database=name, confirm=new, safety_snapshot=False)
+        with pytest.raises(IntegrityError, match=r"does not match .*public\.people.*accept_differences: true"):
+            engine.run(req, storage, admin_for(pg), keys(lab))
+        with connect(pg) as conn:
+            assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (new,)).fetchone()
+        # ... unless told to keep it: then it warns naming the table
+        req.accept_differences = True
+        out = engine.run(req, storage, admin_for(pg), keys(lab))
+        assert [w for w in out["warnings"] if "accept_differences" in w and "public.people" in w], out["warnings"]
         with connect(pg, new) as conn:
             conn.execute("UPDATE \"Odd \"\"name\" SET f = f + 1e-9 WHERE r = 7")
             ok, detail = compare_content(conn, source_for(storage, mf.select_backup(storage, name)))

@@ -235,6 +235,40 @@ def test_checksum_mismatch_leaves_original_untouched(pg, lab, backed_up, tamper)
     assert databases(pg, db + "_lifeboat_%") == []
 
 
+def test_restore_whose_values_differ_from_the_snapshot_is_not_swapped_in(pg, lab, scratch_bucket, source_template):
+    """Same row counts, other values: the restored database is not the one backed up, so it does not replace
+    the live one (fails on the old main: it was swapped in with a warning)."""
+    bucket, endpoint = scratch_bucket
+    storage = storage_for(bucket, endpoint)
+    with source_database(pg, source_template) as db:
+        manifest = backup_with_engine(pg, lab, storage, bucket, endpoint, db, content_hashes=True)
+        _differ_then_accept(pg, lab, db, storage, manifest)
+
+
+def _differ_then_accept(pg, lab, db, storage, manifest):
+    damage(pg, db)
+    damaged = counts(pg, db)
+    recorded = manifest["content_hashes"]["tables"]
+    victim = next(t for t in recorded if t["name"] == "invoices")
+    # the manifest of a snapshot whose invoices held other values than the dump gives back (re-sealed: intact)
+    victim["hash"] = "0" * len(victim["hash"])
+    key = manifest["artifact"]["key"].rsplit("/", 1)[0] + "/manifest.json"
+    mf.write_manifest(storage, key, mf.seal(manifest), exclusive=False)
+    req = engine.Request(database=db, confirm=db, safety_snapshot=False)
+    with pytest.raises(IntegrityError, match=r"does not match .*public\.invoices.*not put in place.*"
+                                             r"untouched.*accept_differences: true"):
+        engine.run(req, storage, admin(pg), keys(lab))
+    assert counts(pg, db) == damaged
+    assert databases(pg, db + "_lifeboat_%") == []
+    # knowingly: restored and swapped in, the difference listed
+    req = engine.Request(database=db, confirm=db, safety_snapshot=False, accept_differences=True)
+    out = engine.run(req, storage, admin(pg), keys(lab))
+    assert [w for w in out["warnings"] if "accept_differences" in w and "public.invoices" in w]
+    assert counts(pg, db) == manifest_counts(manifest)
+    with admin_conn(pg) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{out["old_database"]}"')
+
+
 def test_wrong_decryption_key(pg, lab, backed_up, tmp_path):
     db, _bucket, storage, _manifest = backed_up
     empty_home = tmp_path / "gnupg"

@@ -44,6 +44,8 @@ class Request:
     create_roles: bool = False
     terminate_sessions: bool = False
     check_foreign_keys: bool = True
+    #: put a restored database in place even when its values or owners/privileges differ from the manifest's
+    accept_differences: bool = False
     safety_snapshot: bool = True
     maintenance_on: dict[str, Any] | None = None
     maintenance_off: dict[str, Any] | None = None

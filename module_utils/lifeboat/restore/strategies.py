@@ -227,10 +227,28 @@ def _check_result(admin: Admin, database: str, src: Source, req: Request, result
             if got != expected:
                 result["warnings"].append(f"the schema hash of '{database}' differs from the manifest's "
                                           f"({got[:12]} != {expected[:12]})")
+        differences = []
         ok, detail = compare_privileges(conn, src, no_owner=req.no_owner)
-        if ok is False:
-            result["warnings"].append(f"owners/privileges of '{database}' {detail}")
+        if ok is False and req.data_only:  # the schema, its owners and grants are the live database's
+            result["warnings"].append(f"owners/privileges of '{database}' {detail} (data_only: not restored)")
+        elif ok is False:
+            differences.append(f"owners/privileges {detail}")
         if src.manifest and src.manifest.content_hashes.tables:
             ok, detail = compare_content(conn, src)
             if ok is False:
-                result["warnings"].append(f"content of '{database}': {detail}")
+                differences.append(f"content: {detail}")
+            elif ok:
+                item["detail"] += f"; {detail}"
+    if not differences:
+        return
+    if req.accept_differences:
+        result["warnings"] += [f"'{database}' differs from {src.backup_id} (accept_differences: true): {d}"
+                               for d in differences]
+        return
+    where = ("it was not put in place; the database you had is untouched" if req.mode == "swap" else
+             f"'{database}' is restored but is not the database that was backed up"
+             + (f"; its previous state is in safety snapshot {result['safety_snapshot']['backup_id']}"
+                if (result.get("safety_snapshot") or {}).get("backup_id") else ""))
+    raise IntegrityError(f"the restored database does not match {src.backup_id}: " + "; ".join(differences)
+                         + f" -- {where}. To keep such a restore anyway (e.g. knowingly into another locale), "
+                           "run it again with accept_differences: true")
