@@ -23,7 +23,7 @@ from testlib import empty_bucket, run_playbook, s3_client, unique
 from psycopg import sql
 from restore_helpers import storage_for
 
-from ansible.module_utils.lifeboat import backup, crypto, pgmeta, verify
+from ansible.module_utils.lifeboat import backup, crypto, manifest_model, pgmeta, verify
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import restore as engine
 from ansible.module_utils.lifeboat.errors import NotFound, PermissionDenied, RestoreError
@@ -260,11 +260,17 @@ def test_older_manifests_that_counted_inheritance_children_still_compare(unusual
     u = unusual
     ref = mf.select_backup(u["storage"], u["name"])
     src = engine.source_for(u["storage"], ref)
-    src.manifest = {**src.manifest, "tables": [{"schema": "public", "name": "vehicle", "rows": 5},
-                                               {"schema": "public", "name": "car", "rows": 2}]}
+    doc = src.manifest.doc
+
+    def older(vehicle_rows: int):
+        return manifest_model.backup_manifest(
+            {**doc, "tables": [{"schema": "public", "name": "vehicle", "rows": vehicle_rows},
+                               {"schema": "public", "name": "car", "rows": 2}]}, "an older manifest")
+
+    src.manifest = older(5)
     with connect(u["server"], u["name"]) as conn:
         assert engine.compare_counts(conn, src)["ok"]
-        src.manifest["tables"][0]["rows"] = 4
+        src.manifest = older(4)
         cmp = engine.compare_counts(conn, src)
     assert not cmp["ok"] and cmp["mismatches"] == ["public.vehicle: 3 rows, manifest 4"]
 
