@@ -85,3 +85,20 @@ class RestoreError(LifeboatError):
 
 class SafetyError(LifeboatError):
     """A destructive action was refused (missing confirmation, target in use...)."""
+
+
+# Causes that are the drill's environment, not the backup: keys, permissions, the drill server.
+_ENVIRONMENT = ("permission denied", "must be superuser", "must be owner", "could not connect",
+                "connection refused", "connection to server", "password authentication failed",
+                "no pg_hba.conf entry", "too many connections", "server closed the connection",
+                "ssl connection has been closed unexpectedly", "ssl syscall error",
+                "the database system is", "wrong decryption key", "no secret key")
+
+
+def environmental(exc: LifeboatError) -> bool:
+    """True when ``exc`` says a drill could not run (key, permission, server), not that the backup is bad."""
+    if isinstance(exc, (EncryptionError, ConnectionFailed)):
+        return True
+    if isinstance(exc, ConfigError):  # a missing key option or key directory: the backup was not looked at
+        return True
+    return any(s in str(exc).lower() for s in _ENVIRONMENT)

@@ -43,8 +43,9 @@ from ansible.module_utils.lifeboat.s3restore import (
     RestoreResult,
     Version,
     grouped_versions,
+    open_versioned,
 )
-from ansible.module_utils.lifeboat.sides import S3Side, open_side, sorted_entries
+from ansible.module_utils.lifeboat.sides import S3Side, sorted_entries
 from ansible.module_utils.lifeboat.storage import open_storage
 
 _SAMPLE = 50
@@ -132,12 +133,7 @@ def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[
     """Make ``target`` hold each of ``keys`` (a key, or (key, ETag)) as the versioned ``backup`` prefix held it at
     ``at``."""
     t0 = time.monotonic()
-    if at.tzinfo is None:
-        raise ConfigError("restore_time: give a timezone (for example 2026-11-22T02:00:00Z)", "restore_time")
-    b = open_side(backup, backup_settings, "backup")
-    if not isinstance(b, S3Side):
-        raise ConfigError("backup: must be an s3:// URL of a versioned bucket", "backup")
-    t = open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+    b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
     r = Restorer(b, t, concurrency, check_mode)
     r.result = res = RecoveryResult(recovery_time=mf.iso(at))
     r.preflight()

@@ -374,6 +374,17 @@ class _Restorer:
 Restorer = _Restorer   # s3recovery.py plans with the same copy, compare and delete steps
 
 
+def open_versioned(backup: str, target: str, at: _dt.datetime, backup_settings: S3Settings | None,
+                   target_settings: S3Settings | None, file_mode: int, dir_mode: int) -> tuple[S3Side, Any]:
+    """The versioned ``backup`` side and the ``target`` side of a restore as of ``at`` (which needs a zone)."""
+    if at.tzinfo is None:
+        raise ConfigError("restore_time: give a timezone (for example 2026-11-22T02:00:00Z)", "restore_time")
+    b = open_side(backup, backup_settings, "backup")
+    if not isinstance(b, S3Side):
+        raise ConfigError("backup: must be an s3:// URL of a versioned bucket", "backup")
+    return b, open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+
+
 def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_settings: S3Settings | None = None,
                           target_settings: S3Settings | None = None, delete_newer: bool = False,
                           force: bool = False, concurrency: int = 8, check_mode: bool = False,
@@ -381,12 +392,7 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
                           sort_chunk: int = 100_000) -> RestoreResult:
     """Bring ``target`` back to the state of ``backup`` (a versioned s3:// prefix) at time ``at``."""
     t0 = time.monotonic()
-    if at.tzinfo is None:
-        raise ConfigError("restore_time: give a timezone (for example 2026-11-22T02:00:00Z)", "restore_time")
-    b = open_side(backup, backup_settings, "backup")
-    if not isinstance(b, S3Side):
-        raise ConfigError("backup: must be an s3:// URL of a versioned bucket", "backup")
-    t = open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+    b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
     r = _Restorer(b, t, concurrency, check_mode)
     r.preflight()
     at_ts = at.timestamp()

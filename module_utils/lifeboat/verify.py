@@ -47,10 +47,9 @@ from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.crypto import DecryptionSpec
 from ansible.module_utils.lifeboat.errors import (
     ConfigError,
-    ConnectionFailed,
-    EncryptionError,
     LifeboatError,
     NotFound,
+    environmental,
 )
 from ansible.module_utils.lifeboat.manifest_model import SupabaseParts
 from ansible.module_utils.lifeboat.pgconn import find_client
@@ -134,6 +133,15 @@ class Result:
         self.checks.append({"name": name, "outcome": "inconclusive",
                             "detail": f"{detail} (the drill could not run: this says nothing about the backup)"})
 
+    def restore_failed(self, exc: LifeboatError) -> None:
+        """A drill's restore raised ``exc``: a checksum mismatch fails ``sha256``, an environmental cause leaves
+        ``restore`` inconclusive, anything else fails ``restore``."""
+        name = "sha256" if "checksum mismatch" in str(exc) else "restore"
+        if name == "restore" and environmental(exc):
+            self.could_not(name, str(exc))
+        else:
+            self.check(name, False, str(exc))
+
     def failures(self) -> list[str]:
         return [f"{c['name']}: {c['detail']}" for c in self.checks if c["outcome"] == "failed"]
 
@@ -157,23 +165,6 @@ class Result:
             "row_counts": self.row_counts, "warnings": self.warnings,
             "tool": {"name": "lifeboat", "version": TOOL_VERSION},
         }
-
-
-# Causes that are the drill's environment, not the backup: keys, permissions, the drill server.
-_ENVIRONMENT = ("permission denied", "must be superuser", "must be owner", "could not connect",
-                "connection refused", "connection to server", "password authentication failed",
-                "no pg_hba.conf entry", "too many connections", "server closed the connection",
-                "ssl connection has been closed unexpectedly", "ssl syscall error",
-                "the database system is", "wrong decryption key", "no secret key")
-
-
-def environmental(exc: LifeboatError) -> bool:
-    """True when ``exc`` says the drill could not run (key, permission, server), not that the backup is bad."""
-    if isinstance(exc, (EncryptionError, ConnectionFailed)):
-        return True
-    if isinstance(exc, ConfigError):  # a missing key option or key directory: the backup was not looked at
-        return True
-    return any(s in str(exc).lower() for s in _ENVIRONMENT)
 
 
 # ------------------------------------------------------------------ integrity
@@ -373,11 +364,7 @@ def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin, opt
                                    jobs=options.jobs, staging_dir=options.staging_dir,
                                    staging_keep_free=options.staging_keep_free, app_name="lifeboat-drill")
             except LifeboatError as exc:
-                name = "sha256" if "checksum mismatch" in str(exc) else "restore"
-                if name == "restore" and environmental(exc):
-                    result.could_not(name, str(exc))
-                else:
-                    result.check(name, False, str(exc))
+                result.restore_failed(exc)
                 return
             result.restore_duration_s = round(time.monotonic() - started, 3)
             result.restored_bytes = run.decode.dump_size

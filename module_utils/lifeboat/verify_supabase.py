@@ -47,12 +47,6 @@ NO_PLATFORM = ("a supabase-profile backup restores into a Supabase project: give
                "(docs/supabase.md)")
 
 
-def _environmental(exc: LifeboatError) -> bool:
-    from ansible.module_utils.lifeboat.verify import environmental
-
-    return environmental(exc)
-
-
 def drill(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin | None, platform_sql: str | None,
           sweep_hours: float, result: Any) -> None:
     """Restore ``src`` into a scratch project and compare it with the manifest, adding checks to ``result``
@@ -99,11 +93,7 @@ def _drill_in(storage: Storage, src: Source, keys: DecryptionSpec, admin: Admin,
                                   publications=parts.publications, settings=parts.settings,
                                   bin_dirs=admin.bin_dirs)
     except LifeboatError as exc:
-        name = "sha256" if "checksum mismatch" in str(exc) else "restore"
-        if name == "restore" and _environmental(exc):
-            result.could_not(name, str(exc))
-        else:
-            result.check(name, False, str(exc))
+        result.restore_failed(exc)
         return
     finally:
         shutil.rmtree(work, ignore_errors=True)
