@@ -187,9 +187,10 @@ def test_restore_killed_during_the_swap_is_repaired_by_the_next_run(pg, lab, bac
         json.dump({"pg": pg, "endpoint": lab["s3"]["backup"], "bucket": bucket, "db": db,
                    "gpg": lab["gpg"]["homedir"]}, fh)
     killed_at = None
+    new_like = f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_new_%'"
     try:
         with admin_conn(pg) as watch:
-            for _attempt in range(3):
+            for _attempt in range(5):
                 blocker = admin_conn(pg, db)  # a session the swap must terminate: widens the window
                 blocker.__enter__()
                 proc = subprocess.Popen([sys.executable, "-c", SWAP_DRIVER, str(cfg), str(REPO / "tests")])
@@ -198,8 +199,16 @@ def test_restore_killed_during_the_swap_is_repaired_by_the_next_run(pg, lab, bac
                         row = watch.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s",
                                             (db,)).fetchone()
                         if row is not None and row[0] is False:
-                            os.kill(proc.pid, signal.SIGKILL)
-                            killed_at = "connections disabled"
+                            # freeze the restore first, then look: on a loaded machine it may already have sent
+                            # the renames' COMMIT between our query and the signal (the swap then completed,
+                            # nothing to repair: let it finish and try again)
+                            os.kill(proc.pid, signal.SIGSTOP)
+                            time.sleep(0.2)  # a statement already sent completes on the server
+                            if admin_sql(pg, new_like):
+                                os.kill(proc.pid, signal.SIGKILL)
+                                killed_at = "connections disabled"
+                            else:
+                                os.kill(proc.pid, signal.SIGCONT)
                             break
                         time.sleep(0.002)
                     proc.wait(timeout=120)
@@ -210,8 +219,7 @@ def test_restore_killed_during_the_swap_is_repaired_by_the_next_run(pg, lab, bac
                         pass
                 if killed_at:
                     break
-        assert killed_at, "the swap's window was never observed (the restore finished first three times)"
-        new_like = f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_lifeboat_new_%'"
+        assert killed_at, "the swap's window was never observed (the restore finished first five times)"
         leftovers = [r[0] for r in admin_sql(pg, new_like)]
         assert leftovers, "the killed restore left no new database: it was not killed during the swap"
         # the next normal run repairs what the killed one left, then restores
