@@ -157,7 +157,24 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs (nproc), {mem} memory, {platform.platform()}, Python {platform.python_version()}"
 
 
-def main() -> None:
+def issue15_rows(payload: dict) -> list[dict]:
+    """Issue 15's two sync rows (bench/report.py): the full copy against rclone, nothing to do against the listing."""
+    out = []
+    full = next((r for r in payload.get("rows", []) if r["run"] == "full copy"), None)
+    if full and full.get("ratio") is not None:
+        out.append({"measure": "full bucket copy / `rclone sync`, 10,000 objects", "now": f"{full['ratio']:.2f}x",
+                    "target": "<= 0.8x", "met": full["ratio"] <= 0.8,
+                    "note": f"({payload.get('objects')} objects: {full['lifeboat_s']:.1f} s vs "
+                            f"{full['rclone_s']:.1f} s)"})
+    noop = payload.get("nothing_to_do_vs_listing")
+    if noop and noop.get("ratio") is not None:
+        out.append({"measure": "sync with nothing to do / listing both sides", "now": f"{noop['ratio']:.2f}x",
+                    "target": "<= 1.5x", "met": noop["ratio"] <= 1.5,
+                    "note": f"(best of 3: {noop['lifeboat_s']:.2f} s vs {noop['listing_both_s']:.2f} s)"})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 10,000 objects (0.1 = 1,000)")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -167,7 +184,7 @@ def main() -> None:
     ap.add_argument("--rclone", default=str(pathlib.Path(sys.executable).parent / "rclone"))
     ap.add_argument("--markdown", help="also write the results table (markdown) to this file")
     ap.add_argument("--seed", type=int, default=4)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     lab = json.loads(pathlib.Path(args.lab).read_text())
     n = max(100, int(10_000 * args.scale))
@@ -248,7 +265,7 @@ def main() -> None:
     if args.markdown:
         pathlib.Path(args.markdown).write_text(text + "\n")
     payload = {
-        "scale": args.scale, "objects": n, "bytes": total, "concurrency": args.concurrency,
+        "kind": "sync", "scale": args.scale, "objects": n, "bytes": total, "concurrency": args.concurrency,
         "machine": {**benchlib.machine(), "loadavg_at_end": load_after},
         "rows": [{"run": name, "lifeboat_s": round(lb, 3), "rclone_s": round(rc, 3),
                   "ratio": round(lb / rc, 3) if rc else None, "target": target} for name, lb, rc, target in rows],
@@ -258,8 +275,10 @@ def main() -> None:
         "lifeboat_results": {"full": r1, "incremental": r2, "nothing_to_do": r3},
         "peak_rss_mib": round(rss),
     }
+    payload["issue15_rows"] = issue15_rows(payload)
     print(f"results: {benchlib.write_result('sync', payload)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

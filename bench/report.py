@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+import bench_s3_sync
 import benchlib
 
 SCALE = os.environ.get("BENCH_SCALE", "1.0")
@@ -52,6 +53,8 @@ def targets_table(docs: dict[str, dict[str, Any]]) -> str:
     rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for doc in docs.values():
         found = doc.get("issue15_rows")
+        if found is None and doc.get("kind") == "sync":   # results from before the sync rows were written
+            found = bench_s3_sync.issue15_rows(doc)
         if found is None and doc.get("kind") == "restore":
             found = _restore_rows(doc)
         if found is None and doc.get("kind") == "backup" and doc.get("ratios"):   # results from before issue 15
@@ -92,6 +95,7 @@ def _load(paths: list[str]) -> dict[str, dict[str, Any]]:
                 doc = json.load(fh)
         except FileNotFoundError:
             continue
+        doc.setdefault("kind", os.path.basename(path).split("-scale")[0])  # older sync results lack it
         out[doc["kind"]] = doc
     return out
 
