@@ -4,8 +4,10 @@ Importing this module makes ``ansible.module_utils.lifeboat`` importable exactly
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import uuid
@@ -25,10 +27,37 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}".lower()
 
 
+SECRET_KEY = re.compile(r"password|secret|token|access_key", re.IGNORECASE)
+MASK = "********"
+
+
+class RedactedDict(dict):
+    """A dict (the lab's lab.json) whose repr hides every secret-looking value: what pytest prints when an
+    assertion about it fails, which CI logs keep. json.dumps, indexing and comparisons see the real values."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {MASK!r}" if isinstance(k, str) and SECRET_KEY.search(k) and v
+                               else f"{k!r}: {v!r}" for k, v in self.items()) + "}"
+
+
+class Conninfo(str):
+    """A libpq conninfo string whose repr hides the password (see RedactedDict)."""
+
+    def __repr__(self) -> str:
+        return repr(re.sub(r"password=('(?:\\.|[^'\\])*'|\S*)", f"password={MASK}", str(self)))
+
+
+def load_lab(path: pathlib.Path) -> RedactedDict:
+    """lab.json, every object in it a RedactedDict."""
+    return json.loads(path.read_text(), object_hook=RedactedDict)
+
+
 def dsn(pg: dict, user_key: str, password_key: str, database: str) -> str:
-    # conninfo string (not a URL) so odd characters in generated passwords are safe
-    return (f"host={pg['host']} port={pg['port']} user={pg[user_key]} "
-            f"password={pg[password_key]} dbname={database}")
+    # a conninfo string (not a URL), each value quoted by libpq's rules: odd characters in passwords are safe
+    from psycopg.conninfo import make_conninfo
+
+    return Conninfo(make_conninfo(host=pg["host"], port=pg["port"], user=pg[user_key], password=pg[password_key],
+                                  dbname=database))
 
 
 def admin_sql(lab_pg: dict, sql: str, database: str = "postgres") -> list[tuple]:

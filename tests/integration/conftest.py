@@ -3,13 +3,12 @@ databases and buckets with unique names (removed afterwards), and backed-up copi
 """
 from __future__ import annotations
 
-import json
 
 import psycopg
 import pytest
 from psycopg import sql
 from restore_helpers import backup_with_engine, backup_with_playbook, source_database, storage_for, template_database
-from testlib import LAB_DIR, dsn, empty_bucket, s3_client, unique
+from testlib import LAB_DIR, dsn, empty_bucket, load_lab, s3_client, unique
 
 from ansible.module_utils.lifeboat import manifest as mf
 
@@ -19,7 +18,7 @@ def lab() -> dict:
     path = LAB_DIR / "lab.json"
     if not path.exists():
         pytest.fail(f"{path} is missing: the integration tests need the local lab, run `make lab` first")
-    return json.loads(path.read_text())
+    return load_lab(path)  # secrets hidden from what pytest prints
 
 
 @pytest.fixture(scope="session")

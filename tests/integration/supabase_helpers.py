@@ -13,7 +13,7 @@ import subprocess
 
 import psycopg
 from psycopg import sql
-from testlib import REPO, unique
+from testlib import REPO, Conninfo, unique
 
 PLATFORM_SQL = REPO / "roles/lab/files/supabase_platform.sql"
 APP_SQL = REPO / "roles/lab/files/supabase_app.sql"
@@ -22,8 +22,8 @@ APP_SQL = REPO / "roles/lab/files/supabase_app.sql"
 def sb_dsn(sb: dict, database: str | None = None, admin: bool = False) -> str:
     """conninfo for the project's postgres login (or supabase_admin with admin=True)."""
     user, password = (sb["admin_user"], sb["admin_password"]) if admin else (sb["app_user"], sb["app_password"])
-    return (f"host={sb['host']} port={sb['port']} user={user} password={password} "
-            f"dbname={database or sb['database']}")
+    return Conninfo(f"host={sb['host']} port={sb['port']} user={user} password={password} "
+                    f"dbname={database or sb['database']}")
 
 
 def sb_sql(sb: dict, query: str, database: str | None = None, admin: bool = False) -> list[tuple]:

@@ -56,6 +56,17 @@ def first_pid(path: str) -> int:
         return int(handle.readline().strip())
 
 
+def _values(doc):
+    if isinstance(doc, dict):
+        for v in doc.values():
+            yield from _values(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            yield from _values(v)
+    else:
+        yield doc
+
+
 # --- contract and permissions ---------------------------------------------------------
 
 def test_lab_json_contract(lab):
@@ -73,6 +84,11 @@ def test_lab_json_contract(lab):
     assert lab["s3"]["primary"]["endpoint"] == "http://127.0.0.1:40006"
     assert lab["s3"]["backup"]["endpoint"] == "http://127.0.0.1:40106"
     assert lab["s3"]["primary"]["buckets"] == ["app-storage"]
+    # what pytest prints about the lab (a failing assertion's values, kept in CI logs) shows none of its secrets
+    secrets = [v for v in _values(lab) if isinstance(v, str) and len(v) >= 8 and v in {
+        pg["admin_password"], pg["backup_password"], lab["s3"]["backup"]["secret_key"],
+        lab["s3"]["backup"]["access_key"], lab["supabase"]["app_password"]}]
+    assert len(secrets) == 5 and not [s for s in secrets if s in repr(lab)]
     assert lab["s3"]["backup"]["buckets"] == ["lifeboat-backups", "app-storage-backup"]
     assert re.fullmatch(r"[0-9A-F]{40}", lab["gpg"]["fingerprint"])
     assert lab["age"]["recipient"].startswith("age1")
