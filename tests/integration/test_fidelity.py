@@ -502,13 +502,13 @@ def test_runbook_by_hand_restores_roles_privileges_and_settings(pg, lab, scratch
                 ("db.example.internal", pg["host"]), ("PGPORT=5432", f"PGPORT={pg['port']}"),
                 ("PGUSER=lifeboat_admin", f"PGUSER={pg['admin_user']}"), ("~/.pgpass-restore", str(passfile)),
                 ("/secure/lifeboat-gnupg", lab["gpg"]["homedir"]), ("https://s3.example.com", endpoint["endpoint"]),
+                ("--region eu-west-1", f"--region {endpoint['region']}"),
                 ("s3://lifeboat-backups/db/appdb/appdb-20261121T020000Z", base),
                 ("appdb", name), ("app_owner", owner), ("app_reader", reader)):
             assert example in script, f"the runbook no longer shows {example!r}"
             script = script.replace(example, real)
         env = {"PATH": f"{pg['bin_dir']}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
-               "LC_ALL": "C.UTF-8", "LAB_AK": endpoint["access_key"], "LAB_SK": endpoint["secret_key"],
-               "AWS_DEFAULT_REGION": endpoint["region"]}
+               "LC_ALL": "C.UTF-8", "LAB_AK": endpoint["access_key"], "LAB_SK": endpoint["secret_key"]}
         proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=600,
                               check=False, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

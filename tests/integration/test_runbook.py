@@ -45,6 +45,7 @@ def as_in_the_lab(script: str, pg: dict, lab: dict, db: str, replace: dict[str, 
         "PGHOST=db.example.internal PGPORT=5432 PGUSER=lifeboat_admin":
             f"PGHOST={pg['host']} PGPORT={pg['port']} PGUSER={pg['admin_user']}",
         "https://s3.example.com": ep["endpoint"],
+        "--region eu-west-1": f"--region {ep['region']}",
         "/secure/lifeboat-gnupg": lab["gpg"]["homedir"],
         "app_reader": pg["backup_user"],
         "app_owner": pg["app_user"],
@@ -63,7 +64,6 @@ def run(script: str, tmp_path, pg: dict, lab: dict) -> subprocess.CompletedProce
     ep = lab["s3"]["backup"]
     env = {"PATH": f"{pg['bin_dir']}:{os.environ['PATH']}", "HOME": str(tmp_path), "LANG": "C.UTF-8",
            "AWS_ACCESS_KEY_ID": ep["access_key"], "AWS_SECRET_ACCESS_KEY": ep["secret_key"],
-           "AWS_DEFAULT_REGION": ep["region"],
            "PGSSLMODE": "prefer"}
     script = script.replace("~/.pgpass-restore", str(pgpass))
     return subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
