@@ -35,7 +35,7 @@ from typing import Any
 
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import pgmeta
-from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError
+from ansible.module_utils.lifeboat.errors import ConfigError, ConnectionFailed, NotFound, RestoreError, StorageError
 from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat.s3 import S3Settings
 from ansible.module_utils.lifeboat.s3restore import (
@@ -108,7 +108,18 @@ def backup_time(location: str, settings: S3Settings | None = None) -> tuple[_dt.
         raise ConfigError("as_of_backup: give the database backup's manifest (s3://bucket/prefix/<db>/<id>/"
                           "manifest.json, as backup.yml prints it)", "as_of_backup")
     base, key = loc.rsplit("/", 1) if loc.endswith(".json") else (loc, mf.MANIFEST_NAME)
-    man = mf.read_backup(open_storage(base, settings), key)   # started_at and backup_id checked by the model
+    try:
+        man = mf.read_backup(open_storage(base, settings), key)   # started_at and backup_id checked by the model
+    except (ConnectionFailed, NotFound, StorageError) as exc:
+        if not loc.startswith("s3://"):
+            raise
+        # the manifest is read with the FILE backup's S3 settings (backup_*): database backups kept in another
+        # bucket or store, under other credentials, are out of their reach
+        raise type(exc)(f"{exc} (as_of_backup is read with the file backup's S3 settings, backup_endpoint and its "
+                        "credentials: when the database backups live elsewhere, copy the manifest first, e.g. "
+                        "`aws --endpoint-url <db backup endpoint> --region <region> s3 cp "
+                        f"{loc if loc.endswith('.json') else loc + '/' + mf.MANIFEST_NAME} manifest.json`, and "
+                        "give its local path as as_of_backup)", "as_of_backup") from exc
     return man.started_at, man.backup_id
 
 

@@ -317,3 +317,29 @@ def test_in_place_after_an_incident_the_project_and_its_files_return_to_the_back
             assert after == at_backup and set(after) == objects(s, src)
     finally:
         drop_project(s, src)
+
+
+def test_an_unreachable_as_of_backup_names_whose_credentials_read_it_and_the_fix(lab, scratch_bucket, tmp_path):
+    """as_of_backup is read with the file backup's S3 settings: a manifest they cannot reach (another store's
+    credentials, a wrong location) fails naming that and how to give it instead (a local copy)."""
+    from ansible.module_utils.lifeboat import s3recovery
+    from ansible.module_utils.lifeboat.errors import LifeboatError
+    from ansible.module_utils.lifeboat.s3 import S3Settings
+
+    bucket, ep = scratch_bucket
+    url = f"s3://{bucket}/db/postgres/postgres-20261203T110000Z/manifest.json"
+    good = S3Settings(endpoint=ep["endpoint"], region=ep["region"], access_key=ep["access_key"],
+                      secret_key=ep["secret_key"])
+    wrong = S3Settings(endpoint=ep["endpoint"], region=ep["region"], access_key=ep["access_key"],
+                       secret_key="not-the-secret-" + ep["secret_key"][:4])
+    for settings in (good, wrong):   # nothing there; there, but unreadable with these credentials
+        with pytest.raises(LifeboatError) as err:
+            s3recovery.backup_time(url, settings)
+        text = str(err.value)
+        assert err.value.option == "as_of_backup", text
+        assert "file backup's S3 settings" in text and f"s3 cp {url} manifest.json" in text, text
+        assert ep["secret_key"] not in text
+    # a local path that does not exist: no S3 hint, the plain error
+    with pytest.raises(LifeboatError) as err:
+        s3recovery.backup_time(str(tmp_path / "nothing" / "manifest.json"))
+    assert "S3 settings" not in str(err.value)
