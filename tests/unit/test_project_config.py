@@ -195,3 +195,43 @@ def test_module_options_in_a_message_become_the_playbooks_variables():
         "lifeboat_restore_create_roles: true or lifeboat_restore_no_owner: true; give "
         "lifeboat_restore_snapshot_options.encryption_recipients")
     assert module.option_vars("lifeboat_restore_no_owner stays", mapping) == "lifeboat_restore_no_owner stays"
+
+
+def _playbook_defined(node, out: set) -> None:
+    """Names the playbooks define themselves: play/task vars, set_fact, register, vars_prompt, loop_var."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("vars", "ansible.builtin.set_fact") and isinstance(value, dict):
+                out.update(str(k) for k in value)
+            elif key == "register" and isinstance(value, str):
+                out.add(value)
+            elif key == "vars_prompt":
+                out.update(p["name"] for p in value)
+            elif key == "loop_control" and isinstance(value, dict) and "loop_var" in value:
+                out.add(value["loop_var"])
+            _playbook_defined(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _playbook_defined(item, out)
+
+
+def test_the_example_inventory_shows_every_variable_the_playbooks_read():
+    """Every lifeboat_* variable a playbook reads is set in inventories/example, or shown there as a comment
+    (a per-run confirmation, an option whose default is 'leave it out'): the production template is complete."""
+    files = sorted((REPO / "playbooks").glob("*.yml")) + sorted((REPO / "playbooks/tasks").glob("*.yml"))
+    read, own = set(), set()
+    for path in files:
+        read.update(re.findall(r"\blifeboat_[a-z0-9_]+\b", path.read_text()))
+        _playbook_defined(yaml.safe_load(path.read_text()), own)
+    not_variables = ({p.stem for p in (REPO / "library").glob("lifeboat_*.py")}
+                     | {p.stem for p in (REPO / "playbooks/tasks").glob("*.yml")}
+                     | {p.stem for p in (REPO / "playbooks/filter_plugins").glob("*.py")}
+                     | {p.name for p in (REPO / "roles").iterdir()}
+                     | {"lifeboat_unknown_vars", "lifeboat_option_vars"}  # filters
+                     | set(re.findall(r"^\s+(lifeboat_[a-z0-9_]+):",
+                                      (REPO / "inventories/example/hosts.yml").read_text(), flags=re.M)))  # groups
+    shown = set()
+    for path in (REPO / "inventories/example").rglob("*.yml"):
+        shown.update(re.findall(r"^\s*#?\s*(lifeboat_[a-z0-9_]+):", path.read_text(), flags=re.M))
+    missing = sorted(n for n in read - own - not_variables - shown if not n.endswith("_"))
+    assert missing == [], f"add these to inventories/example (set, or shown as a comment): {missing}"
