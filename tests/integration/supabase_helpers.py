@@ -26,10 +26,9 @@ def sb_dsn(sb: dict, database: str | None = None, admin: bool = False) -> str:
                     f"dbname={database or sb['database']}")
 
 
-def sb_sql(sb: dict, query: str, database: str | None = None, admin: bool = False,
-           params: tuple | None = None) -> list[tuple]:
+def sb_sql(sb: dict, query: str, database: str | None = None, admin: bool = False) -> list[tuple]:
     with psycopg.connect(sb_dsn(sb, database, admin), autocommit=True) as conn:
-        cur = conn.execute(query, params)
+        cur = conn.execute(query)
         return cur.fetchall() if cur.description else []
 
 
