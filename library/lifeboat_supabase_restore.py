@@ -22,14 +22,28 @@ description:
     login may (tried first in a rolled-back transaction). What the login may not do is returned in
     RV(platform_sql) with the reason in RV(skipped)."
   - Or from local, decoded files (O(archives)), for example the parts the manifest's stock commands wrote.
-  - Everything happens in ONE transaction; nothing changes unless the whole restore succeeded, every foreign key
-    from or to a restored table holds, and the row counts equal O(expected_counts).
+  - Everything happens in ONE transaction (BEGIN and COMMIT sent by the module, so that a run killed at any point
+    commits nothing); nothing changes unless the whole restore succeeded, every foreign key from or to a restored
+    table holds, and the row counts equal O(expected_counts).
   - O(mode=new) needs a new project (platform tables empty, application schemas without tables or functions).
     Roles the backup needs and the project lacks are created from O(roles_file), without passwords.
   - O(mode=in_place) replaces the application schemas' objects and the platform tables' rows of the same
     project. It needs O(confirm) equal to the database name, and first writes a safety snapshot (archives of
     the same shape, restorable by this module) into O(snapshot_dir). The live objects are kept aside in
     C(<schema>_lifeboat_old_<token>) (RV(moved_aside)).
+  - "In place, the slow part is staged beside the live objects (RV(swap) C(staged)): the backup's objects are
+    created, loaded, indexed and checked in C(<schema>_lifeboat_new_<token>), the platform tables' rows in
+    C(lifeboat_stage_<token>), without locking anything the application uses (it reads and writes as usual;
+    foreign keys to platform tables wait for the swap). Then the swap, at the end of the same transaction: the
+    live objects are moved aside and the staged ones into the schema (C(ALTER ... SET SCHEMA): owners, grants,
+    policies, triggers, comments, sequence values go with them), functions that platform triggers call are
+    replaced in place, the platform tables' rows are kept aside (RV(platform_rows_aside)) and replaced, foreign
+    keys to and from platform tables checked, counts checked, commit. The application waits only during the
+    swap, whose time grows with the platform tables' rows, not with the application's data. A C(public) the
+    login does not own (Supabase) keeps its identity: only the objects in it move."
+  - "A backup whose application schemas hold object kinds the swap cannot move (operators, text search objects,
+    collations, statistics, foreign tables, ...) is restored in one transaction that holds its locks from the
+    start (the application waits for the whole restore); RV(swap) says so and why."
   - The login needs C(SET) on C(session_replication_role) (Supabase grants it to C(postgres)); without it the
     task fails naming the C(GRANT).
 options:
@@ -155,6 +169,18 @@ moved_aside:
   returned: success
   type: dict
   sample: {"public": "public_lifeboat_old_3f9a0c1e"}
+swap:
+  description: With O(mode=in_place), C(staged) (the application waited only for the short swap), or why the
+    restore took one long transaction instead.
+  returned: success
+  type: str
+  sample: staged
+platform_rows_aside:
+  description: With O(mode=in_place) staged, the schema where the platform tables' replaced rows are kept (one
+    table per platform table, named C(<schema>.<table>)), for you to inspect and drop.
+  returned: success
+  type: str
+  sample: public_lifeboat_old_3f9a0c1e
 safety_snapshot:
   description: With O(mode=in_place), the safety snapshot's archives.
   returned: success
@@ -270,7 +296,8 @@ def main() -> None:
     module.exit_json(changed=True, mode=result.mode, moved_aside=result.moved_aside,
                      safety_snapshot=result.safety_snapshot or [], roles_created=result.roles_created,
                      skipped=result.skipped, platform_sql=result.platform_sql, publications=result.publications,
-                     settings_applied=result.settings_applied,
+                     settings_applied=result.settings_applied, swap=result.swap,
+                     platform_rows_aside=result.platform_rows_aside,
                      **({"backup_id": facts["backup_id"]} if facts.get("backup_id") else {}))
 
 

@@ -26,9 +26,10 @@ def sb_dsn(sb: dict, database: str | None = None, admin: bool = False) -> str:
                     f"dbname={database or sb['database']}")
 
 
-def sb_sql(sb: dict, query: str, database: str | None = None, admin: bool = False) -> list[tuple]:
+def sb_sql(sb: dict, query: str, database: str | None = None, admin: bool = False,
+           params: tuple | None = None) -> list[tuple]:
     with psycopg.connect(sb_dsn(sb, database, admin), autocommit=True) as conn:
-        cur = conn.execute(query)
+        cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 

@@ -333,6 +333,7 @@ def test_in_place_restore_after_an_incident(pg, platform, tmp_path):
                             snapshot_dir=str(tmp_path / "snap"), bin_dirs=[pg["bin_dir"]])
         assert app.execute("SELECT count(*) FROM public.videos WHERE title = 'defaced'").fetchone()[0] == 0
     assert set(result.moved_aside) == {"public", "app_private"}
+    assert result.swap == "staged"  # built beside the live schemas, swapped in at the end
     assert [oct(os.stat(f).st_mode & 0o777) for f in result.safety_snapshot] == ["0o600", "0o600"]
     with as_admin(pg, src) as conn:  # the dropped policy: only the table's owner may create it again
         conn.execute(result.platform_sql[0])

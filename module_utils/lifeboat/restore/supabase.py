@@ -6,8 +6,9 @@ user data (``auth.users``, ``auth.identities``, ``storage.buckets``, ``storage.o
 script without passwords. The platform itself (its schemas, tables, functions, roles) is never restored: a
 Supabase project already has it, empty in a new project.
 
-Two targets, the same archives, ONE transaction each (``psql --single-transaction``, ON_ERROR_STOP): nothing is
-changed unless everything succeeded and was checked.
+Two targets, the same archives, ONE transaction each (BEGIN and COMMIT sent by Lifeboat, ON_ERROR_STOP; psql's
+--single-transaction would commit at the end of its input even when Lifeboat died mid-stream): nothing is changed
+unless everything succeeded and was checked.
 
 * ``new``: a new project (platform schemas present, platform tables empty: refused otherwise). The roles the
   backup needs and the target lacks are created (no passwords); then, in one transaction: the application
@@ -15,13 +16,14 @@ changed unless everything succeeded and was checked.
   the user's own triggers and policies on platform tables, grants and comments; foreign keys checked; row
   counts checked against the manifest; commit.
 * ``in_place``: the same project after an incident. Confirmation by the database's name; a safety snapshot
-  (archives of the same shape, one snapshot, restorable by this same code) first; then, in one transaction:
-  each live application schema keeps its identity (owner, grants, the platform's default privileges) while its
-  tables, views, sequences, functions and types are moved aside into ``<schema>_lifeboat_old_<token>`` (kept);
-  the backup's objects are created in it; the platform tables' rows are replaced; the user's triggers and
-  policies on them recreated where the login may drop them (functions they call are replaced in place, same
-  OID, so the ones kept call the backup's code); foreign keys checked; counts checked; commit. Other sessions
-  see the old objects until the commit and the restored ones from it.
+  (archives of the same shape, one snapshot, restorable by this same code) first; then one transaction, staged
+  (restore/supabase_stage.py): the backup's objects are created and loaded in ``<schema>_lifeboat_new_<token>``
+  beside the live ones without locking them, and only at its end the live objects are moved aside into
+  ``<schema>_lifeboat_old_<token>`` (kept) and the staged ones in, the platform tables' rows replaced, foreign
+  keys and counts checked, commit. Each live schema keeps its identity (owner, grants, the platform's default
+  privileges); functions that platform triggers call are replaced in place (same OID). A backup holding object
+  kinds the swap cannot move takes the older path: the same, but with the live objects moved aside at the start
+  (``preamble``), so the application waits for the whole restore (``Result.swap`` says why).
 
 Rows are loaded with ``session_replication_role = replica`` (as Supabase's own restore instructions do; the
 platform grants ``SET`` on it to ``postgres``): the user's triggers on ``auth.users`` do not fire twice, and
@@ -43,6 +45,7 @@ from ansible.module_utils.lifeboat import roles as rolesmod
 from ansible.module_utils.lifeboat import tmpfiles
 from ansible.module_utils.lifeboat.errors import ConfigError, RestoreError, SafetyError
 from ansible.module_utils.lifeboat.pgconn import PgTarget, find_client, server_major
+from ansible.module_utils.lifeboat.restore import supabase_stage as stage
 from ansible.module_utils.lifeboat.restore.supabase_plan import (  # noqa: F401 - re-exported
     MOVE_SQL,
     PLATFORM_TABLES,
@@ -213,7 +216,7 @@ def preamble(mode: str, scope: Scope, facts: Facts, plan_: Plan, token: str,
                 moved[schema] = old_name(schema, token)
                 oids = ", ".join(str(int(v)) for k, v in keep.items() if k.startswith(schema + "."))
                 out.append(MOVE_SQL % {"schema": lit(schema), "old": lit(moved[schema]),
-                                       "keep": f"ARRAY[{oids}]::oid[]"})
+                                       "keep": f"ARRAY[{oids}]::oid[]", "create": "true"})
         for s, t in scope.platform_tables:
             out.append(f"DELETE FROM {qi(s)}.{qi(t)};")  # noqa: S608 - identifiers quoted (qi)
         for s, t, name in dropped:
@@ -239,6 +242,8 @@ class Result:
     platform_sql: list[str] = field(default_factory=list)
     publications: list[str] = field(default_factory=list)
     settings_applied: list[str] = field(default_factory=list)
+    swap: str = ""                 # in place: "staged" (the short swap), or why it took one long transaction
+    platform_rows_aside: str = ""  # in place, staged: the schema keeping the platform rows it replaced
     changed: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -276,6 +281,10 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         facts = read_facts(conn, scope)
         existing_extras = _existing_extras(conn, scope)
         keep = functions_used_by_platform(conn, scope) if mode == "in_place" else {}
+        keep_all = stage.kept_overloads(conn, keep) if mode == "in_place" else []
+        kept_names = stage.live_names(conn, scope.app_schemas, keep_all) if mode == "in_place" else {}
+        if mode == "in_place":
+            _no_other_restore(conn, database)
         pub_sql, pub_done, pub_notes, pub_refused = publications_plan(conn, publications or [], scope, facts)
         set_done, set_notes, set_refused = settings_plan(conn, settings or [])
     foreign = {s for s in scope.app_schemas if s in facts.schemas and facts.schema_owners.get(s) not in facts.actors}
@@ -333,29 +342,53 @@ def restore(target: PgTarget, archives: str | list[str], scope: Scope, *, mode: 
         p.skipped.append(f"{e.type.lower()} {key[2]} on {key[0]}.{key[1]}: only {need} ({owner}) may create it, "
                          f"and {facts.user} may not act as {owner}; run its statement (platform_sql) as {owner} or "
                          "the platform's admin (Supabase: the SQL editor)")
+    fallback = stage.fallback_reason(p) if mode == "in_place" else None
     snapshot = None
     if mode == "in_place":
         snapshot = safety_snapshot(target, scope, snapshot_dir, bin_dirs, token)
     created = []
+    roles_sql = ""
     if roles_script:
         created = roles_to_create(roles_script, facts)
-    head, moved_aside = preamble(mode, scope, facts, p, token, dropped, keep)
     if created:  # in the same transaction: a failed restore leaves no role behind
         stmts = rolesmod.statements_for(roles_script, set(created), facts.roles)
         if not facts.superuser:
             stmts = [t for t in (without_superuser_defaults(st) for st in stmts) if t]
             # so that objects can be given to them (ALTER ... OWNER TO)
             stmts += [f"GRANT {qi(role)} TO {qi(facts.user)};" for role in created]
-        head = "\n".join(st if st.endswith(";") else st + ";" for st in stmts) + "\n" + head
+        roles_sql = "\n".join(st if st.endswith(";") else st + ";" for st in stmts) + "\n"
+    skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent] + pub_notes + set_notes
+    if mode == "in_place" and fallback is None:
+        st = stage.build(p, list(scope.app_schemas), facts.schemas, list(scope.platform_tables), token, kept_names,
+                         {k.split("(", 1)[0] for k in keep})
+        st.steps.append(("sql", count_check_sql(expected_counts, [t for t in _tables_in(p, scope)
+                                                                  if t[0] in scope.app_schemas], st.mapping)))
+        kinds = [("TRIGGER" if _is_trigger(p, s, t, n) else "POLICY", s, t, n) for s, t, n in dropped]
+
+        def swap(deferred: list[str], extras: list[str], fks: list[str], columns: dict) -> str:
+            return (stage.swap_sql(st, token, keep_all, deferred, extras, fks, columns, kinds)
+                    + publications_sql(st.moved) + pub_sql + "".join(x + "\n" for x in set_done)
+                    + stage.platform_fk_sql(list(scope.app_schemas), list(scope.platform_tables))
+                    + count_check_sql(expected_counts, [t for t in _tables_in(p, scope)
+                                                        if t in scope.platform_tables]))
+
+        head = ("SET session_replication_role = replica;\nSET search_path = '';\n" + roles_sql
+                + stage.head_sql(st, token, st.live))
+        stage.run(target, pg_restore, psql, st, head, swap, token)
+        return Result(mode, archives, st.moved, created, snapshot, len(p.left_out), extras_note, skipped,
+                      platform_sql + pub_refused + set_refused, pub_done, set_done, swap="staged",
+                      platform_rows_aside=st.rows_aside)
+    head, moved_aside = preamble(mode, scope, facts, p, token, dropped, keep)
+    head = roles_sql + head
     tail = fk_check_sql(scope.app_schemas, scope.platform_tables) + count_check_sql(
         expected_counts, _tables_in(p, scope))
     tail = (publications_sql(moved_aside) if mode == "in_place" else "") + pub_sql + "".join(
         st + "\n" for st in set_done) + tail
     _run_one_transaction(target, pg_restore, psql, p, head, tail, token,
                          before_grants=reset_grants_sql(scope.app_schemas))
-    skipped = p.skipped + [f"{t}: not in the backup, left as it is" for t in absent] + pub_notes + set_notes
+    how = "" if mode == "new" else f"one transaction ({fallback}): the application waited for the whole restore"
     return Result(mode, archives, moved_aside, created, snapshot, len(p.left_out), extras_note, skipped,
-                  platform_sql + pub_refused + set_refused, pub_done, set_done)
+                  platform_sql + pub_refused + set_refused, pub_done, set_done, swap=how)
 
 
 def publications_plan(conn: Any, publications: list[tuple[str, str, str]], scope: Scope,
@@ -498,13 +531,14 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
         env["PGAPPNAME"] = f"lifeboat-supabase-restore-{token}"
         with open(os.path.join(private, "psql.err"), "w+b") as err, \
                 open(os.path.join(private, "pg_restore.err"), "w+b") as dump_err:
-            psql_proc = subprocess.Popen([psql, "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1",
-                                          "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=err, env=env)
+            # BEGIN and COMMIT are sent, not psql's --single-transaction: psql -1 commits at the end of its input,
+            # also when this process died mid-stream; without a COMMIT, the server rolls back
+            psql_proc = subprocess.Popen([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env)
             assert psql_proc.stdin is not None
             dump_rc = 0
             try:
-                _send(psql_proc.stdin, head.encode("utf-8"))
+                _send(psql_proc.stdin, b"BEGIN;\n" + head.encode("utf-8"))
                 for n, (archive, entries) in enumerate(_runs(p, before_grants)):
                     if not archive:
                         _send(psql_proc.stdin, entries.encode("utf-8"))
@@ -524,7 +558,7 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
                     if dump_rc != 0:
                         break
                 if dump_rc == 0:
-                    _send(psql_proc.stdin, tail.encode("utf-8"))
+                    _send(psql_proc.stdin, tail.encode("utf-8") + b"COMMIT;\n")
                 psql_proc.stdin.close()
             except BrokenPipeError:
                 pass
@@ -543,6 +577,18 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
                                "archive")
 
 
+def _no_other_restore(conn: Any, database: str) -> None:
+    """Two in-place restores of one project at once would swap each other's objects: refuse, naming the other."""
+    rows = conn.execute("SELECT pid, application_name, state, now() - xact_start FROM pg_catalog.pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() "
+                        "AND application_name LIKE 'lifeboat-supabase-restore-%'").fetchall()
+    if rows:
+        pid, name, state, age = rows[0]
+        raise RestoreError(f"supabase restore: another restore is running in database '{database}' (session {pid}, "
+                           f"{name}, {state}, in its transaction for {age}); wait for it to finish, or if its "
+                           f"process is gone, end the session: SELECT pg_terminate_backend({pid});", "target")
+
+
 def safety_snapshot(target: PgTarget, scope: Scope, directory: str | None, bin_dirs: list[str] | None,
                     token: str) -> list[str]:
     """Archives of the same shape as the backup (application schemas; platform tables) of the project as it is
@@ -551,22 +597,30 @@ def safety_snapshot(target: PgTarget, scope: Scope, directory: str | None, bin_d
         raise ConfigError("supabase restore: mode in_place takes a safety snapshot first; give snapshot_dir (a "
                           "directory on a disk with room for one backup)", "snapshot_dir")
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    prefix = f"{target.database}-before-restore-"
+    for name in os.listdir(directory):  # a killed run's unfinished snapshot (no other restore runs: checked)
+        if name.startswith(prefix) and name.endswith(".dump.partial"):
+            os.unlink(os.path.join(directory, name))
     pg_dump = _client(target, "pg_dump", bin_dirs)
     paths: list[str] = []
     with target.connect(snapshot_reader=True) as holder:
         snap = holder.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
         for part in ("app", "platform"):
-            path = os.path.join(directory, f"{target.database}-before-restore-{token}-{part}.dump")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            path = os.path.join(directory, f"{prefix}{token}-{part}.dump")
+            # written as .partial and renamed when whole: a kill never leaves what looks like a snapshot
+            fd = os.open(path + ".partial", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             paths.append(path)
             with target.child_env() as env, os.fdopen(fd, "wb") as out:
+                env["PGAPPNAME"] = f"lifeboat-supabase-restore-{token}"  # seen by another run's check
                 proc = subprocess.run(dump_argv(pg_dump, scope, part, snap), stdout=out, stderr=subprocess.PIPE,
                                       env=env, check=False)
             if proc.returncode != 0:
                 for done in paths:
-                    os.unlink(done)
+                    os.unlink(done + ".partial")
                 raise RestoreError("supabase restore: the safety snapshot failed, nothing was changed: "
                                    + proc.stderr.decode("utf-8", "replace").strip()[-600:], "snapshot_dir")
+    for path in paths:
+        os.replace(path + ".partial", path)
     return paths
 
 

@@ -196,9 +196,11 @@ def qi(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def fk_check_sql(schemas: list[str], tables: list[tuple[str, str]]) -> str:
+def fk_check_sql(schemas: list[str], tables: list[tuple[str, str]], skip_child_schemas: list[str] | None = None) -> str:
     """A DO block: every foreign key from or to a table of ``schemas`` or one of ``tables`` is checked by an
-    anti-join; any violation aborts the transaction naming the constraint, the tables and how many rows."""
+    anti-join; any violation aborts the transaction naming the constraint, the tables and how many rows.
+    ``skip_child_schemas``: foreign keys of those schemas' tables are left out (added, hence checked, just before)."""
+    skip = "ARRAY[" + ", ".join(lit(s) for s in skip_child_schemas or []) + "]::text[]"
     schema_arr = "ARRAY[" + ", ".join(lit(s) for s in schemas) + "]::text[]" if schemas else "ARRAY[]::text[]"
     pairs = ", ".join(f"({lit(s)}, {lit(t)})" for s, t in tables) or "(NULL, NULL)"
     # every name below is a literal made by lit(); the block builds its queries with format('%I')
@@ -221,6 +223,7 @@ BEGIN
        AND (cn.nspname = ANY({schema_arr}) OR pn.nspname = ANY({schema_arr})
             OR (cn.nspname, c.relname) IN (VALUES {pairs}) OR (pn.nspname, p.relname) IN (VALUES {pairs}))
        AND cn.nspname NOT LIKE '%\\_lifeboat\\_old\\_%' AND pn.nspname NOT LIKE '%\\_lifeboat\\_old\\_%'
+       AND NOT (cn.nspname = ANY({skip}))
      ORDER BY 2, 1
   LOOP
     EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
@@ -237,8 +240,10 @@ $lifeboat_fk$;
 """  # noqa: S608
 
 
-def count_check_sql(expected: dict[str, int] | None, tables: Iterable[tuple[str, str]]) -> str:
-    """A DO block comparing each table's rows with the manifest's count; a difference aborts the transaction."""
+def count_check_sql(expected: dict[str, int] | None, tables: Iterable[tuple[str, str]],
+                    staged: dict[str, str] | None = None) -> str:
+    """A DO block comparing each table's rows with the manifest's count; a difference aborts the transaction.
+    ``staged``: schema -> the schema the table is counted in (its staged copy), named by its own name."""
     if not expected:
         return ""
     lines = []
@@ -246,7 +251,7 @@ def count_check_sql(expected: dict[str, int] | None, tables: Iterable[tuple[str,
         want = expected.get(f"{schema}.{table}")
         if want is None:
             continue
-        lines.append(f"  SELECT count(*) INTO n FROM {qi(schema)}.{qi(table)};\n"  # noqa: S608 - quoted (qi)
+        lines.append(f"  SELECT count(*) INTO n FROM {qi((staged or {}).get(schema, schema))}.{qi(table)};\n"  # noqa: S608 - quoted (qi)
                      f"  IF n <> {int(want)} THEN bad := bad || format('%s has %s rows, the manifest says %s; ', "
                      f"{lit(schema + '.' + table)}, n, {int(want)}); END IF;")
     if not lines:
@@ -274,7 +279,9 @@ def old_name(schema: str, token: str) -> str:
 MOVE_SQL = """DO $lifeboat_move$
 DECLARE s text := %(schema)s; old text := %(old)s; keep oid[] := %(keep)s; r record;
 BEGIN
-  EXECUTE format('CREATE SCHEMA %%I', old);
+  IF %(create)s THEN
+    EXECUTE format('CREATE SCHEMA %%I', old);
+  END IF;
   FOR r IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
