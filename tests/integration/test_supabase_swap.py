@@ -101,12 +101,16 @@ def leftovers(s: dict, db: str, token: str) -> list[str]:
 
 
 @pytest.fixture
-def project(lab, tmp_path):
+def project(lab, tmp_path, request):
     """The lab's Supabase-like project with a larger table (the slow part of a restore), backed up by the
-    engine as its postgres login, the parts decoded by the manifest's own commands; then an incident."""
+    engine as its postgres login, the parts decoded by the manifest's own commands; then an incident.
+    ``request.param``: (SQL run before the backup, SQL of the incident) added to those."""
     s = lab["supabase"]
+    before, during = getattr(request, "param", ("", ""))
     db = new_project(s, with_app=True)
     try:
+        if before:
+            sb_sql(s, before, database=db)
         sb_sql(s, """CREATE TABLE public.events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                                                   video_id bigint REFERENCES public.videos(id), kind text,
                                                   payload jsonb);
@@ -131,7 +135,7 @@ def project(lab, tmp_path):
         sb_sql(s, """DELETE FROM public.events WHERE id % 5 = 0;
                      UPDATE public.videos SET title = 'defaced' WHERE id % 2 = 0;
                      DROP TABLE private.mux_webhooks;
-                     DELETE FROM storage.objects WHERE bucket_id = 'avatars';""", database=db)
+                     DELETE FROM storage.objects WHERE bucket_id = 'avatars';""" + during, database=db)
         yield {"s": s, "db": db, "doc": doc, "work": work, "backed_up": backed_up, "target": target}
     finally:
         drop_project(s, db)
@@ -158,15 +162,15 @@ def restore_sessions(s: dict, db: str, token: str) -> list[tuple]:
                   params=(f"lifeboat-supabase-restore-{token}",))
 
 
-def freeze_in_the_load(p: dict, proc: subprocess.Popen, token: str) -> int:
-    """SIGSTOP the restore's process group once its session copies rows into the staged events table; return the
-    session's pid. Fails if the restore ended first."""
+def freeze_in_the_load(p: dict, proc: subprocess.Popen, token: str, into: str = "_lifeboat_new_") -> int:
+    """SIGSTOP the restore's process group once its session copies rows into the events table (staged: a schema
+    named with ``into``); return the session's pid. Fails if the restore ended first."""
     s, db = p["s"], p["db"]
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the restore ended before its load was seen: {proc.communicate()}"
         for pid, query in restore_sessions(s, db, token):
-            if query.startswith("COPY ") and "_lifeboat_new_" in query and ".events " in query:
+            if query.startswith("COPY ") and into in query and ".events " in query and "TO stdout" not in query:
                 os.killpg(proc.pid, signal.SIGSTOP)
                 return pid
         time.sleep(0.02)
@@ -251,4 +255,39 @@ def test_a_kill_during_the_load_changes_nothing_and_the_next_run_restores(projec
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     assert json.loads(out.strip().splitlines()[-1])["swap"] == "staged"
+    assert not (d := diff(state(s, db), p["backed_up"])), repr(d)[:3000]
+
+
+TS_CONFIG = ("CREATE TEXT SEARCH CONFIGURATION public.titles (COPY = pg_catalog.english);",
+             "DROP TEXT SEARCH CONFIGURATION public.titles;")
+
+
+@pytest.mark.parametrize("project", [TS_CONFIG], indirect=True)
+def test_a_kind_the_swap_cannot_move_takes_one_transaction_and_a_kill_commits_nothing(project, tmp_path):
+    """A text search configuration in public: the restore takes the single long transaction (the live tables are
+    locked from its start, which the result says). Lifeboat killed during its load: psql reads the end of its
+    input without a COMMIT (psql --single-transaction would have committed the half-restored project)."""
+    p = project
+    s, db = p["s"], p["db"]
+    incident = state(s, db)
+    token = os.urandom(4).hex()
+    proc = start(p, tmp_path, token)
+    try:
+        pid = freeze_in_the_load(p, proc, token, into="public.events")
+        assert ("public", "videos", "AccessExclusiveLock") in strong_locks(s, db, pid)  # the application waits
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 300
+    while restore_sessions(s, db, token):
+        assert time.monotonic() < deadline, "the killed restore's session never ended"
+        time.sleep(0.2)
+    assert not (d := diff(state(s, db), incident)), repr(d)[:3000]
+    assert leftovers(s, db, token) == []
+    proc = start(p, tmp_path, os.urandom(4).hex())
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    swap = json.loads(out.strip().splitlines()[-1])["swap"]
+    assert swap.startswith("one transaction (the backup's application schemas hold text search configuration")
     assert not (d := diff(state(s, db), p["backed_up"])), repr(d)[:3000]
