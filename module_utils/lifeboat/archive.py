@@ -50,8 +50,8 @@ from ansible.module_utils.lifeboat.errors import (
 )
 from ansible.module_utils.lifeboat.pipeline import Compression, open_restore_stream, run_backup_stream
 from ansible.module_utils.lifeboat.s3 import S3Settings
-from ansible.module_utils.lifeboat.sides import makedirs
 from ansible.module_utils.lifeboat.storage import Storage, open_storage, stock_fetch_command
+from ansible.module_utils.lifeboat.storage_local import makedirs
 
 SCHEMA = mf.ARCHIVE_SCHEMA
 MANIFEST = "manifest.json"

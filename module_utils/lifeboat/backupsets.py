@@ -147,7 +147,7 @@ def list_sets(storage: Storage, folder: str | None = None, older: bool = True, u
     """The root's objects grouped into sets (see the module docstring).
 
     ``folder``: only that folder's sets (a database's safe name, an archive's name), plus the flat dumps
-    (listed by their own prefixes) when ``older``. ``uploads``: open multipart uploads (S3) or ``.partial``
+    (listed by their own prefixes) when ``older``. ``uploads``: open multipart uploads (S3) or ``*.lifeboat-partial``
     files (a directory) are attached to their set too (a set with only uploads is listed). Storage errors
     propagate: a listing that fails half way gives nothing to act on.
     """

@@ -132,7 +132,7 @@ def _sort_key(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _open_uploads(storage: Storage) -> list[dict[str, Any]]:
-    """Multipart uploads left open under the root (S3 only: a directory's .partial files are not listed here)."""
+    """Multipart uploads left open under the root (S3 only: a directory's partial files are not listed here)."""
     if not isinstance(storage, S3Storage):
         return []
     return [{"key": storage.full_key(u.key), "initiated": mf.iso(u.initiated) if u.initiated else None}

@@ -12,7 +12,7 @@ dead run. The grace period is a second guard (an older Lifeboat without the lock
 disagree): only what is older than ``grace_s`` is touched.
 
 - open multipart uploads under ``<database>/`` (S3) initiated more than ``grace_s`` ago are aborted;
-- ``*.partial`` files under ``<database>/`` (a directory) older than ``grace_s`` are removed;
+- ``*.lifeboat-partial`` files (killed writers) under ``<database>/`` (a directory) older than ``grace_s`` are removed;
 - backup sets ``<database>/<backup_id>/`` without a ``manifest.json`` whose newest object is older
   than ``grace_s`` are removed; where the backup's credentials may not delete (a least-privilege
   policy without s3:DeleteObject), they are *reported* instead, with the cause.
@@ -62,7 +62,7 @@ def _older(when: _dt.datetime | None, now: _dt.datetime, grace_s: float) -> bool
 
 
 def _abort_uploads(storage: Storage, folder: str, now: _dt.datetime, grace_s: float, out: Swept) -> None:
-    """Open uploads under ``<folder>/`` (S3 multipart uploads, a directory's ``.partial`` files)."""
+    """Open uploads under ``<folder>/`` (S3 multipart uploads, a directory's ``*.lifeboat-partial`` files)."""
     try:
         uploads = [u for u in storage.open_uploads() if u.key.startswith(folder + "/")]
     except LifeboatError as exc:  # reported, never fatal: the backup itself can still be made

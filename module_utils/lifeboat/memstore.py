@@ -131,6 +131,14 @@ class MemoryStorage(Storage):
             raise NotFound(f"stat {self.uri(key)}: not found (NoSuchKey)")
         return Entry(key, len(obj.data), etag=obj.etag, last_modified=obj.when)
 
+    def metadata(self, key: str) -> dict[str, str]:
+        self._check_key(key, "stat")
+        with self._lock:
+            obj = self._objects.get(key)
+        if obj is None:
+            raise NotFound(f"stat {self.uri(key)}: not found (NoSuchKey)")
+        return dict(obj.metadata)
+
     def delete(self, key: str) -> None:
         self._check_key(key, "delete")
         with self._lock:

@@ -4,7 +4,7 @@ Memory stays flat: data moves in bounded chunks (``CHUNK`` = 1 MiB) between
 threads and child processes; nothing accumulates. Every child's exit status is
 checked, its stderr is captured (bounded) and error lines on stderr count as a
 failure even when the exit status is 0. On any failure every child is killed,
-the storage writer is aborted (multipart upload aborted / ``.partial`` removed)
+the storage writer is aborted (multipart upload aborted / ``*.lifeboat-partial`` removed)
 and a typed error naming the cause is raised.
 
 Public API (stable: backup, verify and restore build on it)

@@ -7,7 +7,7 @@
      full one);
    - directory and configuration archives ``<name>/<name>-<stamp>/`` (manifest ``lifeboat.archive/1``);
    - a set without ``manifest.json`` is incomplete (running, or crashed); its open multipart
-     uploads (S3) or ``.partial`` files (directory) belong to it;
+     uploads (S3) or partial files (``*.lifeboat-partial``, directory) belong to it;
    - the older procedure's flat dumps ``db-backup-YYYY-MM-DD_HH-MM-SS.sql.gz`` and
      ``backup_YYYYmmdd_HHMMSS.sql.gz`` (time from the name): left alone unless
      ``include_legacy``; then they form their own series ``older-procedure``.
@@ -56,7 +56,7 @@ class StoredSet:
     manifest_key: str | None = None
     keys: list[str] = field(default_factory=list)
     uploads: list[tuple[str, str]] = field(default_factory=list)   # (key, UploadId)
-    partials: list[str] = field(default_factory=list)              # local .partial files
+    partials: list[str] = field(default_factory=list)              # local partial files
     size: int = 0
     left_alone: str | None = None               # why it is outside retention (e.g. older procedure)
     set_dir: str | None = None                  # '<series>/<id>' for directory layouts
@@ -84,7 +84,7 @@ def _read(storage: Storage, key: str) -> tuple[mf.BackupManifest | mf.ArchiveMan
 
 def scan(storage: Storage, include_legacy: bool = False, names: list[str] | None = None) -> list[StoredSet]:
     """Every backup set under the storage root (see the module docstring): backupsets.list_sets' grouping."""
-    listing = backupsets.list_sets(storage, uploads=True)   # S3 multipart uploads, or a directory's .partial files
+    listing = backupsets.list_sets(storage, uploads=True)   # S3 multipart uploads, or a directory's partial files
     sets: list[StoredSet] = []
     for found in listing.ordered_sets():
         folder, backup_id = found.folder, found.backup_id

@@ -45,8 +45,8 @@ from ansible.module_utils.lifeboat.s3restore import (
     grouped_versions,
     open_versioned,
 )
-from ansible.module_utils.lifeboat.sides import S3Side, sorted_entries
 from ansible.module_utils.lifeboat.storage import open_storage
+from ansible.module_utils.lifeboat.storage_api import sorted_entries
 
 _SAMPLE = 50
 
@@ -173,8 +173,7 @@ def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[
             wanted = unique(external_sort(pairs(), lambda k: (k[0], k[1] is None, k[1] or ""), list, list, tmp,
                                           "wanted", sort_chunk))
             groups = grouped_versions(b, tmp, sort_chunk)
-            have_it = sorted_entries(t.list(markers=True) if isinstance(t, S3Side) else t.list(), tmp, "target",
-                                     sort_chunk)
+            have_it = sorted_entries(t.entries(markers=True), tmp, "target", sort_chunk)
             w, g, h = next(wanted, None), next(groups, None), next(have_it, None)
             while w is not None or h is not None:
                 w_key = w[0] if w is not None else None

@@ -33,27 +33,18 @@ from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.s3 import S3Settings
-from ansible.module_utils.lifeboat.sides import (
+from ansible.module_utils.lifeboat.sides import S3Side, open_side
+from ansible.module_utils.lifeboat.storage_api import (
     MIB,
+    MIN_PART_SIZE,
     SOURCE_ETAG_META,
     Entry,
-    abort_upload,
-    LocalSide,
-    S3Side,
-    content_args,
-    makedirs,
-    marker_dir_exists,
-    sorted_entries,
-    unlink_quiet,
-    first_part_size,
+    etag_like,
     is_marker,
-    local_etag,
-    local_write_error,
-    make_marker_dir,
-    open_partial,
-    open_side,
+    sorted_entries,
 )
-from ansible.module_utils.lifeboat.storage import MIN_PART_SIZE
+from ansible.module_utils.lifeboat.storage_local import LocalStorage
+from ansible.module_utils.lifeboat.storage_s3 import content_args, first_part_size
 
 _SAMPLE = 50
 
@@ -213,7 +204,7 @@ def _sample(lst: list[str], key: str) -> None:
 
 
 class _Restorer:
-    def __init__(self, backup: S3Side, target: S3Side | LocalSide, concurrency: int, check_mode: bool,
+    def __init__(self, backup: S3Side, target: S3Side | LocalStorage, concurrency: int, check_mode: bool,
                  part_size: int = 16 * MIB):
         self.backup = backup
         self.target = target
@@ -230,15 +221,12 @@ class _Restorer:
             raise ConfigError(f"backup: s3://{self.backup.bucket} has no versioning "
                               f"({(status or 'never enabled').lower()}): it holds no history to restore from",
                               "backup")
-        if isinstance(self.target, S3Side):
-            self.target.check()
-        else:
-            self.target.check(create=not self.check_mode)
+        self.target.check(write=not self.check_mode)   # a directory is created (unless in check mode)
 
     def same(self, want: Version, have: Entry) -> bool:
         if want.size != have.size:
             return False
-        if isinstance(self.target, LocalSide):
+        if isinstance(self.target, LocalStorage):
             return bool(want.etag) and self._local_is(have, want)
         if want.etag and want.etag == have.etag:
             return True
@@ -248,14 +236,14 @@ class _Restorer:
     def backed_up(self, have: Entry, versions: list[Version]) -> bool:
         """Is the target's current content one of the key's versions in the backup?"""
         candidates = {v.etag: v for v in versions if not v.delete_marker and v.size == have.size and v.etag}
-        if isinstance(self.target, LocalSide):
+        if isinstance(self.target, LocalStorage):
             return any(self._local_is(have, v) for v in candidates.values())
         return have.etag in candidates
 
     def _local_is(self, have: Entry, v: Version) -> bool:
         """Is the local file ``have`` the content of backup version ``v``? (ETag computed like v's)"""
-        b = self.backup
-        return local_etag(self.target.path(have.key), have.size, v.etag, part_size_of=lambda: first_part_size(
+        b, t = self.backup, self.target
+        return etag_like(lambda: t.open_reader(have.key), have.size, v.etag, part_size_of=lambda: first_part_size(
             b.client, b.bucket, b.full(v.key), v.etag, VersionId=v.version_id)) == v.etag
 
     def copy_version(self, v: Version) -> None:
@@ -302,31 +290,19 @@ class _Restorer:
             t.client.complete_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), UploadId=up["UploadId"],
                                                MultipartUpload={"Parts": parts})
         except BaseException:
-            abort_upload(t, v.key, up["UploadId"])   # best effort; the lifecycle rule aborts the rest
+            t.abort_upload_quiet(v.key, up["UploadId"])   # best effort; the lifecycle rule aborts the rest
             raise
 
-    def _download(self, v: Version, t: LocalSide) -> None:
+    def _download(self, v: Version, t: LocalStorage) -> None:
         b = self.backup
-        path = t.path(v.key)
         if is_marker(v.key, v.size):
-            make_marker_dir(t, v.key)
+            t.make_marker(v.key)
             return
         obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
-        partial = path + ".lifeboat-partial"
-        try:
-            makedirs(os.path.dirname(path), t.dir_mode)
-            fd = open_partial(partial, t.file_mode)
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in obj["Body"].iter_chunks(MIB):
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(partial, t.file_mode)
-            os.utime(partial, (v.last_modified, v.last_modified))
-            os.replace(partial, path)
-        except OSError as exc:
-            unlink_quiet(partial)
-            raise local_write_error(t, v.key, path, exc) from None
+        with t.open_writer(v.key) as w:
+            for chunk in obj["Body"].iter_chunks(MIB):
+                w.write(chunk)
+            w.keep_mtime(v.last_modified)
 
     def run_jobs(self, jobs: Iterable[tuple[str, Any]]) -> None:
         """Execute ('copy', Version) / ('delete', Entry) jobs in parallel, recording results."""
@@ -402,16 +378,15 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
         with tempfile.TemporaryDirectory(prefix="lifeboat-pitr-") as tmp:
             os.chmod(tmp, 0o700)
             groups = grouped_versions(b, tmp, sort_chunk)
-            have_it = sorted_entries(t.list(markers=True) if isinstance(t, S3Side) else t.list(), tmp, "target",
-                              sort_chunk)
+            have_it = sorted_entries(t.entries(markers=True), tmp, "target", sort_chunk)
             g = next(groups, None)
             h = next(have_it, None)
             while g is not None or h is not None:
                 if h is None or (g is not None and g[0] < h.key):
                     key, versions = g  # type: ignore[misc]
                     want = version_at(versions, at_ts)
-                    if want is not None and isinstance(t, LocalSide) and is_marker(want.key, want.size) \
-                            and marker_dir_exists(t, want.key):
+                    if want is not None and t.directories and is_marker(want.key, want.size) \
+                            and t.has_marker(want.key):
                         res.unchanged += 1  # a folder marker: its directory is there
                     elif want is not None:
                         yield "copy", want
@@ -462,10 +437,7 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     t = open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
     r = _Restorer(b, t, concurrency, check_mode)
     b.check()
-    if isinstance(t, S3Side):
-        t.check()
-    else:
-        t.check(create=not check_mode)
+    t.check(write=not check_mode)
     res = r.result
 
     def missing() -> Iterator[str]:
@@ -473,7 +445,7 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
             os.chmod(tmp, 0o700)
             wanted = external_sort((k.lstrip("/") for k in keys if k), lambda k: k,
                                    lambda k: [k], lambda x: x[0], tmp, "wanted", sort_chunk)
-            have_it = sorted_entries(t.list(), tmp, "target", sort_chunk)
+            have_it = sorted_entries(t.entries(), tmp, "target", sort_chunk)
             h = next(have_it, None)
             last = None
             for k in wanted:
@@ -531,8 +503,8 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     return res
 
 
-def _target_has(t: S3Side | LocalSide, key: str) -> bool:
-    if isinstance(t, LocalSide):
+def _target_has(t: S3Side | LocalStorage, key: str) -> bool:
+    if isinstance(t, LocalStorage):
         try:
             return os.path.isfile(t.path(key))
         except ConfigError:

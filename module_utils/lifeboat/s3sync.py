@@ -26,7 +26,6 @@ from __future__ import annotations
 import fnmatch
 import mimetypes
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -47,31 +46,23 @@ from ansible.module_utils.lifeboat.s3 import (
 )
 from ansible.module_utils.lifeboat.extsort import merge_runs, sorted_runs
 from ansible.module_utils.lifeboat.s3lean import carried_headers
-from ansible.module_utils.lifeboat.sides import (
+from ansible.module_utils.lifeboat.sides import S3Side, open_side
+from ansible.module_utils.lifeboat.storage_api import (
+    MIB,
     SOURCE_ETAG_META,
     Entry,
-    LocalSide,
-    MIB,
-    S3Side,
-    Side,
-    abort_upload,
-    content_args,
+    Storage,
     dump_entry,
     entry_key,
     etag_is_multipart,
-    first_part_size,
+    etag_like,
     is_marker,
-    is_precondition_failed,
     load_entry,
-    local_etag,
-    local_write_error,
-    make_marker_dir,
-    makedirs,
-    marker_dir_exists,
-    open_partial,
-    open_side,
-    unlink_quiet,
 )
+from ansible.module_utils.lifeboat.storage_local import LocalStorage
+from ansible.module_utils.lifeboat.storage_s3 import content_args, is_precondition_failed
+
+Side = Storage
 
 _PLAN_SAMPLE = 20
 
@@ -160,25 +151,26 @@ class Syncer:
 
     # -- preflight
     def preflight(self) -> None:
-        for side in (self.src, self.dst):
-            if isinstance(side, S3Side):
-                side.check()
-        if isinstance(self.src, LocalSide):
-            self.src.check(create=False)
+        """Both stores reachable (a directory destination is created by its first write); no overlap; deletions
+        only into a store that keeps what is deleted."""
+        self.src.check()
+        if not self.dst.directories:
+            self.dst.check()
         if isinstance(self.src, S3Side) and isinstance(self.dst, S3Side) and self.server_side \
                 and self.src.bucket == self.dst.bucket:
             a, b = self.src.prefix, self.dst.prefix
             if a == b or a.startswith(b + "/") or b.startswith(a + "/") or not a or not b:
                 raise ConfigError(f"destination: {self.dst.loc} overlaps the source {self.src.loc}", "destination")
         if self.opt.delete:
-            if isinstance(self.dst, LocalSide):
+            if self.dst.directories:
                 raise SafetyError("delete: refusing to propagate deletions into a local directory: deleted files "
                                   "would not be recoverable (delete is only allowed into a versioned bucket)",
                                   "delete")
             status = self.dst.versioning()
             if status != "Enabled":
+                where = f"s3://{self.dst.bucket}" if isinstance(self.dst, S3Side) else self.dst.url
                 raise SafetyError(
-                    f"delete: refusing to propagate deletions into s3://{self.dst.bucket}: versioning is "
+                    f"delete: refusing to propagate deletions into {where}: versioning is "
                     f"{(status or 'not enabled').lower()} on that bucket, so deleted files would be lost; enable "
                     "versioning on the destination or set delete=false", "delete")
 
@@ -186,9 +178,7 @@ class Syncer:
     def _list(self, side: Side) -> Iterator[Entry]:
         """Folder markers are mirrored from a bucket (into a directory: as directories), never made up
         from a directory's tree."""
-        if isinstance(side, LocalSide):
-            return side.list()
-        return side.list(markers=isinstance(self.src, S3Side))
+        return side.entries(markers=not self.src.directories)
 
     def _pairs(self) -> Iterator[tuple[Entry | None, Entry | None]]:
         with tempfile.TemporaryDirectory(prefix="lifeboat-sync-") as tmp:
@@ -229,33 +219,26 @@ class Syncer:
                     d = next(dst, None)
 
     def _same(self, s: Entry, d: Entry) -> bool:
+        """Same content: the listed ETags, or (a store that lists none: a directory) the ETag of its content
+        computed the way the other side's was; a copy with other part boundaries by our metadata (one HEAD)."""
         if s.size != d.size:
             return False
-        if isinstance(self.src, S3Side) and isinstance(self.dst, S3Side):
-            if s.etag and s.etag == d.etag:
-                return True
-            # a copy with other part boundaries: one HEAD for our metadata
-            meta = self.dst.head(d.key).get("Metadata", {}) or {}
-            return bool(s.etag) and meta.get(SOURCE_ETAG_META) == s.etag
-        if isinstance(self.src, LocalSide) and isinstance(self.dst, S3Side):
-            if not d.etag:
-                return False
-            dst = self.dst
-            return self._local_etag(self.src.path(s.key), s.size, d.etag, lambda: first_part_size(
-                dst.client, dst.bucket, dst.full(d.key), d.etag)) == d.etag
-        if isinstance(self.src, S3Side) and isinstance(self.dst, LocalSide):
-            if not s.etag:
-                return False
-            src = self.src
-            return self._local_etag(self.dst.path(d.key), d.size, s.etag, lambda: first_part_size(
-                src.client, src.bucket, src.full(s.key), s.etag)) == s.etag
-        # local -> local: compare content
-        return self._local_etag(self.src.path(s.key), s.size, None) == \
-            self._local_etag(self.dst.path(d.key), d.size, None)
+        if s.etag and d.etag:
+            return s.etag == d.etag or self.dst.metadata(d.key).get(SOURCE_ETAG_META) == s.etag
+        if not self.src.lists_etags and d.etag:
+            return self._etag_like(self.src, s, d.etag, self.dst, d) == d.etag
+        if not self.dst.lists_etags and s.etag:
+            return self._etag_like(self.dst, d, s.etag, self.src, s) == s.etag
+        if not self.src.lists_etags and not self.dst.lists_etags:
+            return self._etag_like(self.src, s, None) == self._etag_like(self.dst, d, None)
+        return False
 
-    def _local_etag(self, path: str, size: int, like: str | None,
-                    part_size_of: Callable[[], int] | None = None) -> str:
-        return local_etag(path, size, like, self.opt.part_size, self.opt.multipart_threshold, part_size_of)
+    def _etag_like(self, store: Side, e: Entry, like: str | None, other: Side | None = None,
+                   other_e: Entry | None = None) -> str:
+        """The ETag of ``e``'s content in ``store``, computed like ``like`` (an object of ``other``)."""
+        part_size_of = (lambda: other.first_part_size(other_e)) if other is not None and other_e else None  # type: ignore[union-attr,arg-type]
+        return etag_like(lambda: store.open_reader(e.key), e.size, like, self.opt.part_size,
+                         self.opt.multipart_threshold, part_size_of)
 
     # -- run
     def run(self) -> SyncResult:
@@ -288,8 +271,8 @@ class Syncer:
                 if s is not None and d is not None and self._same(s, d):
                     res.unchanged += 1
                     continue
-                if s is not None and d is None and isinstance(self.dst, LocalSide) and is_marker(s.key, s.size) \
-                        and marker_dir_exists(self.dst, s.key):
+                if s is not None and d is None and self.dst.directories and is_marker(s.key, s.size) \
+                        and self.dst.has_marker(s.key):
                     res.unchanged += 1
                     continue
                 if s is None:
@@ -380,12 +363,12 @@ class Syncer:
                 self._copy_server_side(src, dst, s)
             else:
                 self._copy_stream(src, dst, s)
-        elif isinstance(src, S3Side) and isinstance(dst, LocalSide):
+        elif isinstance(src, S3Side) and isinstance(dst, LocalStorage):
             self._download(src, dst, s)
-        elif isinstance(src, LocalSide) and isinstance(dst, S3Side):
+        elif isinstance(src, LocalStorage) and isinstance(dst, S3Side):
             self._upload(src, dst, s)
         else:
-            self._local_copy(src, dst, s)  # type: ignore[arg-type]
+            self._stream(src, dst, s)
 
     # server-side
     def _copy_server_side(self, src: S3Side, dst: S3Side, s: Entry) -> None:
@@ -418,7 +401,7 @@ class Syncer:
             dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
                                                  MultipartUpload={"Parts": parts})
         except Exception as exc:  # noqa: BLE001
-            abort_upload(dst, s.key, upload_id)
+            dst.abort_upload_quiet(s.key, upload_id)
             if is_precondition_failed(exc):
                 raise _Changed() from None
             raise dst.error(exc, f"copy {src.uri(s.key)} -> {dst.uri(s.key)}") from None
@@ -481,50 +464,32 @@ class Syncer:
             dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
                                                  MultipartUpload={"Parts": parts})
         except Exception as exc:  # noqa: BLE001
-            abort_upload(dst, s.key, upload_id)
+            dst.abort_upload_quiet(s.key, upload_id)
             if is_precondition_failed(exc):
                 raise _Changed() from None
             raise dst.error(exc, what) from None
 
     # S3 -> local
-    def _download(self, src: S3Side, dst: LocalSide, s: Entry) -> None:
-        path = dst.path(s.key)
+    def _download(self, src: S3Side, dst: LocalStorage, s: Entry) -> None:
         if is_marker(s.key, s.size):
-            make_marker_dir(dst, s.key)
+            dst.make_marker(s.key)
             return
-        partial = path + ".lifeboat-partial"
         try:
             obj = src.client.get_object(Bucket=src.bucket, Key=src.full(s.key), IfMatch=f'"{s.etag}"')
         except Exception as exc:  # noqa: BLE001
             if is_precondition_failed(exc):
                 raise _Changed() from None
             raise src.error(exc, f"read {src.uri(s.key)}") from None
-        try:
-            makedirs(os.path.dirname(path), dst.dir_mode)
-            fd = open_partial(partial, dst.file_mode)
-            n = 0
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in obj["Body"].iter_chunks(MIB):
-                    fh.write(chunk)
-                    n += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if n != s.size:
+        with dst.open_writer(s.key) as w:
+            for chunk in obj["Body"].iter_chunks(MIB):
+                w.write(chunk)
+            if w.bytes_written != s.size:
                 raise _Changed()
-            os.chmod(partial, dst.file_mode)
             if s.last_modified is not None:
-                ts = s.last_modified.timestamp()
-                os.utime(partial, (ts, ts))
-            os.replace(partial, path)
-        except OSError as exc:
-            unlink_quiet(partial)
-            raise local_write_error(dst, s.key, path, exc) from None
-        except BaseException:
-            unlink_quiet(partial)
-            raise
+                w.keep_mtime(s.last_modified.timestamp())
 
     # local -> S3
-    def _upload(self, src: LocalSide, dst: S3Side, s: Entry) -> None:
+    def _upload(self, src: LocalStorage, dst: S3Side, s: Entry) -> None:
         path = src.path(s.key)
         what = f"upload {path} -> {dst.uri(s.key)}"
         ctype = mimetypes.guess_type(s.key)[0] or "application/octet-stream"
@@ -563,37 +528,38 @@ class Syncer:
             dst.client.complete_multipart_upload(Bucket=dst.bucket, Key=dst.full(s.key), UploadId=upload_id,
                                                  MultipartUpload={"Parts": parts})
         except OSError as exc:
-            abort_upload(dst, s.key, upload_id)
+            dst.abort_upload_quiet(s.key, upload_id)
             raise StorageError(f"{src.option}: read {path}: {exc.strerror or exc}", src.option) from None
         except Exception as exc:  # noqa: BLE001
-            abort_upload(dst, s.key, upload_id)
+            dst.abort_upload_quiet(s.key, upload_id)
             raise dst.error(exc, what) from None
 
-    def _local_copy(self, src: LocalSide, dst: LocalSide, s: Entry) -> None:
-        path = dst.path(s.key)
-        partial = path + ".lifeboat-partial"
-        try:
-            makedirs(os.path.dirname(path), dst.dir_mode)
-            with open(src.path(s.key), "rb") as fin, os.fdopen(open_partial(partial, dst.file_mode), "wb") as fout:
-                shutil.copyfileobj(fin, fout, MIB)
-            os.chmod(partial, dst.file_mode)
-            os.replace(partial, path)
-        except OSError as exc:
-            unlink_quiet(partial)
-            raise StorageError(f"{dst.option}: write {path}: {exc.strerror or exc}", dst.option) from None
+    def _stream(self, src: Side, dst: Side, s: Entry) -> None:
+        """Any store to any store: read, write (a folder marker into a directory: its directory)."""
+        if dst.directories and is_marker(s.key, s.size):
+            dst.make_marker(s.key)
+            return
+        ctype = mimetypes.guess_type(s.key)[0] or "application/octet-stream"
+        with src.open_reader(s.key) as fin, dst.open_writer(s.key, content_type=ctype) as w:
+            for chunk in iter(lambda: fin.read(MIB), b""):
+                w.write(chunk)
+            if w.bytes_written != s.size:
+                raise _Changed()
 
 
 class _Changed(Exception):
     """The source object no longer matches the listed ETag."""
 
 
-def sync(source: str, destination: str, source_settings: S3Settings | None = None,
+def sync(source: str | Storage, destination: str | Storage, source_settings: S3Settings | None = None,
          destination_settings: S3Settings | None = None, options: SyncOptions | None = None,
          file_mode: int = 0o600, dir_mode: int = 0o700) -> SyncResult:
-    """Sync ``source`` into ``destination`` (each ``s3://bucket/prefix`` or an absolute directory)."""
+    """Sync ``source`` into ``destination``: each ``s3://bucket/prefix``, an absolute directory, or a store."""
     options = options or SyncOptions()
-    src = open_side(source, source_settings, "source", file_mode=file_mode, dir_mode=dir_mode)
-    dst = open_side(destination, destination_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
-    if isinstance(src, LocalSide) and isinstance(dst, LocalSide) and src.root == dst.root:
+    src = source if isinstance(source, Storage) else open_side(source, source_settings, "source",
+                                                                 file_mode=file_mode, dir_mode=dir_mode)
+    dst = destination if isinstance(destination, Storage) else open_side(
+        destination, destination_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+    if src.directories and src.identity() == dst.identity():
         raise ConfigError("destination: is the same directory as the source", "destination")
     return Syncer(src, dst, options).run()

@@ -324,7 +324,7 @@ def test_backup_variants_restore(lab, scratch_db, scratch_bucket, tmp_path, vari
                 data = path.read_bytes()
                 for s in secrets:
                     assert s.encode() not in data, f"a secret is stored in {path}"
-        assert not list(local.rglob("*.partial"))
+        assert not list(local.rglob("*partial"))
     assert hashlib.sha256(stored).hexdigest() == doc["artifact"]["sha256"] == res["sha256"]
     assert doc["tags"] == {"test": variant}
     assert res["tables"] == len(doc["tables"]) and res["total_rows"] == sum(t["rows"] for t in doc["tables"])
@@ -541,7 +541,7 @@ def test_disk_full_on_local_destination(lab, tiny_fs, tmp_path):
     assert "no space left" in msg and "ENOSPC" in msg
     after = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     assert after == before
-    assert not list(dest.rglob("*.partial"))
+    assert not list(dest.rglob("*partial"))
 
 
 # ------------------------------------------------------------- server versions

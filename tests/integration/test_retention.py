@@ -69,7 +69,7 @@ def fake_archive(storage: Storage, name: str, when: dt.datetime) -> str:
 
 
 def incomplete(storage: Storage, db: str, when: dt.datetime) -> str:
-    """A backup that never wrote its manifest: an open multipart upload (S3) or a .partial file (directory)."""
+    """A backup that never wrote its manifest: an open multipart upload (S3) or a partial file (directory)."""
     bid = sid(db, when)
     key = f"{db}/{bid}/{db}.dump.zst"
     if isinstance(storage, S3Storage):
@@ -77,7 +77,7 @@ def incomplete(storage: Storage, db: str, when: dt.datetime) -> str:
         storage.client.upload_part(Bucket=storage.bucket, Key=storage.full_key(key), UploadId=up["UploadId"],
                                    PartNumber=1, Body=b"x" * 1024)
     else:
-        path = storage.path(key) + ".partial"
+        path = storage.path(key) + ".1-2-ab.lifeboat-partial"   # a killed writer's (storage_local)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(b"half a dump")
@@ -187,7 +187,7 @@ def test_local_directory_check_then_prune_then_nothing(tmp_path, lab):
     after = local_state(root)
     assert not any(ids["db"][3] in p or ids["old"] in p for p in after)
     assert not (root / "appdb" / ids["old"]).exists(), "the crashed backup's directory stayed"
-    assert any(p.endswith(".partial") and ids["young"] in p for p in after), "the running backup was touched"
+    assert any(p.endswith(".lifeboat-partial") and ids["young"] in p for p in after), "the running backup was touched"
     # the real backup still restores from its manifest: manifest and artifact both there
     man = mf.read_manifest(storage, f"appdb/{ids['real']}/manifest.json")
     assert storage.exists(man["artifact"]["key"])

@@ -15,7 +15,8 @@ from storage_helpers import ODD_KEYS, bucket, settings
 from ansible.module_utils.lifeboat.errors import AuthError, NotFound, StorageError
 from ansible.module_utils.lifeboat.s3 import S3Settings, make_client, translate
 from ansible.module_utils.lifeboat.s3lean import LeanS3, carried_headers
-from ansible.module_utils.lifeboat.sides import S3Side, is_precondition_failed
+from ansible.module_utils.lifeboat.sides import S3Side
+from ansible.module_utils.lifeboat.storage_s3 import is_precondition_failed
 
 
 def test_round_trip_of_odd_keys_with_metadata_and_conditions(lab):

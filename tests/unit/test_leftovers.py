@@ -27,12 +27,14 @@ def test_sweep_removes_old_sets_without_manifest_and_partials_only(tmp_path):
     put(root, "app/app-20261201T020000Z/app.dump.zst.gpg", age=60)            # young: maybe a live run's
     put(root, "app/app-20261201T030000Z/app.dump.zst.gpg")                    # complete
     put(root, "app/app-20261201T030000Z/manifest.json", data=b"{not json")    # damaged: never touched here
-    put(root, "app/app-20261201T040000Z/app.dump.zst.gpg.123-456.partial")    # a killed local writer
+    put(root, "app/app-20261201T040000Z/app.dump.zst.gpg.123-456.partial")    # an older version's killed writer
+    put(root, "app/app-20261201T050000Z/app.dump.zst.gpg.1-2-ab.lifeboat-partial")  # a killed local writer
     put(root, "other/other-20261201T010000Z/other.dump.zst.gpg")              # another database's
     out = leftovers.sweep(LocalStorage(root), "app", grace_s=3600)
     assert sorted(out.removed) == ["app/app-20261201T010000Z/app.dump.zst.gpg",
                                    "app/app-20261201T010000Z/roles.sql.zst.gpg",
-                                   "app/app-20261201T040000Z/app.dump.zst.gpg.123-456.partial"]
+                                   "app/app-20261201T040000Z/app.dump.zst.gpg.123-456.partial",
+                                   "app/app-20261201T050000Z/app.dump.zst.gpg.1-2-ab.lifeboat-partial"]
     assert out.reported == [] and out.aborted_uploads == []
     left = sorted(os.path.relpath(os.path.join(d, f), root) for d, _s, fs in os.walk(root) for f in fs)
     assert left == ["app/app-20261201T020000Z/app.dump.zst.gpg", "app/app-20261201T030000Z/app.dump.zst.gpg",

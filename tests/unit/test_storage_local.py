@@ -1,4 +1,5 @@
-"""module_utils/lifeboat/sides.py: S3 ETag arithmetic, local directory keys and modes."""
+"""module_utils/lifeboat/storage_local.py (and storage_api's ETag arithmetic): a directory's keys, modes, walk and
+partial files."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,8 @@ import random
 import pytest
 
 from ansible.module_utils.lifeboat.errors import ConfigError
-from ansible.module_utils.lifeboat.sides import LocalSide, candidate_part_sizes, makedirs, md5_etag_of_file
+from ansible.module_utils.lifeboat.storage_api import candidate_part_sizes, md5_etag_of_file
+from ansible.module_utils.lifeboat.storage_local import LocalStorage, makedirs
 
 
 MIB = 1024 * 1024
@@ -27,16 +29,16 @@ def test_multipart_etag_matches_s3_arithmetic(tmp_path):
 def test_keys_that_name_no_file_are_refused_in_a_directory(tmp_path, key):
     """S3 keys a directory cannot hold as themselves (a leading '/', empty, '.' or '..' segments) are
     refused by name, never mapped onto another file or outside the directory."""
-    side = LocalSide(str(tmp_path / "root"), "destination")
+    side = LocalStorage(str(tmp_path / "root"), "destination")
     with pytest.raises(ConfigError, match=r"destination: key '.*' (escapes|is not a plain path below) the directory"):
         side.path(key)
 
 def test_plain_keys_and_folder_markers_map_inside(tmp_path):
-    side = LocalSide(str(tmp_path / "root"), "destination")
+    side = LocalStorage(str(tmp_path / "root"), "destination")
     assert side.path("a/b c/é+%?#&.txt") == str(tmp_path / "root" / "a" / "b c" / "é+%?#&.txt")
     assert side.path("folder/") == str(tmp_path / "root" / "folder")
     assert side.path("...") == str(tmp_path / "root" / "...")
-    assert LocalSide("/", "destination").path("srv/x") == "/srv/x"
+    assert LocalStorage("/", "destination").path("srv/x") == "/srv/x"
 
 def test_makedirs_gives_every_new_directory_the_mode(tmp_path):
     makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
