@@ -51,6 +51,11 @@ class AlreadyExists(StorageError):
     """An exclusive write found the object already there (another run wrote it first)."""
 
 
+class ConditionFailed(StorageError):
+    """A conditional write found the object changed since it was compared (or there when it was absent):
+    nothing was replaced."""
+
+
 class DeadlineExceeded(LifeboatError):
     """The run's overall deadline passed (a server stopped answering); the run was ended cleanly."""
 

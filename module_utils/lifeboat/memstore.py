@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConditionFailed, ConfigError, NotFound, StorageError
 from ansible.module_utils.lifeboat.storage import Entry, OpenUpload, Storage, Writer
 
 
@@ -34,8 +34,8 @@ class _Object:
 
 class _MemoryWriter(Writer):
     def __init__(self, store: "MemoryStorage", key: str, content_type: str, metadata: dict[str, str] | None,
-                 exclusive: bool):
-        self._store, self._key, self._exclusive = store, key, exclusive
+                 exclusive: bool, unchanged: Entry | None = None):
+        self._store, self._key, self._exclusive, self._unchanged = store, key, exclusive, unchanged
         self._content_type, self._metadata = content_type, metadata or {}
         self._buf = bytearray()
         self._closed = False
@@ -65,6 +65,14 @@ class _MemoryWriter(Writer):
                 s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
                 raise AlreadyExists(f"upload {s.uri(self._key)}: the object already exists (another run wrote it "
                                     "first); nothing was replaced")
+            if self._unchanged is not None:
+                now = s._objects.get(self._key)
+                if now is None or now.etag != self._unchanged.etag:
+                    self._closed = True
+                    self._buf = bytearray()
+                    s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
+                    raise ConditionFailed(f"upload {s.uri(self._key)}: the object changed since it was compared "
+                                          "(another writer); nothing was replaced")
             s._objects[self._key] = _Object(bytes(self._buf), s.now(), self._content_type, self._metadata)
             s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
         self._closed = True
@@ -77,6 +85,8 @@ class _MemoryWriter(Writer):
 
 
 class MemoryStorage(Storage):
+    kind_name = "the in-memory store"
+
     def __init__(self, name: str = "memory", clock: "_Clock | None" = None):
         self.url = f"mem://{name}"
         self._objects: dict[str, _Object] = {}
@@ -105,9 +115,10 @@ class MemoryStorage(Storage):
                 raise exc
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
+                    metadata: dict[str, str] | None = None, exclusive: bool = False,
+                    unchanged: Entry | None = None) -> Writer:
         self._check_key(key, "write")
-        return _MemoryWriter(self, key, content_type, metadata, exclusive)
+        return _MemoryWriter(self, key, content_type, metadata, exclusive, unchanged)
 
     def open_reader(self, key: str) -> BinaryIO:
         self._check_key(key, "read")

@@ -145,7 +145,7 @@ def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[
     ``at``."""
     t0 = time.monotonic()
     b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
-    r = Restorer(b, t, concurrency, check_mode)
+    r = Restorer(b, t, concurrency, check_mode, force=force)
     r.result = res = RecoveryResult(recovery_time=mf.iso(at))
     r.preflight()
     at_ts = at.timestamp()
@@ -167,7 +167,7 @@ def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[
             if key:
                 yield [str(key).lstrip("/"), normal_etag(etag)]
 
-    def plan() -> Iterator[tuple[str, Any]]:
+    def plan() -> Iterator[tuple]:
         with tempfile.TemporaryDirectory(prefix="lifeboat-recovery-") as tmp:
             os.chmod(tmp, 0o700)
             wanted = unique(external_sort(pairs(), lambda k: (k[0], k[1] is None, k[1] or ""), list, list, tmp,
@@ -198,11 +198,11 @@ def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[
                             res.earlier_copies += 1
                             sample(res.earlier_copies_keys, key)
                         if have is None:
-                            yield "copy", want
+                            yield "copy", want, None
                         elif r.same(want, have):
                             res.unchanged += 1
                         elif force or r.backed_up(have, versions):
-                            yield "copy", want
+                            yield "copy", want, have
                         else:
                             sample(res.skipped_unbacked, key)
                     w = next(wanted, None)

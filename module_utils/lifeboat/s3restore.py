@@ -19,16 +19,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
-import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree as ET
 
-from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound, RestoreError
+from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, RestoreError
 from ansible.module_utils.lifeboat.extsort import external_sort
 from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat.pgconn import PgTarget
@@ -39,116 +37,23 @@ from ansible.module_utils.lifeboat.storage_api import (
     MIN_PART_SIZE,
     SOURCE_ETAG_META,
     Entry,
+    Storage,
+    Version,
+    dump_version,
     etag_like,
     is_marker,
+    load_version,
     sorted_entries,
 )
 from ansible.module_utils.lifeboat.storage_local import LocalStorage
-from ansible.module_utils.lifeboat.storage_s3 import content_args, first_part_size
 
 _SAMPLE = 50
 
 
-@dataclass(frozen=True)
-class Version:
-    key: str                  # relative to the backup prefix
-    version_id: str
-    last_modified: float      # epoch seconds
-    is_latest: bool
-    delete_marker: bool
-    size: int = 0
-    etag: str | None = None
-    rank: int = 0             # position in the server's listing (newest first within a key): breaks LastModified ties
-
-
-def _dump_version(v: Version) -> list:
-    return [v.key, v.version_id, v.last_modified, v.is_latest, v.delete_marker, v.size, v.etag, v.rank]
-
-
-def _load_version(x: list) -> Version:
-    return Version(*x)
-
-
-_raw_pages = threading.local()
-
-
-def _keep_raw_page(http_response: Any = None, **_: Any) -> None:
-    if getattr(_raw_pages, "active", False) and http_response is not None:
-        _raw_pages.content = http_response.content
-
-
-def _listing_order(raw: bytes | None) -> dict[str, int]:
-    """VersionId -> position of its <Version>/<DeleteMarker> element in the raw ListObjectVersions XML.
-
-    S3 lists a key's versions and delete markers interleaved, newest first; botocore parses them into two
-    separate lists, which loses that order. LastModified is often kept to the second only (SeaweedFS), so
-    without it a delete marker and a version written within the same second could not be ordered.
-    Empty (no tie-breaking) when the page cannot be read; ambiguous ids ('null', repeated) are left out.
-    """
-    if not raw:
-        return {}
-    try:
-        root = ET.fromstring(raw)  # noqa: S314 - the same S3 response botocore just parsed with ElementTree
-    except ET.ParseError:
-        return {}
-    order: dict[str, int] = {}
-    seen: set[str] = set()
-    for n, el in enumerate(root):
-        if not el.tag.endswith(("}Version", "}DeleteMarker")) and el.tag not in ("Version", "DeleteMarker"):
-            continue
-        vid = next((c.text for c in el if c.tag.endswith("VersionId")), None)
-        if not vid or vid == "null":
-            continue
-        if vid in seen:
-            order.pop(vid, None)
-            continue
-        seen.add(vid)
-        order[vid] = n
-    return order
-
-
-def list_versions(side: S3Side) -> Iterator[Version]:
-    prefix = side.prefix + "/" if side.prefix else ""
-    paginator = side.client.get_paginator("list_object_versions")
-    events = side.client.meta.events
-    events.register("after-call.s3.ListObjectVersions", _keep_raw_page, unique_id="lifeboat-raw-versions")
-    base = 0
-    try:
-        for page in _pages_with_raw(paginator.paginate(Bucket=side.bucket, Prefix=prefix)):
-            page, raw = page
-            order = _listing_order(raw)
-            for v in page.get("Versions", []) or []:
-                vid = v.get("VersionId") or "null"
-                yield Version(v["Key"][len(prefix):], vid, v["LastModified"].timestamp(),
-                              bool(v.get("IsLatest")), False, int(v.get("Size", 0)),
-                              (v.get("ETag") or "").strip('"') or None, base + order.get(vid, 0))
-            for m in page.get("DeleteMarkers", []) or []:
-                vid = m.get("VersionId") or "null"
-                yield Version(m["Key"][len(prefix):], vid, m["LastModified"].timestamp(),
-                              bool(m.get("IsLatest")), True, rank=base + order.get(vid, 0))
-            base += 1_000_000  # past any page's element count: later pages rank after earlier ones
-    except Exception as exc:  # noqa: BLE001
-        raise side.error(exc, f"list versions of s3://{side.bucket}/{prefix}") from None
-
-
-def _pages_with_raw(pages: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-    """Each page with the raw XML it was parsed from (captured by the after-call hook, this thread only)."""
-    it = iter(pages)
-    while True:
-        _raw_pages.active, _raw_pages.content = True, None
-        try:
-            page = next(it)
-        except StopIteration:
-            return
-        finally:
-            raw, _raw_pages.active = _raw_pages.content, False
-        yield page, raw
-
-
-def grouped_versions(side: S3Side, tmp: str, chunk: int) -> Iterator[tuple[str, list[Version]]]:
-    """(key, versions newest first) for every key under the side's prefix, keys in sorted order."""
-    items = external_sort(list_versions(side), lambda v: (v.key, -v.last_modified, not v.is_latest, v.rank),
-                          _dump_version, _load_version, tmp, "versions", chunk)
+def grouped_versions(store: Storage, tmp: str, chunk: int) -> Iterator[tuple[str, list[Version]]]:
+    """(key, versions newest first) for every key of a versioned store, keys in sorted order."""
+    items = external_sort(store.list_versions(), lambda v: (v.key, -v.last_modified, not v.is_latest, v.rank),
+                          dump_version, load_version, tmp, "versions", chunk)
     key = None
     group: list[Version] = []
     for v in items:
@@ -204,21 +109,26 @@ def _sample(lst: list[str], key: str) -> None:
 
 
 class _Restorer:
-    def __init__(self, backup: S3Side, target: S3Side | LocalStorage, concurrency: int, check_mode: bool,
-                 part_size: int = 16 * MIB):
+    """The steps a restore from a versioned store plans with (compare, is-it-backed-up) and runs (the conditional
+    copy of a version, a delete), on any target store."""
+
+    def __init__(self, backup: Storage, target: Storage, concurrency: int, check_mode: bool,
+                 part_size: int = 16 * MIB, force: bool = False):
         self.backup = backup
         self.target = target
         self.check_mode = check_mode
         self.concurrency = max(1, concurrency)
         self.part_size = max(part_size, MIN_PART_SIZE)
-        self.server_side = isinstance(target, S3Side) and backup.identity() == target.identity()
+        #: force: overwrite whatever the target holds (no condition on the copy either)
+        self.force = force
         self.result = RestoreResult()
 
     def preflight(self) -> None:
         self.backup.check()
         status = self.backup.versioning()
         if status != "Enabled":
-            raise ConfigError(f"backup: s3://{self.backup.bucket} has no versioning "
+            where = f"s3://{self.backup.bucket}" if isinstance(self.backup, S3Side) else self.backup.url
+            raise ConfigError(f"backup: {where} has no versioning "
                               f"({(status or 'never enabled').lower()}): it holds no history to restore from",
                               "backup")
         self.target.check(write=not self.check_mode)   # a directory is created (unless in check mode)
@@ -226,93 +136,46 @@ class _Restorer:
     def same(self, want: Version, have: Entry) -> bool:
         if want.size != have.size:
             return False
-        if isinstance(self.target, LocalStorage):
-            return bool(want.etag) and self._local_is(have, want)
+        if not self.target.lists_etags:
+            return bool(want.etag) and self._content_is(have, want)
         if want.etag and want.etag == have.etag:
             return True
-        meta = self.target.head(have.key).get("Metadata", {}) or {}
-        return bool(want.etag) and meta.get(SOURCE_ETAG_META) == want.etag
+        return bool(want.etag) and self.target.metadata(have.key).get(SOURCE_ETAG_META) == want.etag
 
     def backed_up(self, have: Entry, versions: list[Version]) -> bool:
         """Is the target's current content one of the key's versions in the backup?"""
         candidates = {v.etag: v for v in versions if not v.delete_marker and v.size == have.size and v.etag}
-        if isinstance(self.target, LocalStorage):
-            return any(self._local_is(have, v) for v in candidates.values())
+        if not self.target.lists_etags:
+            return any(self._content_is(have, v) for v in candidates.values())
         return have.etag in candidates
 
-    def _local_is(self, have: Entry, v: Version) -> bool:
-        """Is the local file ``have`` the content of backup version ``v``? (ETag computed like v's)"""
+    def _content_is(self, have: Entry, v: Version) -> bool:
+        """Is the target's ``have`` (a store listing no ETags) the content of backup version ``v``? (its ETag
+        computed like v's)"""
         b, t = self.backup, self.target
-        return etag_like(lambda: t.open_reader(have.key), have.size, v.etag, part_size_of=lambda: first_part_size(
-            b.client, b.bucket, b.full(v.key), v.etag, VersionId=v.version_id)) == v.etag
+        return etag_like(lambda: t.open_reader(have.key), have.size, v.etag,
+                         part_size_of=lambda: b.version_part_size(v)) == v.etag
 
-    def copy_version(self, v: Version) -> None:
-        b, t = self.backup, self.target
-        src = {"Bucket": b.bucket, "Key": b.full(v.key), "VersionId": v.version_id}
-        what = f"restore {b.uri(v.key)}?versionId={v.version_id} -> {t.uri(v.key)}"
+    def copy_version(self, v: Version, have: Entry | None = None) -> None:
+        """The conditional copy: only while the target still holds ``have`` (what was compared; None: nothing)."""
         try:
-            if isinstance(t, S3Side):
-                if self.server_side and v.size <= 5 * 1024 * MIB:
-                    t.client.copy_object(Bucket=t.bucket, Key=t.full(v.key), CopySource=src,
-                                         MetadataDirective="COPY")
-                    return
-                self._stream_to_s3(v, t)
-                return
-            self._download(v, t)
+            self.target.copy_version(self.backup, v, have, conditional=not self.force)
         except LifeboatError:
             raise
-        except Exception as exc:  # noqa: BLE001
-            raise t.error(exc, what) if isinstance(t, S3Side) else RestoreError(f"{what}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a stream that broke mid-copy: named with the object
+            raise RestoreError(f"restore {self.backup.uri(v.key)}?versionId={v.version_id} -> "
+                               f"{self.target.uri(v.key)}: {exc}") from None
 
-    def _stream_to_s3(self, v: Version, t: S3Side) -> None:
-        b = self.backup
-        obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
-        meta = dict(obj.get("Metadata") or {})
-        meta.pop(SOURCE_ETAG_META, None)
-        if v.size <= 64 * MIB:
-            t.client.put_object(Bucket=t.bucket, Key=t.full(v.key), Body=obj["Body"].read(), Metadata=meta,
-                                **content_args(obj))
-            return
-        meta[SOURCE_ETAG_META] = v.etag or ""
-        up = t.client.create_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), Metadata=meta,
-                                              **content_args(obj))
-        try:
-            parts = []
-            n = 0
-            while True:
-                data = obj["Body"].read(self.part_size)
-                if not data:
-                    break
-                n += 1
-                r = t.client.upload_part(Bucket=t.bucket, Key=t.full(v.key), UploadId=up["UploadId"],
-                                         PartNumber=n, Body=data)
-                parts.append({"PartNumber": n, "ETag": r["ETag"]})
-            t.client.complete_multipart_upload(Bucket=t.bucket, Key=t.full(v.key), UploadId=up["UploadId"],
-                                               MultipartUpload={"Parts": parts})
-        except BaseException:
-            t.abort_upload_quiet(v.key, up["UploadId"])   # best effort; the lifecycle rule aborts the rest
-            raise
-
-    def _download(self, v: Version, t: LocalStorage) -> None:
-        b = self.backup
-        if is_marker(v.key, v.size):
-            t.make_marker(v.key)
-            return
-        obj = b.client.get_object(Bucket=b.bucket, Key=b.full(v.key), VersionId=v.version_id)
-        with t.open_writer(v.key) as w:
-            for chunk in obj["Body"].iter_chunks(MIB):
-                w.write(chunk)
-            w.keep_mtime(v.last_modified)
-
-    def run_jobs(self, jobs: Iterable[tuple[str, Any]]) -> None:
-        """Execute ('copy', Version) / ('delete', Entry) jobs in parallel, recording results."""
+    def run_jobs(self, jobs: Iterable[tuple]) -> None:
+        """Execute ('copy', Version, target Entry or None) / ('delete', Entry) jobs in parallel, recording
+        results."""
         res = self.result
 
-        def do(job: tuple[str, Any]) -> tuple[str, Any, str | None, int]:
-            action, item = job
+        def do(job: tuple) -> tuple[str, Any, str | None, int]:
+            action, item = job[0], job[1]
             try:
                 if action == "copy":
-                    self.copy_version(item)
+                    self.copy_version(item, job[2] if len(job) > 2 else None)
                     return action, item, None, item.size
                 self.target.delete(item.key)
                 return action, item, None, item.size
@@ -332,8 +195,8 @@ class _Restorer:
                 res.deleted_keys.append(item.key)
 
         if self.check_mode:
-            for action, item in jobs:
-                record((action, item, None, getattr(item, "size", 0)))
+            for job in jobs:
+                record((job[0], job[1], None, getattr(job[1], "size", 0)))
             return
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="lifeboat-restore") as pool:
             batch = []
@@ -369,12 +232,12 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
     """Bring ``target`` back to the state of ``backup`` (a versioned s3:// prefix) at time ``at``."""
     t0 = time.monotonic()
     b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
-    r = _Restorer(b, t, concurrency, check_mode)
+    r = _Restorer(b, t, concurrency, check_mode, force=force)
     r.preflight()
     at_ts = at.timestamp()
     res = r.result
 
-    def plan() -> Iterator[tuple[str, Any]]:
+    def plan() -> Iterator[tuple]:
         with tempfile.TemporaryDirectory(prefix="lifeboat-pitr-") as tmp:
             os.chmod(tmp, 0o700)
             groups = grouped_versions(b, tmp, sort_chunk)
@@ -389,7 +252,7 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
                             and t.has_marker(want.key):
                         res.unchanged += 1  # a folder marker: its directory is there
                     elif want is not None:
-                        yield "copy", want
+                        yield "copy", want, None
                     g = next(groups, None)
                 elif g is None or h.key < g[0]:
                     # in the target, never in the backup: newer and unrelated
@@ -414,7 +277,7 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
                     elif r.same(want, h):
                         res.unchanged += 1
                     elif force or r.backed_up(h, versions):
-                        yield "copy", want
+                        yield "copy", want, h
                     else:
                         _sample(res.skipped_unbacked, h.key)
                     g = next(groups, None)
@@ -475,17 +338,17 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
                     out.append(alt)
         return out
 
-    def jobs() -> Iterator[tuple[str, Any]]:
+    def jobs() -> Iterator[tuple]:
         for key in missing():
             if key in resolved:
                 continue  # already restored for another spelling of the same reference
-            v = _newest_version(b, key)
+            v = b.newest_version(key)
             if v is None:
                 alts = alternatives(key)
                 if any(a in resolved or _target_has(t, a) for a in alts):
                     continue  # present (or being restored) under another spelling: not missing
                 for alt in alts:
-                    v = _newest_version(b, alt)
+                    v = b.newest_version(alt)
                     if v is not None:
                         resolved.add(alt)
                         key = alt
@@ -495,7 +358,7 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
                 res.not_found.append(key)
                 continue
             resolved.add(key)
-            yield "copy", v
+            yield "copy", v, None
 
     r.run_jobs(jobs())
     res.duration_s = time.monotonic() - t0
@@ -503,36 +366,13 @@ def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settin
     return res
 
 
-def _target_has(t: S3Side | LocalStorage, key: str) -> bool:
+def _target_has(t: Storage, key: str) -> bool:
     if isinstance(t, LocalStorage):
         try:
             return os.path.isfile(t.path(key))
         except ConfigError:
             return False
-    try:
-        t.head(key)
-        return True
-    except NotFound:
-        return False
-
-
-def _newest_version(b: S3Side, key: str) -> Version | None:
-    """The newest non-deleted version of exactly ``key`` (also works on unversioned buckets)."""
-    full = b.full(key)
-    best: Version | None = None
-    try:
-        for page in b.client.get_paginator("list_object_versions").paginate(Bucket=b.bucket, Prefix=full):
-            for v in page.get("Versions", []) or []:
-                if v["Key"] != full:
-                    continue
-                cand = Version(key, v.get("VersionId") or "null", v["LastModified"].timestamp(),
-                               bool(v.get("IsLatest")), False, int(v.get("Size", 0)),
-                               (v.get("ETag") or "").strip('"') or None)
-                if best is None or (cand.last_modified, cand.is_latest) > (best.last_modified, best.is_latest):
-                    best = cand
-    except Exception as exc:  # noqa: BLE001
-        raise b.error(exc, f"list versions of {b.uri(key)}") from None
-    return best
+    return t.exists(key)
 
 
 def _raise_failed(res: RestoreResult, what: str) -> None:

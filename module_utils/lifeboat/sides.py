@@ -73,9 +73,6 @@ class S3Side(S3Storage):
     def describe(self) -> str:
         return f"{self.loc} at {self.settings.describe()}"
 
-    def identity(self) -> tuple[str, str]:
-        return (self.settings.endpoint or f"aws:{self.settings.region}", self.settings.access_key or "")
-
     def error(self, exc: BaseException, what: str) -> LifeboatError:
         err = translate(exc, what, self.settings, self.bucket)
         return type(err)(f"{self.option}: {err}", self.option)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ansible.module_utils.lifeboat.errors import LifeboatError, NotFound
+from ansible.module_utils.lifeboat.errors import ConfigError, LifeboatError, NotFound
 from ansible.module_utils.lifeboat.extsort import external_sort
 
 MIB = 1024 * 1024
@@ -36,6 +36,28 @@ class Entry:
 
 #: the older name of Entry (storage listings)
 ObjectInfo = Entry
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version (or delete marker) of an object in a versioned store."""
+
+    key: str                  # relative to the store's root
+    version_id: str
+    last_modified: float      # epoch seconds
+    is_latest: bool
+    delete_marker: bool
+    size: int = 0
+    etag: str | None = None
+    rank: int = 0             # position in the server's listing (newest first within a key): breaks LastModified ties
+
+
+def dump_version(v: Version) -> list:
+    return [v.key, v.version_id, v.last_modified, v.is_latest, v.delete_marker, v.size, v.etag, v.rank]
+
+
+def load_version(x: list) -> Version:
+    return Version(*x)
 
 
 @dataclass(frozen=True)
@@ -107,8 +129,10 @@ class Storage:
         return ""
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None,
-                    exclusive: bool = False) -> Writer:  # pragma: no cover
+                    metadata: dict[str, str] | None = None, exclusive: bool = False,
+                    unchanged: Entry | None = None) -> Writer:  # pragma: no cover - interface
+        """A writer of ``key``. ``exclusive``: commits only if the object does not exist (``AlreadyExists``);
+        ``unchanged``: only if the object is still the one listed (``ConditionFailed``); nothing replaced."""
         raise NotImplementedError
 
     def open_reader(self, key: str) -> BinaryIO:  # pragma: no cover - interface
@@ -128,6 +152,47 @@ class Storage:
 
     def abort_upload(self, upload: OpenUpload) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    # versions (a versioned bucket); a store without them says so
+    kind_name = "a store without versions"
+
+    def no_versions(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.option}: {what}: not supported by {self.kind_name} ({self.url}): it keeps no "
+                           "versions; use a versioned bucket", self.option)
+
+    def list_versions(self, prefix: str = "") -> Iterator[Version]:
+        """Every version and delete marker under ``prefix`` (no order promised: sort them)."""
+        raise self.no_versions("list versions")
+
+    def newest_version(self, key: str) -> Version | None:
+        """The newest version of exactly ``key`` that is not a delete marker; None when there is none."""
+        raise self.no_versions(f"versions of {key}")
+
+    def open_version(self, v: Version) -> BinaryIO:
+        raise self.no_versions(f"read {v.key} version {v.version_id}")
+
+    def copy_version(self, source: "Storage", v: Version, unchanged: Entry | None = None,
+                     conditional: bool = True) -> None:
+        """Make ``v.key`` hold version ``v`` of ``source`` (the conditional copy). ``conditional``: only if the
+        object here is still ``unchanged`` (the entry that was compared), or, ``unchanged`` None, still does not
+        exist; otherwise ``ConditionFailed`` / ``AlreadyExists`` and nothing is replaced. A folder marker into a
+        directory store is its directory. Streamed here; S3 copies server-side where it can."""
+        if self.directories and is_marker(v.key, v.size):
+            self.make_marker(v.key)
+            return
+        with source.open_version(v) as fin, self.open_writer(
+                v.key, exclusive=conditional and unchanged is None,
+                unchanged=unchanged if conditional else None) as w:
+            for chunk in iter(lambda: fin.read(MIB), b""):
+                w.write(chunk)
+            w.keep_mtime(v.last_modified)
+
+    def make_marker(self, key: str) -> None:
+        """A folder marker: an empty object (a directory store makes the directory)."""
+        self.put_bytes(key, b"")
+
+    def has_marker(self, key: str) -> bool:
+        return self.exists(key)
 
     def entries(self, markers: bool = False) -> Iterator[Entry]:
         """Everything under the root, as a transfer sees it: 0-byte "folder" placeholders (keys ending in '/') only

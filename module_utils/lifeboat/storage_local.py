@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, NotFound, StorageError
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConditionFailed, ConfigError, NotFound, StorageError
 from ansible.module_utils.lifeboat.storage_api import Entry, OpenUpload, Storage, Writer
 
 #: the suffix of a writer's temporary file: Lifeboat's own, so a user's file is never mistaken for one
@@ -84,8 +84,9 @@ def _mtime(st: os.stat_result) -> _dt.datetime:
 
 
 class _LocalWriter(Writer):
-    def __init__(self, store: "LocalStorage", key: str, exclusive: bool = False):
+    def __init__(self, store: "LocalStorage", key: str, exclusive: bool = False, unchanged: Entry | None = None):
         self._store = store
+        self._unchanged = unchanged
         self.key = key
         self.path = store.path(key)
         self._exclusive = exclusive
@@ -122,6 +123,8 @@ class _LocalWriter(Writer):
             self._fh.close()
             if self._mtime is not None:
                 os.utime(self.partial, (self._mtime, self._mtime))
+            if self._unchanged is not None:
+                self._check_unchanged()
             if self._exclusive:
                 try:
                     os.link(self.partial, self.path)  # fails with EEXIST instead of replacing
@@ -138,6 +141,21 @@ class _LocalWriter(Writer):
             raise local_error(exc, f"write {self.path}", self._store.option, self.key) from None
         self._closed = True
 
+    def _check_unchanged(self) -> None:
+        """The file is still the one listed (size and modification time; a directory has no compare-and-swap,
+        so this narrows the window to the rename that follows)."""
+        was = self._unchanged
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+            now: tuple | None = (st.st_size, _mtime(st))
+        except FileNotFoundError:
+            now = None
+        if was is not None and now != (was.size, was.last_modified):
+            self.abort()
+            raise ConditionFailed(f"{self._store.option}: write {self.path}: the file changed since it was compared "
+                                  "(another writer); nothing was replaced; rerun to compare again",
+                                  self._store.option)
+
     def abort(self) -> None:
         self._closed = True
         try:
@@ -153,6 +171,7 @@ class LocalStorage(Storage):
 
     directories = True
     lists_etags = False
+    kind_name = "a directory store"
 
     def __init__(self, root: str, option: str = "destination", file_mode: int = 0o600, dir_mode: int = 0o700):
         if not os.path.isabs(root):
@@ -200,8 +219,9 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.option}: directory {self.root} is not writable", self.option)
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
-        return _LocalWriter(self, key, exclusive)
+                    metadata: dict[str, str] | None = None, exclusive: bool = False,
+                    unchanged: Entry | None = None) -> Writer:
+        return _LocalWriter(self, key, exclusive, unchanged)
 
     def open_reader(self, key: str) -> BinaryIO:
         path = self.path(key)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import threading
 import time
+from xml.etree import ElementTree as ET
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, BinaryIO
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from ansible.module_utils.lifeboat.errors import AlreadyExists, ConfigError, DeadlineExceeded, StorageError
+from ansible.module_utils.lifeboat.errors import (AlreadyExists, ConditionFailed, ConfigError, DeadlineExceeded,
+                                                 LifeboatError, StorageError)
 from ansible.module_utils.lifeboat.s3 import (
     S3Settings,
     S3Url,
@@ -30,7 +32,8 @@ from ansible.module_utils.lifeboat.s3 import (
     parse_s3_url,
     translate,
 )
-from ansible.module_utils.lifeboat.storage_api import MIB, MIN_PART_SIZE, Entry, OpenUpload, Storage, Writer
+from ansible.module_utils.lifeboat.storage_api import (MIB, MIN_PART_SIZE, SOURCE_ETAG_META, Entry, OpenUpload, Storage,
+                                                      Version, Writer)
 
 MAX_PARTS = 10000
 IN_FLIGHT_BYTES = 48 * MIB
@@ -67,12 +70,64 @@ def first_part_size(client: Any, bucket: str, key: str, etag: str | None, **kw: 
 def _not_implemented(exc: BaseException) -> bool:
     return error_code(exc) in ("NotImplemented", "501")
 
+_raw_pages = threading.local()
+
+
+def _keep_raw_page(http_response: Any = None, **_: Any) -> None:
+    if getattr(_raw_pages, "active", False) and http_response is not None:
+        _raw_pages.content = http_response.content
+
+
+def _listing_order(raw: bytes | None) -> dict[str, int]:
+    """VersionId -> position of its <Version>/<DeleteMarker> element in the raw ListObjectVersions XML.
+
+    S3 lists a key's versions and delete markers interleaved, newest first; botocore parses them into two
+    separate lists, which loses that order. LastModified is often kept to the second only (SeaweedFS), so
+    without it a delete marker and a version written within the same second could not be ordered.
+    Empty (no tie-breaking) when the page cannot be read; ambiguous ids ('null', repeated) are left out.
+    """
+    if not raw:
+        return {}
+    try:
+        root = ET.fromstring(raw)  # noqa: S314 - the same S3 response botocore just parsed with ElementTree
+    except ET.ParseError:
+        return {}
+    order: dict[str, int] = {}
+    seen: set[str] = set()
+    for n, el in enumerate(root):
+        if not el.tag.endswith(("}Version", "}DeleteMarker")) and el.tag not in ("Version", "DeleteMarker"):
+            continue
+        vid = next((c.text for c in el if c.tag.endswith("VersionId")), None)
+        if not vid or vid == "null":
+            continue
+        if vid in seen:
+            order.pop(vid, None)
+            continue
+        seen.add(vid)
+        order[vid] = n
+    return order
+
+
+def _pages_with_raw(pages: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """Each page with the raw XML it was parsed from (captured by the after-call hook, this thread only)."""
+    it = iter(pages)
+    while True:
+        _raw_pages.active, _raw_pages.content = True, None
+        try:
+            page = next(it)
+        except StopIteration:
+            return
+        finally:
+            raw, _raw_pages.active = _raw_pages.content, False
+        yield page, raw
+
 
 class _S3Writer(Writer):
     def __init__(self, storage: "S3Storage", key: str, content_type: str, metadata: dict[str, str] | None,
-                 exclusive: bool = False):
+                 exclusive: bool = False, unchanged: Entry | None = None):
         self._s = storage
         self._exclusive = exclusive
+        self._unchanged = unchanged
         self._key = key
         self._content_type = content_type
         self._metadata = metadata or {}
@@ -193,25 +248,9 @@ class _S3Writer(Writer):
         self._closed = True
 
     def _conditional(self, call: Any, **kwargs: Any) -> None:
-        """The committing call; with ``If-None-Match: *`` when exclusive (see the module docstring)."""
-        if self._exclusive:
-            try:
-                self._s.bounded(self._what(), call, IfNoneMatch="*", **kwargs)
-                return
-            except DeadlineExceeded:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                if is_precondition_failed(exc):
-                    raise AlreadyExists(f"{self._what()}: the object already exists (another run wrote it first); "
-                                        "nothing was replaced") from None
-                if not _not_implemented(exc):
-                    raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
-        try:
-            self._s.bounded(self._what(), call, **kwargs)
-        except DeadlineExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, self._what(), self._s.settings, self._s.bucket) from None
+        """The committing call; with ``If-None-Match: *`` when exclusive, ``If-Match`` when it must find the object
+        unchanged (see the module docstring)."""
+        self._s.conditional(self._what(), call, kwargs, self._exclusive, self._unchanged)
 
     def abort(self) -> None:
         self._closed = True
@@ -298,6 +337,10 @@ class S3Storage(Storage):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.full_key(key)}"
 
+    def identity(self) -> tuple[str, str]:
+        """The endpoint and access key: two prefixes with the same identity copy server-side."""
+        return (self.settings.endpoint or f"aws:{self.settings.region}", self.settings.access_key or "")
+
     def check(self, write: bool = False) -> None:
         """Bucket exists and the credentials may list our prefix (s3.check_bucket: a one-key listing, which a
         least-privilege policy allows), within the run's deadline."""
@@ -309,8 +352,41 @@ class S3Storage(Storage):
         return bucket_versioning(self.client, self.bucket, self.settings)
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream",
-                    metadata: dict[str, str] | None = None, exclusive: bool = False) -> Writer:
-        return _S3Writer(self, key, content_type, metadata, exclusive)
+                    metadata: dict[str, str] | None = None, exclusive: bool = False,
+                    unchanged: Entry | None = None) -> Writer:
+        return _S3Writer(self, key, content_type, metadata, exclusive, unchanged)
+
+    def conditional(self, what: str, call: Any, kwargs: dict[str, Any], absent: bool = False,
+                    unchanged: Entry | None = None) -> Any:
+        """``call(**kwargs)`` (a PUT, CompleteMultipartUpload or CopyObject) with ``If-None-Match: *`` (``absent``)
+        or ``If-Match`` (``unchanged``'s ETag). A store that answers 501 NotImplemented is called again without the
+        condition (the caller's own checks then being the only guard)."""
+        cond: dict[str, str] = {}
+        if absent:
+            cond = {"IfNoneMatch": "*"}
+        elif unchanged is not None and unchanged.etag:
+            cond = {"IfMatch": f'"{unchanged.etag}"'}
+        if cond:
+            try:
+                return self.bounded(what, call, **cond, **kwargs)
+            except DeadlineExceeded:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if is_precondition_failed(exc):
+                    if absent:
+                        raise AlreadyExists(f"{self.option}: {what}: the object already exists (another run or "
+                                            "writer put it there first); nothing was replaced", self.option) from None
+                    raise ConditionFailed(f"{self.option}: {what}: the object changed since it was compared "
+                                          "(another writer); nothing was replaced; rerun to compare again",
+                                          self.option) from None
+                if not _not_implemented(exc):
+                    raise self.error(exc, what) from None
+        try:
+            return self.bounded(what, call, **kwargs)
+        except DeadlineExceeded:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, what) from None
 
     def open_reader(self, key: str) -> BinaryIO:
         try:
@@ -373,6 +449,109 @@ class S3Storage(Storage):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.full_key(key), UploadId=upload_id)
         except Exception:  # noqa: BLE001 - best effort
             pass
+
+    # -- versions (a versioned bucket)
+    def list_versions(self, prefix: str = "") -> Iterator[Version]:
+        """Every version and delete marker under the root (and ``prefix``), each with its rank in the server's
+        listing (a key's versions newest first: it orders two written within LastModified's resolution)."""
+        full = self.loc.key(prefix) if prefix else (self.loc.prefix + "/" if self.loc.prefix else "")
+        paginator = self.client.get_paginator("list_object_versions")
+        self.client.meta.events.register("after-call.s3.ListObjectVersions", _keep_raw_page,
+                                         unique_id="lifeboat-raw-versions")
+        base = 0
+        try:
+            for page, raw in _pages_with_raw(paginator.paginate(Bucket=self.bucket, Prefix=full)):
+                order = _listing_order(raw)
+                for v in page.get("Versions", []) or []:
+                    vid = v.get("VersionId") or "null"
+                    yield Version(self.rel_key(v["Key"]), vid, v["LastModified"].timestamp(),
+                                  bool(v.get("IsLatest")), False, int(v.get("Size", 0)),
+                                  (v.get("ETag") or "").strip('"') or None, base + order.get(vid, 0))
+                for m in page.get("DeleteMarkers", []) or []:
+                    vid = m.get("VersionId") or "null"
+                    yield Version(self.rel_key(m["Key"]), vid, m["LastModified"].timestamp(),
+                                  bool(m.get("IsLatest")), True, rank=base + order.get(vid, 0))
+                base += 1_000_000  # past any page's element count: later pages rank after earlier ones
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"list versions of s3://{self.bucket}/{full}") from None
+
+    def newest_version(self, key: str) -> Version | None:
+        """The newest non-deleted version of exactly ``key`` (an unversioned bucket: the object itself)."""
+        full = self.full_key(key)
+        best: Version | None = None
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full):
+                for v in page.get("Versions", []) or []:
+                    if v["Key"] != full:
+                        continue
+                    cand = Version(key, v.get("VersionId") or "null", v["LastModified"].timestamp(),
+                                   bool(v.get("IsLatest")), False, int(v.get("Size", 0)),
+                                   (v.get("ETag") or "").strip('"') or None)
+                    if best is None or (cand.last_modified, cand.is_latest) > (best.last_modified, best.is_latest):
+                        best = cand
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"list versions of {self.uri(key)}") from None
+        return best
+
+    def get_version(self, v: Version) -> dict[str, Any]:
+        """GetObject of one version: the response (Body, Metadata, content headers)."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.full_key(v.key), VersionId=v.version_id)
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"read {self.uri(v.key)}?versionId={v.version_id}") from None
+
+    def open_version(self, v: Version) -> BinaryIO:
+        return self.get_version(v)["Body"]
+
+    def version_part_size(self, v: Version) -> int:
+        """The size of part 1 of a multipart version."""
+        return first_part_size(self.client, self.bucket, self.full_key(v.key), v.etag, VersionId=v.version_id)
+
+    def copy_version(self, source: Storage, v: Version, unchanged: Entry | None = None,
+                     conditional: bool = True) -> None:
+        """The conditional copy (Storage.copy_version): CopyObject of the version when ``source`` is on the same
+        endpoint with the same credentials, streamed otherwise (one PUT up to 64 MiB, parts beyond, tagged with
+        the version's ETag); the condition rides on the committing call (If-Match / If-None-Match)."""
+        what = f"restore {source.uri(v.key)}?versionId={v.version_id} -> {self.uri(v.key)}"
+        absent = conditional and unchanged is None
+        guard = unchanged if conditional else None
+        if isinstance(source, S3Storage) and source.identity() == self.identity() and v.size <= 5 * 1024 * MIB:
+            self.conditional(what, self.client.copy_object, dict(
+                Bucket=self.bucket, Key=self.full_key(v.key), MetadataDirective="COPY",
+                CopySource={"Bucket": source.bucket, "Key": source.full_key(v.key), "VersionId": v.version_id}),
+                absent, guard)
+            return
+        if not isinstance(source, S3Storage):
+            super().copy_version(source, v, unchanged, conditional)
+            return
+        obj = source.get_version(v)
+        meta = dict(obj.get("Metadata") or {})
+        meta.pop(SOURCE_ETAG_META, None)
+        key = self.full_key(v.key)
+        if v.size <= 64 * MIB:
+            self.conditional(what, self.client.put_object, dict(
+                Bucket=self.bucket, Key=key, Body=obj["Body"].read(), Metadata=meta, **content_args(obj)),
+                absent, guard)
+            return
+        meta[SOURCE_ETAG_META] = v.etag or ""
+        try:
+            up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=meta, **content_args(obj))
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, what) from None
+        try:
+            parts = []
+            for n, data in enumerate(iter(lambda: obj["Body"].read(self.part_size), b""), start=1):
+                r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=up["UploadId"], PartNumber=n,
+                                            Body=data)
+                parts.append({"PartNumber": n, "ETag": r["ETag"]})
+            self.conditional(what, self.client.complete_multipart_upload, dict(
+                Bucket=self.bucket, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts}),
+                absent, guard)
+        except BaseException as exc:
+            self.abort_upload_quiet(v.key, up["UploadId"])   # best effort; the lifecycle rule aborts the rest
+            if isinstance(exc, Exception) and not isinstance(exc, LifeboatError):
+                raise self.error(exc, what) from None
+            raise
 
     def open_uploads(self) -> list[OpenUpload]:
         """The multipart uploads left open under the root (ListMultipartUploads on the prefix)."""

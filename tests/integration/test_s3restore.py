@@ -8,9 +8,11 @@ import psycopg
 import pytest
 from storage_helpers import ODD_KEYS, bucket, contents, settings
 
-from ansible.module_utils.lifeboat.errors import ConfigError, NotFound
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConditionFailed, ConfigError, NotFound
 from ansible.module_utils.lifeboat.s3restore import parse_time, restore_missing, restore_point_in_time
 from ansible.module_utils.lifeboat.s3sync import SyncOptions, sync
+from ansible.module_utils.lifeboat.sides import S3Side
+from ansible.module_utils.lifeboat.storage_local import LocalStorage
 
 
 @pytest.fixture
@@ -118,3 +120,37 @@ def test_missing_files_from_database_query(lab, ps, bs, app_dsn):
             assert pc.get_object(Bucket=prim, Key=k)["Body"].read() == bc.get_object(Bucket=bk, Key=k)["Body"].read()
         again = restore_missing(f"s3://{bk}", f"s3://{prim}", referenced, bs, ps)
         assert not again.changed and again.missing == 0
+
+
+def test_the_conditional_copy_never_overwrites_what_changed_after_the_comparison(lab, ps, bs, tmp_path):
+    """A restore copies a version only while the target still holds what it compared (Storage.copy_version):
+    If-Match / If-None-Match on the committing call in a bucket, a size-and-time check before the rename in a
+    directory. A file the application rewrote, or created, between the comparison and the copy stays, and the
+    error says so. Server-side (same endpoint), streamed (another endpoint) and into a directory. On the old code
+    the copy was unconditional and replaced the application's newer file."""
+    with bucket(lab["s3"]["backup"], versioned=True) as (bk, bc), bucket(lab["s3"]["backup"]) as (tgt, _tc), \
+            bucket(lab["s3"]["primary"]) as (prim, _pc):
+        bc.put_object(Bucket=bk, Key="f.txt", Body=b"backed up")
+        backup = S3Side(f"s3://{bk}", bs, "backup")
+        v = backup.newest_version("f.txt")
+        assert v is not None and v.size == len(b"backed up")
+        for target in (S3Side(f"s3://{tgt}", bs, "destination"),        # same endpoint: CopyObject
+                       S3Side(f"s3://{prim}/app", ps, "destination"),   # another endpoint: streamed
+                       LocalStorage(str(tmp_path / "dir"), "destination")):
+            target.check(write=True)
+            target.put_bytes("f.txt", b"as compared")
+            (seen,) = target.list("f.txt")
+            target.put_bytes("f.txt", b"the application's newer file")
+            with pytest.raises(ConditionFailed, match=r"^destination: .*changed since it was compared"):
+                target.copy_version(backup, v, seen)
+            assert target.get_bytes("f.txt") == b"the application's newer file"
+            with pytest.raises(AlreadyExists, match="already exists"):
+                target.copy_version(backup, v, None)        # absent when compared, there now
+            assert target.get_bytes("f.txt") == b"the application's newer file"
+            (now,) = target.list("f.txt")
+            target.copy_version(backup, v, now)
+            assert target.get_bytes("f.txt") == b"backed up"
+            target.put_bytes("f.txt", b"x")
+            target.copy_version(backup, v, None, conditional=False)   # force: no condition
+            assert target.get_bytes("f.txt") == b"backed up"
+            assert not [u for u in target.open_uploads()]

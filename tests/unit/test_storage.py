@@ -4,7 +4,7 @@ from __future__ import annotations
 import stat
 
 import pytest
-from ansible.module_utils.lifeboat.errors import ConfigError, NotFound
+from ansible.module_utils.lifeboat.errors import AlreadyExists, ConditionFailed, ConfigError, NotFound
 from ansible.module_utils.lifeboat.storage import LocalStorage, open_storage
 
 
@@ -117,3 +117,40 @@ def test_partial_file_planted_as_a_link_is_never_followed(tmp_path):
     (tmp_path / "d" / "k.lifeboat-partial").symlink_to(victim)
     store.put_bytes("k", b"new")
     assert victim.read_bytes() == b"precious" and (tmp_path / "d" / "k").read_bytes() == b"new"
+
+
+def test_conditional_writes_never_replace_what_changed(store):
+    """The conditional copy's two conditions, on a directory and in memory: a write that must find the object as
+    it was compared fails (ConditionFailed) when another writer changed it meanwhile, and one that must find it
+    absent fails (AlreadyExists) when it appeared; either way the other writer's content stays."""
+    store.put_bytes("k", b"as compared")
+    (seen,) = store.list("k")
+    store.put_bytes("k", b"the application's newer file")
+    w = store.open_writer("k", unchanged=seen)
+    w.write(b"restored")
+    with pytest.raises(ConditionFailed, match="changed since it was compared.*nothing was replaced"):
+        w.close()
+    assert store.get_bytes("k") == b"the application's newer file" and store.open_uploads() == []
+    (now,) = store.list("k")
+    with store.open_writer("k", unchanged=now) as w:
+        w.write(b"restored")
+    assert store.get_bytes("k") == b"restored"
+    with pytest.raises(AlreadyExists):
+        store.put_bytes("k", b"again", exclusive=True)
+    assert store.get_bytes("k") == b"restored"
+
+
+def test_versions_of_a_store_that_keeps_none_are_refused_by_name(store):
+    """Listing versions and copying a version are Storage methods; a directory or the in-memory store says it
+    keeps no versions and what to use instead."""
+    from ansible.module_utils.lifeboat.memstore import MemoryStorage
+    from ansible.module_utils.lifeboat.storage_api import Version
+
+    what = (r"not supported by (a directory store|the in-memory store) \(.*\): it keeps no versions; "
+            r"use a versioned bucket")
+    with pytest.raises(ConfigError, match=what):
+        list(store.list_versions())
+    with pytest.raises(ConfigError, match=what):
+        store.newest_version("k")
+    with pytest.raises(ConfigError, match=r"not supported by the in-memory store"):
+        store.copy_version(MemoryStorage(), Version("k", "v1", 0.0, True, False, 1))
