@@ -221,8 +221,10 @@ def _run_records(target: Target) -> tuple[dict[str, Any] | None, dict[str, Any] 
     return runrecord.read(open_storage(target.run_record, target.s3))
 
 
-def scan(target: Target, now: _dt.datetime | None = None) -> dict[str, Any]:
-    """The catalog of one target (see the module docstring); never raises LifeboatError."""
+def scan(target: Target, now: _dt.datetime | None = None, storage: Storage | None = None) -> dict[str, Any]:
+    """The catalog of one target (see the module docstring); never raises LifeboatError. ``storage``: the target's
+    store, already open (any Storage: the unit tests give a directory or memory); by default opened from
+    ``target.destination``."""
     now = now or mf.utcnow()
     out: dict[str, Any] = {"name": target.name, "kind": target.kind, "destination": target.destination,
                            "database": target.database, "reachable": True, "error": None, "backups": [],
@@ -231,7 +233,8 @@ def scan(target: Target, now: _dt.datetime | None = None) -> dict[str, Any]:
     try:
         target.validate()
         if target.kind in ("database", "archive"):
-            storage = open_storage(target.destination, target.s3)
+            if storage is None:
+                storage = open_storage(target.destination, target.s3)
             storage.check()
             out.update(_scan_sets(storage, target, now))
             out["open_uploads"] = _open_uploads(storage)

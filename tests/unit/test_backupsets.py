@@ -9,6 +9,7 @@ import time
 
 from ansible.module_utils.lifeboat import backupsets, catalog, leftovers, prune
 from ansible.module_utils.lifeboat import manifest as mf
+from ansible.module_utils.lifeboat.memstore import MemoryStorage
 from ansible.module_utils.lifeboat.storage import LocalStorage
 
 T0 = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.UTC)
@@ -17,15 +18,16 @@ NAMED = "db-backup-2026-10-02_02-00-00.sql.gz"        # naming: legacy, with Lif
 TORN = "backup_20261003_020000.sql.gz"                 # its Lifeboat manifest is torn
 
 
-def _age_all(root: str, seconds: float = 7200.0) -> None:
+def _age_all(store, seconds: float = 7200.0) -> None:
     old = time.time() - seconds
-    for d, _s, files in os.walk(root):
-        for f in files:
-            os.utime(os.path.join(d, f), (old, old))
+    for e in list(store.list()):
+        if isinstance(store, MemoryStorage):
+            store.touch(e.key, dt.datetime.fromtimestamp(old, dt.UTC))
+        else:
+            os.utime(store.path(e.key), (old, old))
 
 
-def _store(tmp_path, add_backup) -> LocalStorage:
-    store = LocalStorage(str(tmp_path))
+def _store(store, add_backup):
     good = add_backup(store, "appdb", T0, verified="passed")
     add_backup(store, "appdb", T0 + dt.timedelta(days=1))
     store.delete(mf.layout_for("appdb", T0 + dt.timedelta(days=1), "custom", "zstd", "gpg").manifest_key)
@@ -43,12 +45,12 @@ def _store(tmp_path, add_backup) -> LocalStorage:
     store.put_bytes("appdb/last-run.json", b"{}")                 # a run record: no set
     store.put_bytes("appdb/notes/readme.txt", b"x")               # a folder off the layout: no set
     assert good
-    _age_all(str(tmp_path))
+    _age_all(store)
     return store
 
 
-def test_one_grouping_of_sets_older_dumps_and_strays(tmp_path, add_backup):
-    store = _store(tmp_path, add_backup)
+def test_one_grouping_of_sets_older_dumps_and_strays(store, add_backup):
+    store = _store(store, add_backup)
     listing = backupsets.list_sets(store)
     ids = {k[1]: s for k, s in listing.sets.items()}
     assert sorted(ids) == ["appdb-20261101T030000Z", "appdb-20261102T030000Z", "appdb-20261103T030000Z"]
@@ -64,13 +66,13 @@ def test_one_grouping_of_sets_older_dumps_and_strays(tmp_path, add_backup):
     assert sorted(one.older) == sorted(listing.older)
 
 
-def test_catalog_retention_and_sweep_agree_on_every_set(tmp_path, add_backup):
+def test_catalog_retention_and_sweep_agree_on_every_set(store, add_backup):
     """The same store read by the three: the incomplete set, the damaged one (a field of the wrong type: the
     catalog names the key, retention leaves it alone, the sweep never touches a set with a manifest), the
     older dumps. On the old code the catalog skipped the torn naming-legacy manifest silently and retention
-    planned the damaged set like any other."""
-    store = _store(tmp_path, add_backup)
-    target = catalog.scan(catalog.Target(name="t", kind="database", destination=store.root))
+    planned the damaged set like any other. On a directory and in memory: the catalog scans the store it is given."""
+    store = _store(store, add_backup)
+    target = catalog.scan(catalog.Target(name="t", kind="database", destination=store.url), storage=store)
     assert [i["id"] for i in target["incomplete"]] == ["appdb-20261102T030000Z"]
     damaged = {d["id"]: d["reason"] for d in target["damaged"]}
     assert sorted(damaged) == sorted([TORN[:-7], "appdb-20261103T030000Z"])

@@ -1,4 +1,4 @@
-"""module_utils/lifeboat/prune.py: the sets retention sees in a store (a temporary directory)."""
+"""module_utils/lifeboat/prune.py: the sets retention sees in a store (a temporary directory, and memory)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +7,6 @@ import json
 from ansible.module_utils.lifeboat import catalog, prune
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat.restore import selection
-from ansible.module_utils.lifeboat.storage import LocalStorage
 
 
 def record(store, layout, when: dt.datetime, outcome: str) -> None:
@@ -30,8 +29,6 @@ def test_a_backup_is_verified_by_its_newest_conclusive_drill_everywhere(store, a
     for layout, verified in ((kept, True), (failed, False), (bare, False)):
         ref = mf.select_backup(store, "appdb", backup_id=layout.backup_id)
         assert selection.is_verified(selection.verification_records(store, ref)) is verified
-    if not isinstance(store, LocalStorage):
-        return  # the catalog opens its destination by name
-    target = catalog.scan(catalog.Target(name="t", kind="database", destination=store.root))
+    target = catalog.scan(catalog.Target(name="t", kind="database", destination=store.url), storage=store)
     latest = {b["id"]: (b["verification"] or {}).get("outcome") for b in target["backups"]}
     assert latest == {kept.backup_id: "inconclusive", failed.backup_id: "inconclusive", bare.backup_id: None}

@@ -1,10 +1,11 @@
-"""module_utils/lifeboat/s3sync.py: directory-to-directory sync and its refusals."""
+"""module_utils/lifeboat/s3sync.py: the sync over stores without a server (directories, memory) and its refusals."""
 from __future__ import annotations
 
 
 import pytest
 
 from ansible.module_utils.lifeboat.errors import ConfigError, SafetyError
+from ansible.module_utils.lifeboat.memstore import MemoryStorage
 from ansible.module_utils.lifeboat.s3sync import SyncOptions, sync
 
 
@@ -24,3 +25,33 @@ def test_local_directory_sync_and_refusals(tmp_path):
         sync(str(src), str(src))
     with pytest.raises(ConfigError, match="absolute"):
         sync("relative/dir", str(dst))
+
+
+def test_the_sync_runs_between_any_two_stores(store):
+    """The planner and the copy work on the Storage interface, so a sync runs over memory and a directory (the
+    `store` fixture gives both) without a server: what is copied, what is unchanged (listed ETags, or a
+    directory's content ETag computed like the other side's), folder markers (a directory makes them
+    directories), check mode, and deletions refused into a store that keeps nothing deleted. The old planner
+    dispatched on S3Side/LocalSide and could not take a store."""
+    src = MemoryStorage("src")
+    src.put_bytes("a/b/one.txt", b"1")
+    src.put_bytes("top é.bin", b"2" * 1000)
+    src.put_bytes("folder/", b"")                                   # a console's "folder" placeholder
+    plan = sync(src, store, options=SyncOptions(check_mode=True))
+    assert plan.copied == 3 and sorted(plan.to_copy) == ["a/b/one.txt", "folder/", "top é.bin"]
+    assert list(store.list()) == []
+    assert sync(src, store).copied == 3
+    files = {e.key: store.get_bytes(e.key) for e in store.list() if not e.key.endswith("/")}
+    assert files == {"a/b/one.txt": b"1", "top é.bin": b"2" * 1000}
+    assert store.has_marker("folder/")
+    again = sync(src, store)
+    assert not again.changed and again.unchanged == 3
+    src.put_bytes("top é.bin", b"3" * 1000)                         # same size, other content
+    assert sync(src, store).to_copy == ["top é.bin"]
+    assert store.get_bytes("top é.bin") == b"3" * 1000
+    back = MemoryStorage("back")
+    assert sync(store, back).copied == len(list(store.entries(markers=not store.directories)))
+    assert back.get_bytes("a/b/one.txt") == b"1" and not sync(store, back).changed
+    why = "local directory" if store.directories else "versioning is not enabled"
+    with pytest.raises(SafetyError, match=f"delete: refusing to propagate deletions into .*{why}"):
+        sync(src, store, options=SyncOptions(delete=True))
