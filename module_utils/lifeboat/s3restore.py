@@ -208,6 +208,8 @@ class _Restorer:
                     batch = []
             for f in batch:
                 record(f.result())
+        if self.target.directories:
+            self.target.remove_stale_partials()   # what writers killed in earlier runs left (storage_local)
 
 
 Restorer = _Restorer   # s3recovery.py plans with the same copy, compare and delete steps

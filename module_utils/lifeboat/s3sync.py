@@ -245,6 +245,8 @@ class Syncer:
         t0 = time.monotonic()
         self.preflight()
         self._execute(self._pairs())
+        if self.dst.directories and not self.opt.check_mode:
+            self.dst.remove_stale_partials()   # what writers killed in earlier runs left (storage_local)
         self.result.duration_s = time.monotonic() - t0
         if self.result.failed:
             first = self.result.failed[0]

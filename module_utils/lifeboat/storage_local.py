@@ -10,7 +10,8 @@ One set of rules for every use:
   planted at its name, mode ``file_mode``) and renames it onto the name when it commits, after an fsync; an
   ``exclusive`` writer hard-links it instead, which fails when the name exists (``AlreadyExists``). Every
   directory it creates gets ``dir_mode``. ``abort()`` removes the partial file. Two writers of one key never
-  share a partial file.
+  share a partial file. A writer killed mid-write leaves its partial file: the backup's sweep (leftovers) and,
+  for a sync or restore target, ``remove_stale_partials`` after the next run's listing remove it when a day old.
 * **Listing.** One walk, in key order (byte order, as S3 lists): regular files only (a symbolic link is not
   followed), partial files never listed; ``open_uploads()`` lists the partial files instead (a writer that was
   killed or is still writing).
@@ -22,6 +23,7 @@ import errno
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -181,6 +183,8 @@ class LocalStorage(Storage):
         self.option = option
         self.file_mode = file_mode
         self.dir_mode = dir_mode
+        #: partial files the last listing passed (key, entry): a killed writer's, or a live one's
+        self.partials_seen: list[tuple[str, os.DirEntry]] = []
 
     def path(self, key: str) -> str:
         """The file for ``key`` (a folder marker 'a/b/' maps to the directory a/b); see the module docstring
@@ -250,8 +254,11 @@ class LocalStorage(Storage):
                 if e.is_dir(follow_symlinks=False):
                     if prefix.startswith(r + "/") or (r + "/").startswith(prefix):
                         items.append((r + "/", e, True))
-                elif e.is_file(follow_symlinks=False) and is_partial(e.name) == partials and r.startswith(prefix):
-                    items.append((r, e, False))
+                elif e.is_file(follow_symlinks=False) and r.startswith(prefix):
+                    if is_partial(e.name) == partials:
+                        items.append((r, e, False))
+                    elif not partials:
+                        self.partials_seen.append((r, e))
             except OSError:
                 continue  # removed meanwhile
         items.sort(key=lambda t: t[0])
@@ -262,7 +269,9 @@ class LocalStorage(Storage):
                 yield r, e
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
-        """The files under the root whose key starts with ``prefix``, streamed, in key order."""
+        """The files under the root whose key starts with ``prefix``, streamed, in key order. The partial files
+        passed on the way are kept in ``partials_seen`` (remove_stale_partials)."""
+        self.partials_seen = []
         for key, e in self._walk(self.root, "", prefix, partials=False):
             try:
                 st = e.stat(follow_symlinks=False)
@@ -299,6 +308,21 @@ class LocalStorage(Storage):
 
     def abort_upload(self, upload: OpenUpload) -> None:
         self.delete(upload.key)
+
+    def remove_stale_partials(self, max_age_s: float = 86400.0) -> list[str]:
+        """Remove the partial files the last listing passed that are older than ``max_age_s`` (writers killed in
+        an earlier run: a live writer's file is younger); the keys removed. Costs no walk of its own."""
+        removed = []
+        now = time.time()
+        for key, e in self.partials_seen:
+            try:
+                if now - e.stat(follow_symlinks=False).st_mtime >= max_age_s:
+                    self.delete(key)
+                    removed.append(key)
+            except (OSError, StorageError):
+                continue  # committed, removed or unreadable meanwhile: left for the next run
+        self.partials_seen = []
+        return removed
 
     # -- folder markers (a directory holds them as directories)
     def has_marker(self, key: str) -> bool:

@@ -1,6 +1,9 @@
 """module_utils/lifeboat/s3sync.py: the sync over stores without a server (directories, memory) and its refusals."""
 from __future__ import annotations
 
+import os
+import time
+
 
 import pytest
 
@@ -55,3 +58,21 @@ def test_the_sync_runs_between_any_two_stores(store):
     why = "local directory" if store.directories else "versioning is not enabled"
     with pytest.raises(SafetyError, match=f"delete: refusing to propagate deletions into .*{why}"):
         sync(src, store, options=SyncOptions(delete=True))
+
+
+def test_a_killed_writers_partial_file_is_removed_by_a_later_sync(tmp_path):
+    """Each writer has its own partial file, so a run killed mid-copy leaves one behind; the next sync into the
+    directory removes those its listing passed that are older than a day (a live writer's is younger), and never
+    lists or copies them."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_bytes(b"f")
+    (dst / "d").mkdir(parents=True)
+    old = dst / "d" / "f.txt.111-222-abcd.lifeboat-partial"
+    young = dst / "d" / "f.txt.333-444-ef01.lifeboat-partial"
+    for p in (old, young):
+        p.write_bytes(b"half")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    res = sync(str(src), str(dst))
+    assert res.copied == 1 and res.to_copy == ["d/f.txt"]
+    assert sorted(p.name for p in (dst / "d").iterdir()) == ["f.txt", young.name]
