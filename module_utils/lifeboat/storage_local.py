@@ -128,20 +128,34 @@ class _LocalWriter(Writer):
             if self._unchanged is not None:
                 self._check_unchanged()
             if self._exclusive:
-                try:
-                    os.link(self.partial, self.path)  # fails with EEXIST instead of replacing
-                except FileExistsError:
-                    self.abort()
-                    raise AlreadyExists(f"{self._store.option}: write {self.path}: the file already exists "
-                                        "(another run wrote it first); nothing was replaced",
-                                        self._store.option) from None
-                os.unlink(self.partial)
+                self._commit_exclusive()
             else:
                 os.replace(self.partial, self.path)
         except OSError as exc:
             self.abort()
             raise local_error(exc, f"write {self.path}", self._store.option, self.key) from None
         self._closed = True
+
+    def _commit_exclusive(self) -> None:
+        """Hard-link the partial file to the name, which fails when the name exists. A filesystem without hard
+        links (some network and FUSE mounts) gets a check and a rename instead: the run's lock is then the only
+        guard against a writer that commits in between."""
+        try:
+            os.link(self.partial, self.path)  # fails with EEXIST instead of replacing
+        except FileExistsError:
+            self.abort()
+            raise AlreadyExists(f"{self._store.option}: write {self.path}: the file already exists (another run "
+                                "wrote it first); nothing was replaced", self._store.option) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            if os.path.lexists(self.path):
+                self.abort()
+                raise AlreadyExists(f"{self._store.option}: write {self.path}: the file already exists (another "
+                                    "run wrote it first); nothing was replaced", self._store.option) from None
+            os.replace(self.partial, self.path)
+            return
+        os.unlink(self.partial)
 
     def _check_unchanged(self) -> None:
         """The file is still the one listed (size and modification time; a directory has no compare-and-swap,

@@ -44,3 +44,22 @@ def test_makedirs_gives_every_new_directory_the_mode(tmp_path):
     makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
     for p in ("a", "a/b", "a/b/c"):
         assert (tmp_path / p).stat().st_mode & 0o777 == 0o700, p
+
+
+def test_exclusive_write_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):
+    """Some mounts refuse hard links (EPERM/ENOTSUP): an exclusive write (a backup's manifest, a restore's copy of
+    a file that was absent) still commits, and still never replaces a file that is there."""
+    import errno
+    import os
+
+    from ansible.module_utils.lifeboat.errors import AlreadyExists
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    store = LocalStorage(str(tmp_path / "root"))
+    monkeypatch.setattr(os, "link", no_links)
+    store.put_bytes("a/k", b"first", exclusive=True)
+    with pytest.raises(AlreadyExists):
+        store.put_bytes("a/k", b"second", exclusive=True)
+    assert store.get_bytes("a/k") == b"first" and [p.name for p in (tmp_path / "root" / "a").iterdir()] == ["k"]
