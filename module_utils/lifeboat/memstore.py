@@ -3,8 +3,10 @@ built on stores (selection, retention, catalog records, sweeps) and for dry runs
 
 It behaves like S3Storage where the interface leaves room: ETags are the MD5 of the content (what S3 gives a
 single PUT), a writer's object appears only when it is closed, a writer not yet closed is an open upload, an
-``exclusive`` writer never replaces an object (``AlreadyExists``), keys are plain strings (no directories, so
-'a' and 'a/b' may both exist). Thread-safe. ``fail`` maps a key prefix to an exception raised by every
+``exclusive`` writer never replaces an object (``AlreadyExists``), nor an ``unchanged`` one that changed
+(``ConditionFailed``), keys are plain strings (no directories, so 'a' and 'a/b' may both exist). ``versioned=True``
+keeps every write and delete as a versioned bucket does (versions, delete markers, newest first), so the restores
+from a versioned store run on it too. Thread-safe. ``fail`` maps a key prefix to an exception raised by every
 operation on such keys (fault injection for error paths, not a stand-in for a server's behaviour).
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ansible.module_utils.lifeboat.errors import AlreadyExists, ConditionFailed, ConfigError, NotFound, StorageError
-from ansible.module_utils.lifeboat.storage import Entry, OpenUpload, Storage, Writer
+from ansible.module_utils.lifeboat.storage_api import Entry, OpenUpload, Storage, Version, Writer
 
 
 class _Object:
@@ -73,7 +75,9 @@ class _MemoryWriter(Writer):
                     s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
                     raise ConditionFailed(f"upload {s.uri(self._key)}: the object changed since it was compared "
                                           "(another writer); nothing was replaced")
-            s._objects[self._key] = _Object(bytes(self._buf), s.now(), self._content_type, self._metadata)
+            s._objects[self._key] = obj = _Object(bytes(self._buf), s.now(), self._content_type, self._metadata)
+            if s.versioned:
+                s._history.setdefault(self._key, []).append((f"v{next(s._ids)}", obj, obj.when))
             s._uploads.pop(self.upload.upload_id, None)  # type: ignore[arg-type]
         self._closed = True
 
@@ -87,9 +91,13 @@ class _MemoryWriter(Writer):
 class MemoryStorage(Storage):
     kind_name = "the in-memory store"
 
-    def __init__(self, name: str = "memory", clock: "_Clock | None" = None):
+    def __init__(self, name: str = "memory", clock: "_Clock | None" = None, versioned: bool = False):
         self.url = f"mem://{name}"
         self._objects: dict[str, _Object] = {}
+        #: versioned: every write and delete of a key, oldest first: (version id, object or None for a delete marker,
+        #: when)
+        self.versioned = versioned
+        self._history: dict[str, list[tuple[str, _Object | None, _dt.datetime]]] = {}
         self._uploads: dict[str, OpenUpload] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -153,7 +161,34 @@ class MemoryStorage(Storage):
     def delete(self, key: str) -> None:
         self._check_key(key, "delete")
         with self._lock:
-            self._objects.pop(key, None)
+            if self._objects.pop(key, None) is not None and self.versioned:
+                self._history[key].append((f"v{next(self._ids)}", None, self.now()))
+
+    # -- versions (versioned=True), as a versioned bucket keeps them
+    def versioning(self) -> str:
+        return "Enabled" if self.versioned else ""
+
+    def list_versions(self, prefix: str = "") -> Iterator[Version]:
+        if not self.versioned:
+            raise self.no_versions("list versions")
+        with self._lock:
+            items = sorted((k, list(h)) for k, h in self._history.items() if k.startswith(prefix))
+        for key, history in items:
+            for rank, (vid, obj, when) in enumerate(reversed(history)):   # newest first, as S3 lists them
+                yield Version(key, vid, (obj.when if obj else when).timestamp(), rank == 0, obj is None,
+                              len(obj.data) if obj else 0, obj.etag if obj else None, rank)
+
+    def newest_version(self, key: str) -> Version | None:
+        return next((v for v in self.list_versions(key) if v.key == key and not v.delete_marker), None)
+
+    def open_version(self, v: Version) -> BinaryIO:
+        if not self.versioned:
+            raise self.no_versions(f"read {v.key} version {v.version_id}")
+        with self._lock:
+            obj = next((o for vid, o, _w in self._history.get(v.key, []) if vid == v.version_id), None)
+        if obj is None:
+            raise NotFound(f"read {self.uri(v.key)}?versionId={v.version_id}: not found (NoSuchVersion)")
+        return io.BytesIO(obj.data)
 
     def open_uploads(self) -> list[OpenUpload]:
         with self._lock:

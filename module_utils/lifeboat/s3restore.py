@@ -215,23 +215,39 @@ class _Restorer:
 Restorer = _Restorer   # s3recovery.py plans with the same copy, compare and delete steps
 
 
-def open_versioned(backup: str, target: str, at: _dt.datetime, backup_settings: S3Settings | None,
-                   target_settings: S3Settings | None, file_mode: int, dir_mode: int) -> tuple[S3Side, Any]:
-    """The versioned ``backup`` side and the ``target`` side of a restore as of ``at`` (which needs a zone)."""
+def open_versioned(backup: str | Storage, target: str | Storage, at: _dt.datetime,
+                   backup_settings: S3Settings | None, target_settings: S3Settings | None, file_mode: int,
+                   dir_mode: int) -> tuple[Storage, Storage]:
+    """The versioned ``backup`` store and the ``target`` store of a restore as of ``at`` (which needs a zone):
+    locations (``s3://...``, a directory for the target) or stores already open."""
     if at.tzinfo is None:
         raise ConfigError("restore_time: give a timezone (for example 2026-11-22T02:00:00Z)", "restore_time")
-    b = open_side(backup, backup_settings, "backup")
+    return _open_backup(backup, backup_settings, "backup: must be an s3:// URL of a versioned bucket"), \
+        _open_target(target, target_settings, file_mode, dir_mode)
+
+
+def _open_backup(backup: str | Storage, settings: S3Settings | None, refusal: str) -> Storage:
+    if isinstance(backup, Storage):
+        return backup
+    b = open_side(backup, settings, "backup")
     if not isinstance(b, S3Side):
-        raise ConfigError("backup: must be an s3:// URL of a versioned bucket", "backup")
-    return b, open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+        raise ConfigError(refusal, "backup")
+    return b
 
 
-def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_settings: S3Settings | None = None,
-                          target_settings: S3Settings | None = None, delete_newer: bool = False,
-                          force: bool = False, concurrency: int = 8, check_mode: bool = False,
-                          file_mode: int = 0o600, dir_mode: int = 0o700,
+def _open_target(target: str | Storage, settings: S3Settings | None, file_mode: int, dir_mode: int) -> Storage:
+    if isinstance(target, Storage):
+        return target
+    return open_side(target, settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+
+
+def restore_point_in_time(backup: str | Storage, target: str | Storage, at: _dt.datetime,
+                          backup_settings: S3Settings | None = None, target_settings: S3Settings | None = None,
+                          delete_newer: bool = False, force: bool = False, concurrency: int = 8,
+                          check_mode: bool = False, file_mode: int = 0o600, dir_mode: int = 0o700,
                           sort_chunk: int = 100_000) -> RestoreResult:
-    """Bring ``target`` back to the state of ``backup`` (a versioned s3:// prefix) at time ``at``."""
+    """Bring ``target`` back to the state of ``backup`` (a versioned s3:// prefix, or any versioned store) at time
+    ``at``."""
     t0 = time.monotonic()
     b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
     r = _Restorer(b, t, concurrency, check_mode, force=force)
@@ -291,15 +307,14 @@ def restore_point_in_time(backup: str, target: str, at: _dt.datetime, backup_set
     return res
 
 
-def restore_missing(backup: str, target: str, keys: Iterable[str], backup_settings: S3Settings | None = None,
-                    target_settings: S3Settings | None = None, concurrency: int = 8, check_mode: bool = False,
-                    file_mode: int = 0o600, dir_mode: int = 0o700, sort_chunk: int = 100_000) -> RestoreResult:
+def restore_missing(backup: str | Storage, target: str | Storage, keys: Iterable[str],
+                    backup_settings: S3Settings | None = None, target_settings: S3Settings | None = None,
+                    concurrency: int = 8, check_mode: bool = False, file_mode: int = 0o600, dir_mode: int = 0o700,
+                    sort_chunk: int = 100_000) -> RestoreResult:
     """Restore the referenced ``keys`` that are missing from ``target``, from the newest backup version."""
     t0 = time.monotonic()
-    b = open_side(backup, backup_settings, "backup")
-    if not isinstance(b, S3Side):
-        raise ConfigError("backup: must be an s3:// URL", "backup")
-    t = open_side(target, target_settings, "destination", file_mode=file_mode, dir_mode=dir_mode)
+    b = _open_backup(backup, backup_settings, "backup: must be an s3:// URL")
+    t = _open_target(target, target_settings, file_mode, dir_mode)
     r = _Restorer(b, t, concurrency, check_mode)
     b.check()
     t.check(write=not check_mode)
