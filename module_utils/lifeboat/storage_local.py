@@ -144,6 +144,9 @@ class _LocalWriter(Writer):
             os.link(self.partial, self.path)  # fails with EEXIST instead of replacing
         except FileExistsError:
             self.abort()
+            if os.path.isdir(self.path) and not os.path.islink(self.path):   # a folder of that name: a clash
+                raise local_error(OSError(errno.EISDIR, os.strerror(errno.EISDIR)), f"write {self.path}",
+                                  self._store.option, self.key) from None
             raise AlreadyExists(f"{self._store.option}: write {self.path}: the file already exists (another run "
                                 "wrote it first); nothing was replaced", self._store.option) from None
         except OSError as exc:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ansible.module_utils.lifeboat.errors import ConfigError
+from ansible.module_utils.lifeboat.errors import ConfigError, StorageError
 from ansible.module_utils.lifeboat.storage_api import candidate_part_sizes, md5_etag_of_file
 from ansible.module_utils.lifeboat.storage_local import LocalStorage, makedirs
 
@@ -63,3 +63,13 @@ def test_exclusive_write_on_a_filesystem_without_hard_links(tmp_path, monkeypatc
     with pytest.raises(AlreadyExists):
         store.put_bytes("a/k", b"second", exclusive=True)
     assert store.get_bytes("a/k") == b"first" and [p.name for p in (tmp_path / "root" / "a").iterdir()] == ["k"]
+
+
+def test_a_file_where_a_folder_of_that_name_is_names_the_clash(tmp_path):
+    """An exclusive write of 'a' where the directory a/ holds other keys ('a' and 'a/b' in a bucket) says it is a
+    file/folder clash, not that another run wrote the file."""
+    store = LocalStorage(str(tmp_path / "root"))
+    store.put_bytes("a/b", b"b")
+    with pytest.raises(StorageError, match=r"key 'a': a name that is both a file and a folder"):
+        store.put_bytes("a", b"a", exclusive=True)
+    assert store.get_bytes("a/b") == b"b"
