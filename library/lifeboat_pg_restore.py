@@ -93,11 +93,15 @@ options:
     description:
       - Parallel C(pg_restore -j) jobs. C(pg_restore -j) needs a seekable archive, so above 1 the decoded dump is
         staged in a local file in O(staging_dir) after checking the free space against the manifest's dump size.
-      - Unset (the default), the number is chosen from the target server, at most 4 - on the same host (a Unix
-        socket or a loopback address) this host's CPU count, which the server shares; elsewhere (a managed
-        database) its C(max_parallel_workers), which providers size to its cores - and never more than the
-        connections it has left, two kept free. When the staging disk is short (or fills up while staging), the
-        restore streams into C(pg_restore) instead and a warning says why.
+      - Unset (the default), the number is chosen from the target server, at most 4, and never more than the
+        connections it has left, two kept free. On this host (a Unix socket, or a direct TCP connection to an
+        address of this host, which the server sees with this connection's own address and port) this host's CPU count,
+        which the server shares. On another host (a managed database, also behind NAT) its
+        C(max_parallel_workers), which providers size to its cores. Reached through an address of this host
+        that forwards elsewhere (an SSH tunnel or a proxy on 127.0.0.1, a container's published port), the server
+        may be here or far away, so both bound it; set O(jobs) when the server behind the tunnel is bigger.
+      - When the staging disk is short (or fills up while staging), the restore streams into C(pg_restore)
+        instead and a warning says why.
       - An explicit value wins. Above 1 on a short disk the restore fails naming the space needed and free.
         C(1) always streams, nothing written locally. A plain SQL dump is always restored by C(psql), streamed.
       - The result's RV(jobs) and RV(restore_path) say what ran.
