@@ -95,14 +95,18 @@ options:
         staged in a local file in O(staging_dir) after checking the free space against the manifest's dump size.
       - Unset (the default), the number is chosen from the target server, at most 4, and never more than the
         connections it has left, two kept free. On this host (a Unix socket, or a direct TCP connection to an
-        address of this host, which the server sees with this connection's own address and port) this host's CPU count,
-        which the server shares. On another host (a managed database, also behind NAT) its
+        address of this host, which the server sees with this connection's own address and port) this host's CPU
+        count, which the server shares. On another host (a managed database, also behind NAT) its
         C(max_parallel_workers), which providers size to its cores. Reached through an address of this host
         that forwards elsewhere (an SSH tunnel or a proxy on 127.0.0.1, a container's published port), the server
         may be here or far away, so both bound it; set O(jobs) when the server behind the tunnel is bigger.
-      - When the staging disk is short (or fills up while staging), the restore streams into C(pg_restore)
-        instead and a warning says why.
-      - An explicit value wins. Above 1 on a short disk the restore fails naming the space needed and free.
+      - The free space is checked before anything is fetched, against the manifest's dump size plus a margin (1%,
+        at least 16 MiB) plus O(staging_keep_free). When it is short, the restore streams into C(pg_restore)
+        instead and a warning says why. When the disk fills up while staging, the part staged is fed to a
+        streaming C(pg_restore) and removed, the rest of the download follows (the artifact is fetched once), and
+        a warning says how far staging got.
+      - An explicit value wins. Above 1 on a short disk the restore fails naming the space needed and free (or,
+        when the disk fills up while staging, where it stopped), the database untouched.
         C(1) always streams, nothing written locally. A plain SQL dump is always restored by C(psql), streamed.
       - The result's RV(jobs) and RV(restore_path) say what ran.
     type: int

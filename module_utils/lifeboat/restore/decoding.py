@@ -76,12 +76,13 @@ def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Cal
     reported as such (a decryption or decompression error is then only its
     consequence), and a wrong key is named as the cause. ``sink`` may raise
     BrokenPipeError to say it has seen enough: the rest is still read and hashed.
+    Anything else ``sink`` raises stops the stream and is raised as it is.
     """
     started = time.monotonic()
     if not storage.exists(src.ref.artifact_key):
         raise NotFound(f"artifact {storage.uri(src.ref.artifact_key)} of backup {src.backup_id} is missing")
     dec = decryptor(src, keys)
-    sink_state = {"open": True}
+    sink_state: dict[str, object] = {"open": True, "error": None}
 
     def safe_sink(data: bytes) -> None:
         if sink_state["open"]:
@@ -89,12 +90,19 @@ def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Cal
                 sink(data)
             except BrokenPipeError:
                 sink_state["open"] = False
+            except BaseException as exc:
+                sink_state["error"] = exc
+                raise
 
     try:
         res = pipeline.run_restore_stream(
             storage, src.ref.artifact_key, safe_sink, compression=src.compression, decryptor=dec,
             expected_sha256=src.sha256 if check_sha256 else None, expected_size=None)
     except LifeboatError as exc:
+        if isinstance(sink_state["error"], BaseException):
+            # the sink's own failure (a full disk, a stop), not the artifact's: raised as it is, and the
+            # artifact is not read again to name a cause
+            raise sink_state["error"] from None
         if check_sha256 and src.sha256 and not isinstance(exc, IntegrityError):
             try:
                 got, size = stored_sha256(storage, src.ref.artifact_key)
