@@ -33,6 +33,7 @@ from testlib import REPO, admin_sql
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import pgmeta
 from ansible.module_utils.lifeboat import restore as rs
+from ansible.module_utils.lifeboat.errors import RestoreError
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.restore.parallel import HERE, UNSURE, automatic_jobs, server_facts, where
 
@@ -251,7 +252,7 @@ def test_a_file_size_limit_while_staging_streams_the_rest_or_stops_when_jobs_was
     damaged = counts(pg, db)
     reads = _Reads(storage, manifest["artifact"]["key"])
     with _file_size_limit(3 * MIB):
-        with pytest.raises(rs.RestoreError, match=r"staging_dir: not enough disk for a parallel restore: .* filled "
+        with pytest.raises(RestoreError, match=r"staging_dir: not enough disk for a parallel restore: .* filled "
                                                   r"up after 3145728 of \d+ bytes .*File too large.*jobs: 1"):
             rs.run(rs.Request(database=db, confirm=db, jobs=2, staging_dir=str(staging), staging_keep_free=0,
                               safety_snapshot=False), storage, admin(pg), keys(lab))
@@ -271,6 +272,7 @@ import json, sys
 sys.path.insert(0, sys.argv[2])
 import testlib  # noqa: F401 - makes ansible.module_utils.lifeboat importable
 from ansible.module_utils.lifeboat import restore as rs, storage as st
+from ansible.module_utils.lifeboat.errors import RestoreError
 from ansible.module_utils.lifeboat.pgconn import PgTarget
 from ansible.module_utils.lifeboat.s3 import S3Settings
 cfg = json.load(open(sys.argv[1]))
@@ -318,11 +320,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _until(what: str, check, seconds: float = 120.0) -> None:
+def _until(what: str, check, seconds: float = 120.0, detail=lambda: "") -> None:
     end = time.monotonic() + seconds
     while not check():
         if time.monotonic() > end:
-            pytest.fail(f"{what}: still not so after {seconds:.0f}s")
+            pytest.fail(f"{what}: still not so after {seconds:.0f}s {detail()}")
         time.sleep(0.05)
 
 
@@ -369,7 +371,8 @@ def test_killed_during_a_parallel_restore_leaves_no_pg_restore_and_no_staged_fil
         _until("no session of the killed run left in its new database", lambda: admin_sql(
             pg, "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '" + new_like + "' "
                 "AND application_name = 'lifeboat-restore'")[0][0] == 0, 60)
-        _until("the staged dump removed", lambda: os.listdir(staging) == [], 60)
+        _until("the staged dump removed", lambda: os.listdir(staging) == [], 60,
+               lambda: [(d, os.listdir(staging / d)) for d in os.listdir(staging)])
         base = tempfile.gettempdir()
         assert [n for n in os.listdir(base) if n.startswith(f"lifeboat-pg-{proc.pid}-")] == []
         left = [r[0] for r in admin_sql(pg, f"SELECT datname FROM pg_database WHERE datname LIKE '{new_like}'")]

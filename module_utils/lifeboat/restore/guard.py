@@ -28,7 +28,9 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-_SCRIPT = """trap '' TERM
+# HUP ignored too: when Lifeboat dies, the guard's group is orphaned, and the kernel sends SIGHUP (and SIGCONT)
+# to an orphaned group that has a stopped member
+_SCRIPT = """trap '' TERM HUP
 IFS= read -r word
 [ "$word" = done ] && exit 0
 kill -TERM 0 2>/dev/null
