@@ -46,7 +46,7 @@ from ansible.module_utils.lifeboat.s3restore import (
     open_versioned,
 )
 from ansible.module_utils.lifeboat.storage import open_storage
-from ansible.module_utils.lifeboat.storage_api import sorted_entries
+from ansible.module_utils.lifeboat.storage_api import Storage, sorted_entries
 
 _SAMPLE = 50
 
@@ -136,13 +136,14 @@ def keys_from_query(target: Any, query: str | list[str], batch: int = 5000) -> I
             yield str(row[0]), normal_etag(row[1]) if len(row) > 1 else None
 
 
-def restore_recovery_point(backup: str, target: str, keys: Iterable[str | tuple[str, str | None]], at: _dt.datetime,
+def restore_recovery_point(backup: str | Storage, target: str | Storage, keys: Iterable[str | tuple[str, str | None]],
+                           at: _dt.datetime,
                            backup_settings: S3Settings | None = None, target_settings: S3Settings | None = None,
                            delete_unlisted: bool = False, force: bool = False, concurrency: int = 8,
                            check_mode: bool = False, file_mode: int = 0o600, dir_mode: int = 0o700,
                            sort_chunk: int = 100_000) -> RecoveryResult:
-    """Make ``target`` hold each of ``keys`` (a key, or (key, ETag)) as the versioned ``backup`` prefix held it at
-    ``at``."""
+    """Make ``target`` hold each of ``keys`` (a key, or (key, ETag)) as the versioned ``backup`` prefix (or any
+    versioned store) held it at ``at``."""
     t0 = time.monotonic()
     b, t = open_versioned(backup, target, at, backup_settings, target_settings, file_mode, dir_mode)
     r = Restorer(b, t, concurrency, check_mode, force=force)
