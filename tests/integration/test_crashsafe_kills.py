@@ -30,7 +30,7 @@ DRIVER = r"""
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[2])
 import testlib  # noqa: F401 - makes ansible.module_utils.lifeboat importable
-from ansible.module_utils.lifeboat import backup, crypto, storage as st
+from ansible.module_utils.lifeboat import backup, crypto, storage as st, storage_s3
 from ansible.module_utils.lifeboat import manifest as mf
 from ansible.module_utils.lifeboat import restore as rs
 from ansible.module_utils.lifeboat import verify as engine
@@ -41,12 +41,12 @@ mode, pg, ep = sys.argv[3], cfg["pg"], cfg["endpoint"]
 s3 = S3Settings(endpoint=ep["endpoint"], region=ep["region"], access_key=ep["access_key"], secret_key=ep["secret_key"])
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if mode == "upload":  # the first part of the artifact landed, the upload is open: killed
-    real = st._S3Writer._upload_part
+    real = storage_s3._S3Writer._upload_part
     def part(self, number, body):
         out = real(self, number, body)
         die()
         return out
-    st._S3Writer._upload_part = part
+    storage_s3._S3Writer._upload_part = part
 if mode == "manifest":  # artifact and roles stored, the manifest not written yet: killed
     mf.write_manifest = die
 admin = rs.Admin(PgTarget(host=pg["host"], port=pg["port"], user=pg["admin_user"], password=pg["admin_password"],
