@@ -41,8 +41,8 @@ description:
     keys to and from platform tables checked, counts checked, commit. The application waits only during the
     swap, whose time grows with the platform tables' rows, not with the application's data. A C(public) the
     login does not own (Supabase) keeps its identity: only the objects in it move."
-  - "A backup whose application schemas hold object kinds the swap cannot move (operators, text search objects,
-    collations, statistics, foreign tables, ...) is restored in one transaction that holds its locks from the
+  - "A backup whose application schemas hold object kinds the swap cannot move (operators, operator classes and
+    families, foreign tables, ...) is restored in one transaction that holds its locks from the
     start (the application waits for the whole restore); RV(swap) says so and why."
   - The login needs C(SET) on C(session_replication_role) (Supabase grants it to C(postgres)); without it the
     task fails naming the C(GRANT).

@@ -109,8 +109,6 @@ def project(lab, tmp_path, request):
     before, during = getattr(request, "param", ("", ""))
     db = new_project(s, with_app=True)
     try:
-        if before:
-            sb_sql(s, before, database=db)
         sb_sql(s, """CREATE TABLE public.events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                                                   video_id bigint REFERENCES public.videos(id), kind text,
                                                   payload jsonb);
@@ -120,6 +118,8 @@ def project(lab, tmp_path, request):
                      INSERT INTO public.events (video_id, kind, payload)
                        SELECT 1 + i % 900, 'play' || (i % 7), jsonb_build_object('n', i, 'pad', repeat('x', 60))
                          FROM generate_series(1, 250000) i;""", database=db)
+        if before:
+            sb_sql(s, before, database=db)
         store = tmp_path / "store"
         store.mkdir(mode=0o700)
         target = PgTarget(host=s["host"], port=s["port"], user=s["app_user"], password=s["app_password"], database=db)
@@ -187,6 +187,18 @@ def strong_locks(s: dict, db: str, pid: int) -> list[tuple]:
                   database=db, admin=True, params=(pid,))
 
 
+# objects outside tables that the swap moves too, and that the restored tables' definitions name
+TEXT_SEARCH = ("CREATE TEXT SEARCH CONFIGURATION public.titles (COPY = pg_catalog.english); "
+               "CREATE INDEX videos_title_fts ON public.videos "
+               "USING gin (to_tsvector('public.titles'::regconfig, title)); "
+               "CREATE STATISTICS public.videos_owner_status ON owner_id, status FROM public.videos; "
+               "CREATE COLLATION public.nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false); "
+               "ALTER TABLE public.profiles ADD COLUMN nickname text COLLATE public.nocase; "
+               "CREATE RULE keep_pinned AS ON DELETE TO public.events WHERE old.kind = 'pinned' DO INSTEAD NOTHING;",
+               "")
+
+
+@pytest.mark.parametrize("project", [TEXT_SEARCH], indirect=True)
 def test_the_application_reads_and_writes_while_the_restore_loads_then_gets_the_backup(project, tmp_path):
     p = project
     s, db = p["s"], p["db"]
@@ -229,6 +241,19 @@ def test_the_application_reads_and_writes_while_the_restore_loads_then_gets_the_
         assert conn.execute(sql.SQL("SELECT count(*) FROM {}.{} WHERE raw_user_meta_data = '{{\"during\": true}}'")
                             .format(sql.Identifier(aside), sql.Identifier("auth.users"))).fetchone()[0] == 1
     assert [oct(os.stat(f).st_mode & 0o777) for f in result["safety_snapshot"]] == ["0o600", "0o600"]
+    with psycopg.connect(sb_dsn(s, db), autocommit=True) as conn:  # the index names the restored configuration
+        conn.execute("SET search_path = ''")  # so that every name prints qualified
+        assert conn.execute("SELECT pg_get_indexdef('public.videos_title_fts'::regclass)").fetchone()[0].endswith(
+            "USING gin (to_tsvector('public.titles'::regconfig, title))")
+        assert conn.execute("SELECT stxnamespace::regnamespace::text FROM pg_statistic_ext "
+                            "WHERE stxname = 'videos_owner_status' ORDER BY 1").fetchall() == [
+            ("public",), (old,)]
+        assert conn.execute("SELECT c.collnamespace::regnamespace::text FROM pg_attribute a JOIN pg_collation c "
+                            "ON c.oid = a.attcollation WHERE a.attrelid = 'public.profiles'::regclass "
+                            "AND a.attname = 'nickname'").fetchone() == ("public",)
+        assert conn.execute("SELECT definition FROM pg_rules WHERE schemaname = 'public' "
+                            "AND rulename = 'keep_pinned'").fetchone()[0].startswith(
+            "CREATE RULE keep_pinned AS\n    ON DELETE TO public.events")
 
 
 def test_a_kill_during_the_load_changes_nothing_and_the_next_run_restores(project, tmp_path):
@@ -258,13 +283,15 @@ def test_a_kill_during_the_load_changes_nothing_and_the_next_run_restores(projec
     assert not (d := diff(state(s, db), p["backed_up"])), repr(d)[:3000]
 
 
-TS_CONFIG = ("CREATE TEXT SEARCH CONFIGURATION public.titles (COPY = pg_catalog.english);",
-             "DROP TEXT SEARCH CONFIGURATION public.titles;")
+OPERATOR = ("CREATE FUNCTION public.same_title(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE "
+            "AS 'SELECT lower($1) = lower($2)'; "
+            "CREATE OPERATOR public.=~= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.same_title);",
+            "DROP OPERATOR public.=~= (text, text);")
 
 
-@pytest.mark.parametrize("project", [TS_CONFIG], indirect=True)
+@pytest.mark.parametrize("project", [OPERATOR], indirect=True)
 def test_a_kind_the_swap_cannot_move_takes_one_transaction_and_a_kill_commits_nothing(project, tmp_path):
-    """A text search configuration in public: the restore takes the single long transaction (the live tables are
+    """An operator in public: the restore takes the single long transaction (the live tables are
     locked from its start, which the result says). Lifeboat killed during its load: psql reads the end of its
     input without a COMMIT (psql --single-transaction would have committed the half-restored project)."""
     p = project
@@ -289,5 +316,5 @@ def test_a_kind_the_swap_cannot_move_takes_one_transaction_and_a_kill_commits_no
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     swap = json.loads(out.strip().splitlines()[-1])["swap"]
-    assert swap.startswith("one transaction (the backup's application schemas hold text search configuration")
+    assert swap.startswith("one transaction (the backup's application schemas hold operator")
     assert not (d := diff(state(s, db), p["backed_up"])), repr(d)[:3000]

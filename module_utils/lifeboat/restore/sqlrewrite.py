@@ -9,8 +9,9 @@ is a bare schema name after the keyword SCHEMA. Left as they are, on purpose:
   object;
 * names in ``keep`` (per schema): the live objects a staged one must refer to, because they are not staged (the
   functions that platform triggers call, replaced in place; objects of extensions);
-* string literals, except a qualified name given to ``::regclass``/``::regproc``/``::regprocedure``/``::regtype``
-  (``nextval('public.t_id_seq'::regclass)``) or to ``setval(``: those resolve to an object when they run.
+* string literals, except a qualified name given to ``::regclass``, ``::regproc``, ``::regprocedure``,
+  ``::regtype``, ``::regconfig``, ``::regdictionary`` or ``::regcollation`` (``nextval('public.t_id_seq'::regclass)``,
+  ``to_tsvector('public.titles'::regconfig, ...)``) or to ``setval(``: those resolve to an object when they run.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import re
 _IDENT_START = re.compile(r"[A-Za-z_\x80-\U0010ffff]")
 _IDENT = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
 _DOLLAR = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
-_REG_CAST = re.compile(r"::(?:pg_catalog\.)?(regclass|regproc|regprocedure|regtype)\b")
+_REG_CAST = re.compile(
+    r"::(?:pg_catalog\.)?(regclass|regproc|regprocedure|regtype|regconfig|regdictionary|regcollation)\b")
 
 
 def quote_ident(name: str) -> str:

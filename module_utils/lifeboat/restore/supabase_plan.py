@@ -310,6 +310,24 @@ BEGIN
     EXECUTE format('ALTER %%s %%I.%%I SET SCHEMA %%I', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
                    s, r.typname, old);
   END LOOP;
+  FOR r IN WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = s)
+           SELECT 'TEXT SEARCH CONFIGURATION' AS kind, x.cfgname::text AS name,
+                  'pg_catalog.pg_ts_config'::regclass AS cls, x.oid
+                  FROM pg_catalog.pg_ts_config x WHERE x.cfgnamespace = (SELECT oid FROM ns)
+           UNION ALL SELECT 'TEXT SEARCH DICTIONARY', x.dictname::text, 'pg_catalog.pg_ts_dict'::regclass, x.oid
+                  FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace = (SELECT oid FROM ns)
+           UNION ALL SELECT 'COLLATION', x.collname::text, 'pg_catalog.pg_collation'::regclass, x.oid
+                  FROM pg_catalog.pg_collation x WHERE x.collnamespace = (SELECT oid FROM ns)
+           UNION ALL SELECT 'STATISTICS', x.stxname::text, 'pg_catalog.pg_statistic_ext'::regclass, x.oid
+                  FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace = (SELECT oid FROM ns)
+           UNION ALL SELECT 'CONVERSION', x.conname::text, 'pg_catalog.pg_conversion'::regclass, x.oid
+                  FROM pg_catalog.pg_conversion x WHERE x.connamespace = (SELECT oid FROM ns)
+  LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = r.cls AND d.objid = r.oid
+                      AND d.deptype = 'e') THEN
+      EXECUTE format('ALTER %%s %%I.%%I SET SCHEMA %%I', r.kind, s, r.name, old);
+    END IF;
+  END LOOP;
 END
 $lifeboat_move$;
 """

@@ -16,8 +16,9 @@ restore behind), in two parts:
    and every foreign key of a platform table checked; counts checked; commit.
 
 The swap's time grows with the platform tables' rows (and the application rows that reference them), not with the
-application's data. Object kinds the swap cannot move (operators, text search objects, collations, statistics,
-foreign tables, ...) make the restore take the single-transaction path instead (``fallback`` names why).
+application's data. Object kinds the swap cannot move (operators and their classes and families, foreign tables,
+anything outside ``SWAPPABLE``) make the restore take the single-transaction path instead
+(``fallback_reason`` names why).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ SWAPPABLE = frozenset({
     "SCHEMA", "TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "SEQUENCE OWNED BY", "FUNCTION", "PROCEDURE",
     "AGGREGATE", "TYPE", "DOMAIN", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TRIGGER",
     "POLICY", "ROW SECURITY", "ACL", "COMMENT", "DEFAULT ACL", "TABLE DATA", "SEQUENCE SET",
-    "MATERIALIZED VIEW DATA",
+    "MATERIALIZED VIEW DATA", "RULE", "STATISTICS", "COLLATION", "CONVERSION", "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY",
 })
 
 
