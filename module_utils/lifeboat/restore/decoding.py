@@ -99,10 +99,13 @@ def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Cal
             storage, src.ref.artifact_key, safe_sink, compression=src.compression, decryptor=dec,
             expected_sha256=src.sha256 if check_sha256 else None, expected_size=None)
     except LifeboatError as exc:
-        if isinstance(sink_state["error"], BaseException):
-            # the sink's own failure (a full disk, a stop), not the artifact's: raised as it is, and the
-            # artifact is not read again to name a cause
-            raise sink_state["error"] from None
+        own = sink_state["error"]
+        if isinstance(own, BaseException):
+            # the sink's own failure (a full disk, a dump refused by its reader), not the artifact's: the artifact
+            # is not read again to name a cause
+            if isinstance(own, LifeboatError):
+                raise type(own)(f"backup {src.backup_id}: {own}", own.option) from None
+            raise own from None
         if check_sha256 and src.sha256 and not isinstance(exc, IntegrityError):
             try:
                 got, size = stored_sha256(storage, src.ref.artifact_key)
