@@ -80,3 +80,12 @@ def test_a_sinks_own_failure_stops_the_stream_and_is_not_blamed_on_the_artifact(
     with pytest.raises(Full, match="the staging disk is full"):
         decode(store, src, crypto.DecryptionSpec(), sink)
     assert reads == ["db/x/dump"]
+
+    def disk_full(chunk: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    from ansible.module_utils.lifeboat.errors import StorageError
+
+    with pytest.raises(StorageError, match=r"backup x: the decoded dump could not be written: .*No space left"):
+        decode(store, src, crypto.DecryptionSpec(), disk_full)
+    assert reads == ["db/x/dump"] * 2

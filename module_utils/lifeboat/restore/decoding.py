@@ -18,6 +18,7 @@ from ansible.module_utils.lifeboat.errors import (
     IntegrityError,
     LifeboatError,
     NotFound,
+    StorageError,
 )
 from ansible.module_utils.lifeboat.restore.selection import Source
 from ansible.module_utils.lifeboat.storage import Storage
@@ -105,6 +106,8 @@ def decode(storage: Storage, src: Source, keys: crypto.DecryptionSpec, sink: Cal
             # is not read again to name a cause
             if isinstance(own, LifeboatError):
                 raise type(own)(f"backup {src.backup_id}: {own}", own.option) from None
+            if isinstance(own, OSError):
+                raise StorageError(f"backup {src.backup_id}: the decoded dump could not be written: {own}") from None
             raise own from None
         if check_sha256 and src.sha256 and not isinstance(exc, IntegrityError):
             try:
