@@ -408,14 +408,18 @@ class S3Storage(Storage):
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"list s3://{self.bucket}/{full}", self.settings, self.bucket) from None
 
-    def stat(self, key: str) -> Entry:
+    def _head(self, key: str) -> dict[str, Any]:
+        """One bounded HEAD of ``key``; a failure names the stat and the store."""
         try:
-            resp = self.bounded(f"stat {self.uri(key)}", self.client.head_object, Bucket=self.bucket,
+            return self.bounded(f"stat {self.uri(key)}", self.client.head_object, Bucket=self.bucket,
                                 Key=self.full_key(key))
         except DeadlineExceeded:
             raise
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"stat {self.uri(key)}", self.settings, self.bucket) from None
+
+    def stat(self, key: str) -> Entry:
+        resp = self._head(key)
         return Entry(key, int(resp["ContentLength"]), etag=(resp.get("ETag") or "").strip('"') or None,
                      last_modified=resp.get("LastModified"))
 
@@ -427,14 +431,7 @@ class S3Storage(Storage):
 
     def metadata(self, key: str) -> dict[str, str]:
         """The object's user metadata (one HEAD)."""
-        try:
-            resp = self.bounded(f"stat {self.uri(key)}", self.client.head_object, Bucket=self.bucket,
-                                Key=self.full_key(key))
-        except DeadlineExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, f"stat {self.uri(key)}") from None
-        return dict(resp.get("Metadata") or {})
+        return dict(self._head(key).get("Metadata") or {})
 
     def first_part_size(self, entry: Entry) -> int:
         return first_part_size(self.client, self.bucket, self.full_key(entry.key), entry.etag)

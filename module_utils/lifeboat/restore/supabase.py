@@ -571,10 +571,7 @@ def _run_one_transaction(target: PgTarget, pg_restore: str, psql: str, p: Plan, 
             dump_err.seek(0)
             dump_text = dump_err.read().decode("utf-8", "replace").strip()
         if psql_proc.returncode != 0 or dump_rc != 0:
-            lines = [ln for ln in text.splitlines() if "ERROR" in ln or "FATAL" in ln or "DETAIL" in ln]
-            cause = " | ".join(lines[-4:]) or text[-600:] or ("pg_restore: " + dump_text[-600:])
-            raise RestoreError("supabase restore: the transaction was rolled back, nothing was changed: " + cause,
-                               "archive")
+            raise stage.rolled_back(text, "pg_restore", dump_text)
 
 
 def _no_other_restore(conn: Any, database: str) -> None:

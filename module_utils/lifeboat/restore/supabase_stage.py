@@ -367,10 +367,15 @@ def run(target: Any, pg_restore: str, psql: str, st: Staged, head: str, swap: An
             dump_err.seek(0)
             dump_text = dump_err.read().decode("utf-8", "replace").strip()
         if proc.returncode != 0 or failed:
-            lines = [ln for ln in text.splitlines() if "ERROR" in ln or "FATAL" in ln or "DETAIL" in ln]
-            cause = " | ".join(lines[-4:]) or text[-600:] or (failed + ": " + dump_text[-600:])
-            raise RestoreError("supabase restore: the transaction was rolled back, nothing was changed: " + cause,
-                               "archive")
+            raise rolled_back(text, failed, dump_text)
+
+
+def rolled_back(psql_stderr: str, what_failed: str, dump_stderr: str) -> RestoreError:
+    """The error of a restore transaction that did not commit: psql's ERROR/FATAL/DETAIL lines, else the end of its
+    output, else what failed on the dump's side (``what_failed``) with the end of pg_restore's output."""
+    lines = [ln for ln in psql_stderr.splitlines() if "ERROR" in ln or "FATAL" in ln or "DETAIL" in ln]
+    cause = " | ".join(lines[-4:]) or psql_stderr[-600:] or (what_failed + ": " + dump_stderr[-600:])
+    return RestoreError("supabase restore: the transaction was rolled back, nothing was changed: " + cause, "archive")
 
 
 def _bare(text: str) -> str:
